@@ -1,0 +1,39 @@
+"""The faust.App, and nothing else. Agents and services import it.
+
+Configured once from the environment (streams.settings), so every worker started with the
+same settings joins the same consumer group and shares the partitions.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from .settings import Settings
+
+settings = Settings.from_env()
+
+
+def _broker_urls(bootstrap: str) -> str:
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+app = faust.App(
+    f"{settings.topic_prefix}hookstream",
+    broker=_broker_urls(settings.bootstrap_servers),
+    # The control agent's table recovers from its compacted changelog on every start;
+    # rocksdb:// (rocksdict) keeps it on disk for large installs.
+    store="memory://",
+    datadir=str(settings.home / f"worker-{settings.web_port}"),
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    web_in_thread=False,
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication_factor,
+    # acks=all: an offset is committed only after what it produced is on every replica.
+    producer_acks=-1,
+    consumer_auto_offset_reset="earliest",
+    # Commit at least every second: a crash replays at most ~1 s of fan-out.
+    broker_commit_interval=1.0,
+    table_standby_replicas=0,
+    autodiscover=False,
+)

@@ -1,0 +1,272 @@
+"""The `hookstream` command. Errors are one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .settings import Settings, SettingsError
+
+cli = typer.Typer(
+    name="hookstream", help="Webhook delivery on Apache Kafka.", no_args_is_help=True,
+    pretty_exceptions_enable=False, add_completion=False,
+)
+kafka_cli = typer.Typer(help="Run a local single-node Kafka (KRaft) for development.",
+                        no_args_is_help=True)
+topics_cli = typer.Typer(help="Create and describe hookstream's topics.", no_args_is_help=True)
+webhooks_cli = typer.Typer(help="Manage webhooks through control-plane commands.",
+                           no_args_is_help=True)
+cli.add_typer(kafka_cli, name="kafka")
+cli.add_typer(topics_cli, name="topics")
+cli.add_typer(webhooks_cli, name="webhooks")
+
+out = Console()
+
+
+class CliError(Exception):
+    """A failure to report as one line."""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+# -- kafka ---------------------------------------------------------------------------
+@kafka_cli.command("up")
+def kafka_up(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
+) -> None:
+    """Start the local broker in the background (formats storage on first use)."""
+    from .localkafka import LocalKafka, LocalKafkaError
+
+    try:
+        status, started = LocalKafka.from_env().up(timeout=timeout)
+    except LocalKafkaError as exc:
+        raise CliError(str(exc)) from None
+    out.print(("started: " if started else "already up: ") + status.detail)
+
+
+@kafka_cli.command("down")
+def kafka_down() -> None:
+    """Stop the local broker started by `kafka up`."""
+    from .localkafka import LocalKafka, LocalKafkaError
+
+    try:
+        stopped = LocalKafka.from_env().down()
+    except LocalKafkaError as exc:
+        raise CliError(str(exc)) from None
+    out.print("stopped" if stopped else "not running")
+
+
+@kafka_cli.command("status")
+def kafka_status() -> None:
+    """Say whether the local broker runs, and where."""
+    from .localkafka import LocalKafka
+
+    status = LocalKafka.from_env().status()
+    out.print(status.detail)
+    if not status.running:
+        raise typer.Exit(1)
+
+
+# -- topics --------------------------------------------------------------------------
+@topics_cli.command("create")
+def topics_create() -> None:
+    """Create every topic that is missing (idempotent)."""
+    from .admin import AdminError, create_topics
+
+    try:
+        states = create_topics(_settings())
+    except AdminError as exc:
+        raise CliError(str(exc)) from None
+    table = Table("topic", "partitions", "state")
+    for state in states:
+        table.add_row(state.name, str(state.partitions), "created" if state.created else "exists")
+    out.print(table)
+
+
+# -- publish -------------------------------------------------------------------------
+@cli.command("publish")
+def publish(
+    event: Annotated[str, typer.Argument(help="Event type, e.g. task.created.")],
+    workspace: Annotated[str, typer.Option(help="Workspace id (the message key).")],
+    data: Annotated[str, typer.Option(help="The event's data as a JSON object.")] = "{}",
+    event_id: Annotated[str | None, typer.Option("--id", help="Event id (default: new).")]
+    = None,
+    timestamp: Annotated[str | None, typer.Option(help="ISO 8601 time (default: now).")]
+    = None,
+) -> None:
+    """Validate and publish one domain event (Avro) to its family's topic."""
+    from .events import InvalidEvent
+    from .producer import PublishError, Publisher
+    from .timeutil import iso_from_ms, now_ms
+
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise CliError(f"--data is not JSON: {exc}") from None
+    record = {"id": event_id, "event": event, "workspace_id": workspace,
+              "timestamp": timestamp or iso_from_ms(now_ms()), "data": payload}
+    publisher = Publisher(_settings())
+    try:
+        published = publisher.publish_event(record)
+        publisher.flush()
+    except (InvalidEvent, PublishError) as exc:
+        raise CliError(str(exc)) from None
+    out.print(f"published {published.type} {published.id} for workspace {workspace}")
+
+
+# -- webhooks ------------------------------------------------------------------------
+def _send(command: Any) -> None:
+    from .producer import PublishError, Publisher
+
+    publisher = Publisher(_settings())
+    try:
+        publisher.send_command(command)
+        publisher.flush()
+    except PublishError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _events(raw: str | None) -> list[str] | None:
+    from . import catalog
+
+    if raw is None:
+        return None
+    events = [e.strip() for e in raw.split(",") if e.strip()]
+    if not events:
+        raise CliError("--events needs at least one event type")
+    for pattern in events:
+        if not catalog.is_valid_pattern(pattern):
+            raise CliError(f"--events: unknown event type {pattern!r}")
+    return events
+
+
+def _url(raw: str | None) -> str | None:
+    from .policy import UrlPolicyError, check_url
+
+    if raw is None:
+        return None
+    try:
+        return check_url(raw, allow_insecure=_settings().allow_insecure_targets)
+    except UrlPolicyError as exc:
+        raise CliError(f"--url {exc}") from None
+
+
+@webhooks_cli.command("create")
+def webhooks_create(
+    workspace: Annotated[str, typer.Option(help="Workspace the webhook belongs to.")],
+    url: Annotated[str, typer.Option(help="Where to POST events (https).")],
+    events: Annotated[str, typer.Option(help="Comma-separated types; task.* and * work.")],
+    secret: Annotated[str | None, typer.Option(help="Signing secret (default: generated).")]
+    = None,
+    description: Annotated[str | None, typer.Option(help="A note for humans.")] = None,
+    webhook_id: Annotated[str | None, typer.Option("--id", help="Webhook id (default: new).")]
+    = None,
+    inactive: Annotated[bool, typer.Option("--inactive", help="Create it disabled.")] = False,
+) -> None:
+    """Create a webhook. A generated secret is printed once: store it now."""
+    from .control.commands import Command, generate_secret
+
+    wid = webhook_id or f"wh_{uuid.uuid4().hex[:16]}"
+    fields: dict[str, Any] = {"url": _url(url), "events": _events(events),
+                              "secret": secret or generate_secret(), "active": not inactive}
+    if description is not None:
+        fields["description"] = description
+    _send(Command(op="create", webhook_id=wid, workspace_id=workspace, webhook=fields))
+    out.print(f"webhook {wid} created for workspace {workspace}")
+    if secret is None:
+        out.print(f"secret (shown once): {fields['secret']}")
+
+
+@webhooks_cli.command("update")
+def webhooks_update(
+    webhook_id: Annotated[str, typer.Argument(help="Webhook id.")],
+    url: Annotated[str | None, typer.Option(help="New URL.")] = None,
+    events: Annotated[str | None, typer.Option(help="New comma-separated event list.")] = None,
+    description: Annotated[str | None, typer.Option(help="New description.")] = None,
+) -> None:
+    """Change a webhook's URL, events or description."""
+    from .control.commands import Command
+
+    fields = {k: v for k, v in {"url": _url(url), "events": _events(events),
+                                "description": description}.items() if v is not None}
+    if not fields:
+        raise CliError("nothing to update: give --url, --events or --description")
+    _send(Command(op="update", webhook_id=webhook_id, webhook=fields))
+    out.print(f"webhook {webhook_id}: update sent")
+
+
+def _simple(op: str, help_text: str) -> None:
+    from .control.commands import Command
+
+    def command(
+        webhook_id: Annotated[str, typer.Argument(help="Webhook id.")],
+        reason: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
+    ) -> None:
+        _send(Command(op=op, webhook_id=webhook_id, reason=reason))
+        out.print(f"webhook {webhook_id}: {op} sent")
+
+    command.__doc__ = help_text
+    webhooks_cli.command(op.replace("_", "-"))(command)
+
+
+_simple("delete", "Delete a webhook.")
+_simple("enable", "Re-enable a webhook (after fixing its endpoint).")
+_simple("disable", "Disable a webhook: its events are held, not sent.")
+
+
+# -- processes -----------------------------------------------------------------------
+@cli.command("worker")
+def worker() -> None:
+    """Run a worker: fan-out, control, delivery and the web server (settings from env)."""
+    _settings()
+    from .admin import AdminError
+    from .worker import run_worker
+
+    try:
+        run_worker()
+    except AdminError as exc:
+        raise CliError(str(exc)) from None
+
+
+@cli.command("dev")
+def dev(
+    receiver_port: Annotated[int, typer.Option(help="Port of the demo receiver.")] = 8787,
+    events: Annotated[int, typer.Option(help="How many demo events to publish.")] = 5,
+) -> None:
+    """Local Kafka + worker + a verifying demo receiver + a demo webhook and events."""
+    from .demo.run import run_demo
+
+    run_demo(receiver_port=receiver_port, events=events)
+
+
+def main() -> None:
+    try:
+        code = cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        sys.stderr.write(f"error: {exc.format_message()}\n")
+        sys.exit(exc.exit_code or 2)
+    except CliError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

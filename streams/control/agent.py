@@ -1,0 +1,64 @@
+"""Control agent: commands from hookstream.control -> the subscriptions table.
+
+The table's changelog IS the compacted hookstream.subscriptions topic (Avro Subscription
+values keyed by webhook id, tombstone on delete), so faust writes each change there and
+recovers the table from it on start. Commands for one webhook share a key, hence a
+partition, hence are applied strictly in order.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from ..app import app, settings
+from ..quarantine import quarantine
+from ..timeutil import now_ms
+from ..topics import CONTROL, SUBSCRIPTIONS
+from .commands import InvalidCommand, Subscription, apply, decode_command
+
+log = logging.getLogger(__name__)
+
+control_topic = app.topic(
+    settings.topic(CONTROL), key_serializer="raw", value_serializer="raw", internal=False
+)
+
+subscriptions = app.Table(
+    "subscriptions",
+    schema=faust.Schema(key_type=bytes, value_type=bytes,
+                        key_serializer="raw", value_serializer="raw"),
+    partitions=settings.partitions,
+    changelog_topic=app.topic(
+        settings.topic(SUBSCRIPTIONS), key_serializer="raw", value_serializer="raw",
+        partitions=settings.partitions, compacting=True, internal=False,
+    ),
+)
+
+
+@app.agent(control_topic)
+async def control(stream):  # type: ignore[no-untyped-def]
+    async for event in stream.events():
+        try:
+            command = decode_command(event.value or b"")
+            key = event.key.decode() if isinstance(event.key, bytes) else None
+            if key != command.webhook_id:
+                # Keyed otherwise, two commands for one webhook could race on two partitions.
+                raise InvalidCommand(
+                    f"message key {key!r} must be the command's webhook_id "
+                    f"{command.webhook_id!r}"
+                )
+            table_key = command.webhook_id.encode()
+            stored = subscriptions.get(table_key)
+            current = Subscription.decode(stored) if stored is not None else None
+            updated = apply(current, command, now_ms(),
+                            allow_insecure=settings.allow_insecure_targets)
+        except InvalidCommand as exc:
+            await quarantine(event, f"invalid command: {exc}")
+            continue
+        if updated is None:
+            subscriptions.pop(table_key, None)
+            log.info("webhook %s deleted", command.webhook_id)
+        else:
+            subscriptions[table_key] = updated.encode()
+            log.info("webhook %s: %s applied (active=%s)", updated.id, command.op, updated.active)

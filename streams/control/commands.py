@@ -1,0 +1,229 @@
+"""Control commands: decode, validate, and fold into a subscription. Pure.
+
+`apply(current, command, now_ms)` is the whole state machine of a webhook; the control
+agent only feeds it commands in order and stores what it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .. import catalog
+from ..policy import UrlPolicyError, check_url
+from ..schemas import CONTROL_COMMAND, SUBSCRIPTION, SchemaError, is_single_object, registry
+from ..timeutil import to_ms
+
+OPS = ("create", "update", "delete", "enable", "disable", "rotate_secret")
+WEBHOOK_FIELDS = ("url", "events", "secret", "active", "description")
+MAX_DESCRIPTION = 500
+MAX_COMMAND_BYTES = 64 * 1024
+
+
+class InvalidCommand(ValueError):
+    """A command that does not decode, validate or apply; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    workspace_id: str
+    url: str
+    events: tuple[str, ...]
+    secret: str
+    active: bool
+    created_at: int
+    updated_at: int
+    disabled_reason: str | None = None
+    description: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "workspace_id": self.workspace_id, "url": self.url,
+            "events": list(self.events), "secret": self.secret, "active": self.active,
+            "created_at": self.created_at, "updated_at": self.updated_at,
+            "disabled_reason": self.disabled_reason, "description": self.description,
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> Subscription:
+        return cls(
+            id=r["id"], workspace_id=r["workspace_id"], url=r["url"],
+            events=tuple(r["events"]), secret=r["secret"], active=r["active"],
+            created_at=to_ms(r["created_at"]), updated_at=to_ms(r["updated_at"]),
+            disabled_reason=r.get("disabled_reason"), description=r.get("description"),
+        )
+
+    def encode(self) -> bytes:
+        return registry().encode(SUBSCRIPTION, self.to_record())
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Subscription:
+        return cls.from_record(registry().decode(SUBSCRIPTION, payload))
+
+
+@dataclass(frozen=True)
+class Command:
+    op: str
+    webhook_id: str
+    workspace_id: str | None = None
+    webhook: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    requested_at: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        fields = {name: self.webhook.get(name) for name in WEBHOOK_FIELDS}
+        if fields["events"] is not None:
+            fields["events"] = list(fields["events"])
+        return {
+            "op": self.op, "webhook_id": self.webhook_id, "workspace_id": self.workspace_id,
+            "webhook": fields if self.webhook else None, "reason": self.reason,
+            "requested_at": self.requested_at,
+        }
+
+    def encode(self) -> bytes:
+        """Avro single-object encoding, as the CLI and API write commands."""
+        return registry().encode(CONTROL_COMMAND, self.to_record())
+
+
+def generate_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def decode_command(payload: bytes) -> Command:
+    """Decode a JSON or Avro command and check its shape (not yet its effect)."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise InvalidCommand(f"command is {len(payload)} bytes, over {MAX_COMMAND_BYTES}")
+    if is_single_object(payload):
+        try:
+            record = registry().decode(CONTROL_COMMAND, payload)
+        except SchemaError as exc:
+            raise InvalidCommand(str(exc)) from exc
+        if record.get("webhook"):
+            record["webhook"] = {k: v for k, v in record["webhook"].items() if v is not None}
+    else:
+        try:
+            record = json.loads(payload)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidCommand(f"neither Avro single-object encoding nor JSON: {exc}") from exc
+    return validate_command(record)
+
+
+def _opt_str(record: dict[str, Any], name: str) -> str | None:
+    value = record.get(name)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidCommand(f"field '{name}' must be a non-empty string")
+    return value
+
+
+def validate_command(record: Any) -> Command:
+    if not isinstance(record, dict):
+        raise InvalidCommand("command must be an object")
+    unknown = set(record) - {"op", "webhook_id", "workspace_id", "webhook", "reason",
+                             "requested_at"}
+    if unknown:
+        raise InvalidCommand(f"unknown field '{sorted(unknown)[0]}'")
+    op = record.get("op")
+    if op not in OPS:
+        raise InvalidCommand(f"field 'op' must be one of {', '.join(OPS)}, got {op!r}")
+    webhook_id = _opt_str(record, "webhook_id")
+    if webhook_id is None:
+        raise InvalidCommand("field 'webhook_id' is required")
+    webhook = record.get("webhook") or {}
+    if not isinstance(webhook, dict):
+        raise InvalidCommand("field 'webhook' must be an object")
+    unknown = set(webhook) - set(WEBHOOK_FIELDS)
+    if unknown:
+        raise InvalidCommand(f"unknown field 'webhook.{sorted(unknown)[0]}'")
+    webhook = {k: v for k, v in webhook.items() if v is not None}
+    _validate_fields(webhook)
+    command = Command(
+        op=op, webhook_id=webhook_id, workspace_id=_opt_str(record, "workspace_id"),
+        webhook=webhook, reason=_opt_str(record, "reason"),
+        requested_at=_opt_str(record, "requested_at"),
+    )
+    if op == "create":
+        if command.workspace_id is None:
+            raise InvalidCommand("field 'workspace_id' is required to create")
+        for name in ("url", "events"):
+            if name not in webhook:
+                raise InvalidCommand(f"field 'webhook.{name}' is required to create")
+    return command
+
+
+def _validate_fields(webhook: dict[str, Any]) -> None:
+    if "url" in webhook and not isinstance(webhook["url"], str):
+        raise InvalidCommand("field 'webhook.url' must be a string")
+    if "events" in webhook:
+        events = webhook["events"]
+        if not isinstance(events, list) or not events:
+            raise InvalidCommand("field 'webhook.events' must be a non-empty list")
+        for pattern in events:
+            if not isinstance(pattern, str) or not catalog.is_valid_pattern(pattern):
+                raise InvalidCommand(f"field 'webhook.events': unknown event type {pattern!r}")
+    if "secret" in webhook and (not isinstance(webhook["secret"], str)
+                                or len(webhook["secret"]) < 8):
+        raise InvalidCommand("field 'webhook.secret' must be a string of at least 8 characters")
+    if "active" in webhook and not isinstance(webhook["active"], bool):
+        raise InvalidCommand("field 'webhook.active' must be true or false")
+    if "description" in webhook and (not isinstance(webhook["description"], str)
+                                     or len(webhook["description"]) > MAX_DESCRIPTION):
+        raise InvalidCommand(
+            f"field 'webhook.description' must be a string of at most {MAX_DESCRIPTION} characters"
+        )
+
+
+def apply(
+    current: Subscription | None, command: Command, now_ms: int, *, allow_insecure: bool
+) -> Subscription | None:
+    """The subscription after `command`; None means deleted. Raises InvalidCommand."""
+    fields = command.webhook
+    if "url" in fields:
+        try:
+            check_url(fields["url"], allow_insecure=allow_insecure)
+        except UrlPolicyError as exc:
+            raise InvalidCommand(f"field 'webhook.url': {exc}") from exc
+    if command.op == "create":
+        if current is not None:
+            raise InvalidCommand(f"webhook {command.webhook_id} already exists")
+        assert command.workspace_id is not None  # checked by validate_command
+        active = fields.get("active", True)
+        return Subscription(
+            id=command.webhook_id, workspace_id=command.workspace_id, url=fields["url"],
+            events=tuple(dict.fromkeys(fields["events"])),
+            secret=fields.get("secret") or generate_secret(), active=active,
+            created_at=now_ms, updated_at=now_ms,
+            disabled_reason=None if active else (command.reason or "created inactive"),
+            description=fields.get("description"),
+        )
+    if current is None:
+        raise InvalidCommand(f"webhook {command.webhook_id} does not exist")
+    if command.workspace_id is not None and command.workspace_id != current.workspace_id:
+        # A webhook never moves: its workspace decides who may see it.
+        raise InvalidCommand(f"webhook {command.webhook_id} belongs to another workspace")
+    if command.op == "delete":
+        return None
+    if command.op == "enable":
+        return replace(current, active=True, disabled_reason=None, updated_at=now_ms)
+    if command.op == "disable":
+        return replace(current, active=False, updated_at=now_ms,
+                       disabled_reason=command.reason or "disabled by operator")
+    if command.op == "rotate_secret":
+        return replace(current, secret=fields.get("secret") or generate_secret(),
+                       updated_at=now_ms)
+    # update
+    changed = replace(
+        current, updated_at=now_ms,
+        url=fields.get("url", current.url),
+        events=tuple(dict.fromkeys(fields["events"])) if "events" in fields else current.events,
+        secret=fields.get("secret", current.secret),
+        description=fields.get("description", current.description),
+    )
+    if "active" in fields and fields["active"] != current.active:
+        changed = replace(
+            changed, active=fields["active"],
+            disabled_reason=None if fields["active"] else (command.reason or "disabled by update"),
+        )
+    return changed

@@ -1,0 +1,61 @@
+"""One delivery attempt: body, signature, POST, outcome. Never raises for the receiver's faults."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import httpx
+
+from .. import signing
+from ..control.commands import Subscription
+from ..payload import webhook_body
+from ..policy import UrlPolicyError, check_url
+from ..timeutil import now_ms
+from .models import DeliveryJob, Outcome
+
+#: Enough of a response body to say why a receiver failed, never more.
+_ERROR_BODY_CHARS = 200
+
+
+def build_request(sub: Subscription, job: DeliveryJob, now_s: int) -> tuple[bytes, dict[str, str]]:
+    body = webhook_body(job.event_id, job.event_type, job.event_timestamp, sub.id, job.data_json)
+    headers = {
+        "Content-Type": "application/json",
+        signing.SIGNATURE_HEADER: signing.sign(body, sub.secret),
+        signing.WEBHOOK_ID_HEADER: sub.id,
+        signing.TIMESTAMP_HEADER: str(now_s),
+        signing.EVENT_HEADER: job.event_type,
+        signing.DELIVERY_HEADER: job.delivery_id,
+    }
+    return body, headers
+
+
+async def attempt(
+    client: httpx.AsyncClient, sub: Subscription, job: DeliveryJob,
+    *, timeout: float, allow_insecure: bool,
+) -> Outcome:
+    """POST the job to the subscription's URL once, within `timeout` seconds in all."""
+    started_ms = now_ms()
+    started = time.perf_counter()
+    code: int | None = None
+    error: str | None = None
+    try:
+        check_url(sub.url, allow_insecure=allow_insecure)
+        body, headers = build_request(sub, job, started_ms // 1000)
+        async with asyncio.timeout(timeout):
+            response = await client.post(sub.url, content=body, headers=headers)
+            code = response.status_code
+            if not 200 <= code < 300:
+                text = (await response.aread())[:_ERROR_BODY_CHARS].decode("utf-8", "replace")
+                error = f"HTTP {code}" + (f": {text}" if text.strip() else "")
+    except UrlPolicyError as exc:
+        error = f"target refused: {exc}"
+    except TimeoutError:
+        error = f"timed out after {timeout:g}s"
+    except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
+        # Refused, reset, DNS and TLS errors all land here.
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    elapsed_ms = int((time.perf_counter() - started) * 1000)
+    return Outcome(job.attempt, started_ms, code, elapsed_ms, error)

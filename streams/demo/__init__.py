@@ -1,0 +1,1 @@
+"""The demo of README's first command: a receiver that verifies and prints deliveries."""

@@ -1,0 +1,12 @@
+"""Which subscriptions want an event: exact types, `family.*` and `*`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .catalog import family_of
+
+
+def matches(patterns: Iterable[str], event_type: str) -> bool:
+    family_wildcard = f"{family_of(event_type)}.*"
+    return any(p == event_type or p == "*" or p == family_wildcard for p in patterns)

@@ -1,0 +1,72 @@
+"""Pure rules: which webhook URLs and target addresses are acceptable.
+
+Secure by default: only https URLs whose host is a public address. Development, the demo
+and the tests lift this with HOOKSTREAM_ALLOW_INSECURE_TARGETS=1.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+MAX_URL_LENGTH = 2048
+
+#: Blocks on top of ipaddress's own flags: shared address space (RFC 6598) is not
+#: flagged private by every Python version, and NAT64 / 6to4 can embed private IPv4.
+_EXTRA_BLOCKED = [ipaddress.ip_network(n) for n in ("100.64.0.0/10", "192.0.0.0/24")]
+
+
+class UrlPolicyError(ValueError):
+    """A URL or address we will not deliver to; the message says why."""
+
+
+def is_public_address(address: str) -> bool:
+    """True only for globally routable unicast addresses (IPv4-mapped IPv6 unwrapped)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in net for net in _EXTRA_BLOCKED if net.version == ip.version):
+        return False
+    return ip.is_global and not (
+        ip.is_multicast or ip.is_private or ip.is_loopback or ip.is_link_local
+        or ip.is_reserved or ip.is_unspecified
+    )
+
+
+def check_url(url: str, *, allow_insecure: bool) -> str:
+    """Return the URL if we may deliver to it, else raise UrlPolicyError.
+
+    Hostnames are checked again after DNS resolution at delivery time.
+    """
+    if len(url) > MAX_URL_LENGTH:
+        raise UrlPolicyError(f"longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UrlPolicyError(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("https", "http"):
+        raise UrlPolicyError("must be an http(s) URL")
+    if not parts.hostname:
+        raise UrlPolicyError("has no host")
+    if parts.username is not None or parts.password is not None:
+        raise UrlPolicyError("must not carry credentials")
+    if port == 0:
+        raise UrlPolicyError("port 0 is not a valid port")
+    if allow_insecure:
+        return url
+    if parts.scheme != "https":
+        raise UrlPolicyError("must use https (set HOOKSTREAM_ALLOW_INSECURE_TARGETS=1 for dev)")
+    host = parts.hostname
+    if host == "localhost" or host.endswith(".localhost"):
+        raise UrlPolicyError("points at this machine")
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return url  # a hostname: vetted after resolution, when we connect
+    if not is_public_address(host):
+        raise UrlPolicyError(f"{host} is not a public address")
+    return url

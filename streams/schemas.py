@@ -1,0 +1,109 @@
+"""Avro schemas under schemas/, and the single-object encoding every project topic carries.
+
+Single-object encoding (Avro spec): 0xC3 0x01, the 8-byte little-endian CRC-64-AVRO
+fingerprint of the writer schema's Parsing Canonical Form, then the Avro binary body. A
+reader in any language finds the writer schema by its fingerprint, so old and new
+writers can share a topic while schemas evolve.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+
+SOE_MAGIC = b"\xc3\x01"
+
+#: Schema files in dependency order: a file may name types defined by the ones before it.
+_FILES = (
+    "task_data", "project_data", "comment_data", "user_data", "event",
+    "control_command", "subscription", "delivery_job", "delivery_attempt", "dead_letter",
+)
+
+EVENT = "io.hookstream.events.Event"
+CONTROL_COMMAND = "io.hookstream.control.ControlCommand"
+SUBSCRIPTION = "io.hookstream.control.Subscription"
+DELIVERY_JOB = "io.hookstream.delivery.DeliveryJob"
+DELIVERY_ATTEMPT = "io.hookstream.delivery.DeliveryAttempt"
+DEAD_LETTER = "io.hookstream.delivery.DeadLetter"
+FAMILY_DATA = {
+    "task": "io.hookstream.events.TaskData",
+    "project": "io.hookstream.events.ProjectData",
+    "comment": "io.hookstream.events.CommentData",
+    "user": "io.hookstream.events.UserData",
+}
+
+
+class SchemaError(ValueError):
+    """Bytes that are not a valid record of the expected schema."""
+
+
+def schemas_dir() -> Path:
+    override = os.environ.get("HOOKSTREAM_SCHEMAS_DIR")
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "schemas"
+
+
+class Registry:
+    """Parsed schemas by full name, and by single-object fingerprint."""
+
+    def __init__(self, directory: Path) -> None:
+        named: dict[str, Any] = {}
+        self.by_name: dict[str, Any] = {}
+        for stem in _FILES:
+            raw = json.loads((directory / f"{stem}.avsc").read_text())
+            parsed = parse_schema(raw, named_schemas=named)
+            self.by_name[parsed["name"]] = parsed
+        self.named = named
+        self.fingerprints: dict[str, bytes] = {}
+        self.by_fingerprint: dict[bytes, Any] = {}
+        for name, parsed in self.by_name.items():
+            fp = bytes.fromhex(
+                fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
+            )
+            self.fingerprints[name] = fp
+            self.by_fingerprint[fp] = parsed
+
+    def encode(self, name: str, record: Any) -> bytes:
+        """Single-object encoding of `record` with schema `name`."""
+        buf = io.BytesIO()
+        buf.write(SOE_MAGIC)
+        buf.write(self.fingerprints[name])
+        try:
+            fastavro.schemaless_writer(buf, self.by_name[name], record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SchemaError(f"not a valid {name.rsplit('.', 1)[-1]}: {exc}") from exc
+        return buf.getvalue()
+
+    def decode(self, name: str, payload: bytes) -> Any:
+        """Decode a single-object-encoded record, resolving the writer schema to `name`."""
+        if not is_single_object(payload):
+            raise SchemaError("not Avro single-object encoding (no 0xC3 0x01 marker)")
+        writer = self.by_fingerprint.get(payload[2:10])
+        if writer is None:
+            raise SchemaError(f"unknown schema fingerprint {payload[2:10].hex()}")
+        reader = self.by_name[name]
+        buf = io.BytesIO(payload[10:])
+        try:
+            record = fastavro.schemaless_reader(
+                buf, writer, reader if reader is not writer else None
+            )
+        except Exception as exc:  # fastavro raises many kinds on truncated or bad bytes
+            raise SchemaError(f"bad Avro body: {type(exc).__name__}: {exc}") from exc
+        if buf.tell() != len(payload) - 10:
+            raise SchemaError("trailing bytes after the Avro body")
+        return record
+
+
+def is_single_object(payload: bytes) -> bool:
+    return payload[:2] == SOE_MAGIC and len(payload) >= 10
+
+
+@cache
+def registry() -> Registry:
+    return Registry(schemas_dir())

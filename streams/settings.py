@@ -1,0 +1,123 @@
+"""Every setting, typed, read once from the environment, with defaults and units."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_FAMILIES = ("task", "project", "comment", "user")
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    if not items:
+        raise SettingsError(f"{name} must list at least one item")
+    return items
+
+
+def _delays(env: Mapping[str, str]) -> tuple[float, ...]:
+    raw = env.get("HOOKSTREAM_RETRY_DELAYS", "").strip()
+    if not raw:
+        return (60.0, 300.0, 1800.0)
+    try:
+        delays = tuple(float(x) for x in raw.split(","))
+    except ValueError:
+        raise SettingsError(
+            f"HOOKSTREAM_RETRY_DELAYS must be three numbers of seconds, got {raw!r}"
+        ) from None
+    # Three retry topics (1m, 5m, 30m) exist; the delays compress, the topics stay.
+    if len(delays) != 3 or any(d < 0 for d in delays):
+        raise SettingsError(
+            f"HOOKSTREAM_RETRY_DELAYS must be three non-negative numbers, got {raw!r}"
+        )
+    return delays
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    home: Path = Path(".hookstream")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    #: Seconds for one delivery attempt, connect to last byte.
+    delivery_timeout: float = 10.0
+    allow_insecure_targets: bool = False
+    families: tuple[str, ...] = DEFAULT_FAMILIES
+    #: Attempts in flight per worker; each holds one HTTP connection.
+    delivery_concurrency: int = 200
+    #: Attempts in flight per webhook, so one slow endpoint cannot take every slot.
+    per_webhook_concurrency: int = 16
+    retry_delays: tuple[float, ...] = (60.0, 300.0, 1800.0)
+    #: Partitions for topics we create. Workers beyond this count sit idle.
+    partitions: int = 6
+    replication_factor: int = 1
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or "127.0.0.1:9092",
+            topic_prefix=env.get("HOOKSTREAM_TOPIC_PREFIX", "").strip(),
+            home=Path(env.get("HOOKSTREAM_HOME", "").strip() or ".hookstream"),
+            web_host=env.get("HOOKSTREAM_WEB_HOST", "").strip() or "127.0.0.1",
+            web_port=_int(env, "HOOKSTREAM_WEB_PORT", 6066),
+            delivery_timeout=_float(env, "HOOKSTREAM_DELIVERY_TIMEOUT", 10.0),
+            allow_insecure_targets=_bool(env, "HOOKSTREAM_ALLOW_INSECURE_TARGETS"),
+            families=_list(env, "HOOKSTREAM_EVENT_FAMILIES", DEFAULT_FAMILIES),
+            delivery_concurrency=_int(env, "HOOKSTREAM_DELIVERY_CONCURRENCY", 200),
+            per_webhook_concurrency=_int(env, "HOOKSTREAM_PER_WEBHOOK_CONCURRENCY", 16),
+            retry_delays=_delays(env),
+            partitions=_int(env, "HOOKSTREAM_PARTITIONS", 6),
+            replication_factor=_int(env, "HOOKSTREAM_REPLICATION_FACTOR", 1),
+            log_level=env.get("HOOKSTREAM_LOG_LEVEL", "").strip().lower() or "info",
+        )
+
+    def topic(self, name: str) -> str:
+        """The real name of one of our topics, with the deployment's prefix."""
+        return f"{self.topic_prefix}{name}"

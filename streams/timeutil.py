@@ -1,0 +1,31 @@
+"""Times on the wire: ISO 8601 strings for humans, epoch milliseconds for machines."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def to_ms(value: object) -> int:
+    """Epoch ms from what fastavro gives for a timestamp-millis field (datetime or int)."""
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, int):
+        return value
+    raise TypeError(f"not a timestamp: {value!r}")
+
+
+def iso_from_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse an ISO 8601 time with a zone (`Z` or an offset); naive times are refused."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    if parsed.tzinfo is None:
+        raise ValueError("time has no zone; add Z or an offset")
+    return parsed

@@ -1,0 +1,60 @@
+"""Every topic the pipeline uses: its name, partitions and configs, in one place.
+
+Names get the deployment's prefix (HOOKSTREAM_TOPIC_PREFIX) so tests and deployments can
+share a broker. Creating them is `streams.admin.create_topics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .settings import Settings
+
+CONTROL = "hookstream.control"
+SUBSCRIPTIONS = "hookstream.subscriptions"
+DELIVERIES = "hookstream.deliveries"
+DELIVERY_LOG = "hookstream.delivery-log"
+RETRY_TOPICS = ("hookstream.retry.1m", "hookstream.retry.5m", "hookstream.retry.30m")
+DLQ = "hookstream.dlq"
+INVALID = "hookstream.invalid"
+OPERATIONS = "hookstream.operations"
+
+_WEEK_MS = str(7 * 24 * 3600 * 1000)
+
+
+def domain_topic(family: str) -> str:
+    return f"domain.{family}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def all_topics(settings: Settings) -> list[TopicSpec]:
+    """Every topic with its prefixed name.
+
+    Control and subscriptions share a partition count: the subscriptions table is the
+    changelog of the control agent, and faust writes a change to the partition its
+    command came from.
+    """
+    n = settings.partitions
+    compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+    kept = {"retention.ms": _WEEK_MS}
+    names: list[TopicSpec] = [
+        TopicSpec(settings.topic(domain_topic(f)), n, dict(kept)) for f in settings.families
+    ]
+    names += [
+        TopicSpec(settings.topic(CONTROL), n, dict(kept)),
+        TopicSpec(settings.topic(SUBSCRIPTIONS), n, dict(compact)),
+        TopicSpec(settings.topic(DELIVERIES), n, dict(kept)),
+        TopicSpec(settings.topic(DELIVERY_LOG), n, dict(kept)),
+        # Dead letters wait for an operator: keep them until replayed and well after.
+        TopicSpec(settings.topic(DLQ), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(settings.topic(INVALID), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(settings.topic(OPERATIONS), n, dict(kept)),
+    ]
+    names += [TopicSpec(settings.topic(t), n, dict(kept)) for t in RETRY_TOPICS]
+    return names
