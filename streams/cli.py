@@ -112,7 +112,7 @@ def publish(
 ) -> None:
     """Validate and publish one domain event (Avro) to its family's topic."""
     from .events import InvalidEvent
-    from .producer import PublishError, Publisher
+    from .producer import Publisher, PublishError
     from .timeutil import iso_from_ms, now_ms
 
     try:
@@ -132,7 +132,7 @@ def publish(
 
 # -- webhooks ------------------------------------------------------------------------
 def _send(command: Any) -> None:
-    from .producer import PublishError, Publisher
+    from .producer import Publisher, PublishError
 
     publisher = Publisher(_settings())
     try:

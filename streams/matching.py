@@ -9,4 +9,4 @@ from .catalog import family_of
 
 def matches(patterns: Iterable[str], event_type: str) -> bool:
     family_wildcard = f"{family_of(event_type)}.*"
-    return any(p == event_type or p == "*" or p == family_wildcard for p in patterns)
+    return any(p in (event_type, family_wildcard) or p == "*" for p in patterns)

@@ -8,6 +8,7 @@ the pipeline goes on.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from faust.types import EventT
 
@@ -23,7 +24,7 @@ invalid_topic = app.topic(
 MAX_REASON = 1000
 
 
-async def quarantine(event: EventT, reason: str) -> None:
+async def quarantine(event: EventT[Any], reason: str) -> None:
     message = event.message
     log.warning(
         "quarantined %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason

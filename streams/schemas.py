@@ -57,7 +57,7 @@ class Registry:
         self.by_name: dict[str, Any] = {}
         for stem in _FILES:
             raw = json.loads((directory / f"{stem}.avsc").read_text())
-            parsed = parse_schema(raw, named_schemas=named)
+            parsed: Any = parse_schema(raw, named_schemas=named)
             self.by_name[parsed["name"]] = parsed
         self.named = named
         self.fingerprints: dict[str, bytes] = {}

@@ -39,7 +39,37 @@ class Pipeline(mode.Service):
 
 @app.page("/healthz")
 async def healthz(_web, request):  # type: ignore[no-untyped-def]
+    """Alive: the process answers."""
     return _web.json({"status": "ok"})
+
+
+@app.page("/readyz")
+async def readyz(_web, request):  # type: ignore[no-untyped-def]
+    """Ready: subscriptions loaded, and both consumer groups settled with partitions."""
+    pipeline = next((s for s in app._extra_service_instances or () if isinstance(s, Pipeline)),
+                    None)
+    delivery = pipeline.delivery if pipeline is not None else None
+    checks = {
+        "subscriptions_loaded": view.ready.is_set(),
+        "subscriptions": len(view.index),
+        "fanout_partitions": len(app.consumer.assignment()) if app.consumer else 0,
+        "rebalancing": bool(app.rebalancing),
+        "delivery_partitions": delivery.assigned_count() if delivery is not None else 0,
+    }
+    ready = (checks["subscriptions_loaded"] and not checks["rebalancing"]
+             and checks["fanout_partitions"] > 0 and checks["delivery_partitions"] > 0)
+    return _web.json({"ready": ready, **checks}, status=200 if ready else 503)
+
+
+@app.page("/internal/subscriptions/{webhook_id}")
+async def subscription_state(_web, request, webhook_id: str):  # type: ignore[no-untyped-def]
+    """This worker's view of one webhook, without its secret (for probes and tests)."""
+    sub = view.index.get(webhook_id)
+    if sub is None:
+        return _web.json({"error": "not found"}, status=404)
+    state = sub.to_record()
+    del state["secret"]
+    return _web.json(state)
 
 
 def run_worker() -> None:

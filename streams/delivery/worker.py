@@ -88,6 +88,9 @@ class DeliveryWorker:
         if self._client is not None:
             await self._client.aclose()
 
+    def assigned_count(self) -> int:
+        return len(self._consumer.assignment()) if self._consumer is not None else 0
+
     # -- the loop --------------------------------------------------------------------
     async def _run(self) -> None:
         assert self._consumer is not None

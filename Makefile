@@ -1,0 +1,41 @@
+# hookstream: `make help` lists the targets.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install dev test test-unit lint kafka-up kafka-down clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## Create the virtualenv and install hookstream with dev tools
+
+dev: install  ## Local Kafka + worker + demo receiver + demo webhook and events (Ctrl-C stops)
+	$(VENV)/bin/hookstream dev
+
+test: install  ## Everything from nothing: deps, Kafka jars, broker, the whole suite
+	$(PY) -m pytest -p no:cacheprovider -q
+
+test-unit: install  ## The pure core only, no broker (seconds)
+	$(PY) -m pytest -p no:cacheprovider -q tests/unit
+
+lint: install  ## ruff and mypy
+	$(VENV)/bin/ruff check streams tests
+	$(VENV)/bin/mypy
+
+kafka-up: install  ## Start the local broker
+	$(VENV)/bin/hookstream kafka up
+
+kafka-down: install  ## Stop the local broker
+	$(VENV)/bin/hookstream kafka down
+
+clean:  ## Remove the virtualenv and local broker data
+	-$(VENV)/bin/hookstream kafka down
+	rm -rf $(VENV) .hookstream

@@ -1,0 +1,213 @@
+"""End to end on the real broker: real worker process, real HTTP receiver on loopback."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams import signing, topics
+from streams.delivery.models import AttemptRecord, delivery_id_for
+from streams.events import stable_event_id
+from streams.schemas import EVENT, registry
+
+from ..support.pipeline import SECRET, Deployment, wait_webhook_state
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("pipeline")))
+    deployment.start_worker()
+    yield deployment
+    deployment.close()
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def test_event_reaches_exactly_matching_active_webhooks_of_its_workspace(dep: Deployment) -> None:
+    ws, other_ws = f"ws_{_uid()}", f"ws_{_uid()}"
+    hooks = {
+        "exact": (ws, ["task.created"], True),
+        "family": (ws, ["task.*"], True),
+        "star": (ws, ["*"], True),
+        "other_type": (ws, ["task.deleted", "project.*"], True),
+        "inactive": (ws, ["task.created"], False),
+        "other_ws": (other_ws, ["*"], True),
+    }
+    ids = {name: f"wh_{name}_{_uid()}" for name in hooks}
+    for name, (workspace, events, active) in hooks.items():
+        dep.create_webhook(ids[name], workspace, f"/m/{ids[name]}", events, active=active)
+    for name, (_, _, active) in hooks.items():
+        wait_webhook_state(dep, ids[name], {"active": active})
+
+    event_id = dep.publish("task.created", ws, {"id": "task_789", "name": "Design homepage"})
+    wanted = {ids["exact"], ids["family"], ids["star"]}
+    got = dep.receiver.wait_for(
+        lambda rs: {r.headers.get("x-webhook-id") for r in rs
+                    if json.loads(r.body)["id"] == event_id} >= wanted,
+        what="deliveries to the three matching webhooks")
+    # A marker event to the other workspace proves its webhook is live, then nothing of
+    # the first event may have reached the non-matching ones.
+    marker = dep.publish("task.created", other_ws, {"id": "task_marker"})
+    got = dep.receiver.wait_for(
+        lambda rs: any(json.loads(r.body)["id"] == marker for r in rs), what="marker")
+    receivers_of_event = [r.headers["x-webhook-id"] for r in got
+                          if json.loads(r.body)["id"] == event_id]
+    assert sorted(receivers_of_event) == sorted(wanted)
+
+
+def test_delivery_is_signed_with_every_header_and_a_canonical_body(dep: Deployment) -> None:
+    ws, wh = f"ws_{_uid()}", f"wh_{_uid()}"
+    dep.create_webhook(wh, ws, f"/s/{wh}", ["task.created"])
+    wait_webhook_state(dep, wh, {"active": True})
+    data = {"id": "task_1", "name": "Überschrift ✓ \"quoted\"", "status": "todo",
+            "priority": "high", "project_id": "proj_123", "due_date": "2025-10-30"}
+    event_id = dep.publish("task.created", ws, data)
+    dep.receiver.wait_for(lambda rs: bool(dep.receiver.at(f"/s/{wh}")), what="the delivery")
+    (request,) = dep.receiver.at(f"/s/{wh}")
+    h = request.headers
+    assert h["content-type"] == "application/json"
+    assert signing.verify(request.body, h["x-webhook-signature"], SECRET)
+    assert h["x-webhook-signature"].startswith("sha256=")
+    assert not signing.verify(request.body, h["x-webhook-signature"], SECRET + "x")
+    assert h["x-webhook-id"] == wh
+    assert h["x-webhook-event"] == "task.created"
+    assert h["x-webhook-delivery"] == delivery_id_for(event_id, wh)
+    assert h["x-webhook-timestamp"].isdigit()
+    assert h["user-agent"].startswith("hookstream/")
+    body = json.loads(request.body)
+    assert list(body) == ["id", "event", "timestamp", "webhook_id", "data"]
+    assert body["id"] == event_id and body["webhook_id"] == wh and body["data"] == data
+    # What the documentation's receiver does: JSON.stringify(JSON.parse(body)).
+    restringified = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    assert restringified == request.body
+
+
+def test_every_attempt_is_in_the_delivery_log(dep: Deployment) -> None:
+    ws, ok_hook, bad_hook = f"ws_{_uid()}", f"wh_ok_{_uid()}", f"wh_bad_{_uid()}"
+    dep.receiver.status[f"/l/{bad_hook}"] = 503
+    dep.create_webhook(ok_hook, ws, f"/l/{ok_hook}", ["comment.*"])
+    dep.create_webhook(bad_hook, ws, f"/l/{bad_hook}", ["comment.created"])
+    wait_webhook_state(dep, ok_hook, {"active": True})
+    wait_webhook_state(dep, bad_hook, {"active": True})
+    log = dep.reader(topics.DELIVERY_LOG)
+    event_id = dep.publish("comment.created", ws, {"id": "c_1", "body": "hi"})
+
+    def attempts(messages: list) -> dict[str, AttemptRecord]:
+        records = [AttemptRecord.decode(m.value()) for m in messages]
+        return {r.webhook_id: r for r in records if r.event_id == event_id}
+
+    log.wait_for(lambda ms: len(attempts(ms)) == 2, what="two attempt records")
+    found = attempts(log.messages)
+    ok, bad = found[ok_hook], found[bad_hook]
+    assert (ok.status, ok.response_code, ok.error, ok.attempt) == ("success", 200, None, 1)
+    assert (bad.status, bad.response_code) == ("failed", 503)
+    assert bad.error is not None and "503" in bad.error
+    assert ok.delivery_id == delivery_id_for(event_id, ok_hook)
+    assert ok.event_type == "comment.created" and ok.workspace_id == ws
+    assert ok.response_time_ms >= 0 and ok.attempted_at > 0
+
+
+def test_control_updates_take_effect_for_the_next_event(dep: Deployment) -> None:
+    ws, wh = f"ws_{_uid()}", f"wh_{_uid()}"
+    dep.create_webhook(wh, ws, f"/u1/{wh}", ["task.created"])
+    wait_webhook_state(dep, wh, {"active": True})
+    first = dep.publish("task.created", ws, {"id": "t1"})
+    dep.receiver.wait_for(lambda rs: bool(dep.receiver.at(f"/u1/{wh}")), what="first")
+
+    dep.command("update", wh, webhook={"url": dep.receiver.url(f"/u2/{wh}"),
+                                       "events": ["task.updated"]})
+    wait_webhook_state(dep, wh, {"url": dep.receiver.url(f"/u2/{wh}")})
+    dep.publish("task.created", ws, {"id": "t2"})  # no longer subscribed
+    second = dep.publish("task.updated", ws, {"id": "t2"})
+    dep.receiver.wait_for(lambda rs: bool(dep.receiver.at(f"/u2/{wh}")), what="second")
+
+    dep.command("disable", wh, reason="maintenance")
+    wait_webhook_state(dep, wh, {"active": False, "disabled_reason": "maintenance"})
+    dep.publish("task.updated", ws, {"id": "t3"})
+    dep.command("enable", wh)
+    wait_webhook_state(dep, wh, {"active": True})
+    fourth = dep.publish("task.updated", ws, {"id": "t4"})
+    dep.receiver.wait_for(lambda rs: len(dep.receiver.at(f"/u2/{wh}")) >= 2, what="fourth")
+
+    dep.command("delete", wh)
+    wait_webhook_state(dep, wh, None)
+    dep.publish("task.updated", ws, {"id": "t5"})
+    # A live marker webhook in the same workspace proves later events were processed.
+    marker_hook = f"wh_marker_{_uid()}"
+    dep.create_webhook(marker_hook, ws, f"/u3/{marker_hook}", ["task.updated"])
+    wait_webhook_state(dep, marker_hook, {"active": True})
+    marker = dep.publish("task.updated", ws, {"id": "t6"})
+    dep.receiver.wait_for(lambda rs: any(json.loads(r.body)["id"] == marker for r in rs),
+                          what="marker")
+    assert [json.loads(r.body)["id"] for r in dep.receiver.at(f"/u1/{wh}")] == [first]
+    assert [json.loads(r.body)["id"] for r in dep.receiver.at(f"/u2/{wh}")] == [second, fourth]
+
+
+def test_json_and_avro_events_are_accepted_and_idless_events_get_stable_ids(
+    dep: Deployment,
+) -> None:
+    ws, wh = f"ws_{_uid()}", f"wh_{_uid()}"
+    dep.create_webhook(wh, ws, f"/f/{wh}", ["user.*"])
+    wait_webhook_state(dep, wh, {"active": True})
+    topic = dep.settings.topic(topics.domain_topic("user"))
+    json_event = {"event": "user.added", "timestamp": "2025-10-14T10:30:00Z",
+                  "workspace_id": ws, "data": {"id": "u_1", "name": "Ada", "custom": 7}}
+    dep.publisher.publish_raw(topic, ws, json.dumps(json_event).encode())
+    avro_event = registry().encode(EVENT, {
+        "id": "evt_avro_1", "event": "user.role_changed", "timestamp": "2025-10-14T10:31:00Z",
+        "workspace_id": ws,
+        "data": ("io.hookstream.events.UserData", {"id": "u_1", "role": "admin"})})
+    dep.publisher.publish_raw(topic, ws, avro_event)
+    dep.publisher.flush()
+    dep.receiver.wait_for(lambda rs: len(dep.receiver.at(f"/f/{wh}")) >= 2, what="both events")
+    got = dep.receiver.at(f"/f/{wh}")
+    bodies = {json.loads(r.body)["event"]: json.loads(r.body) for r in got}
+    assert bodies["user.role_changed"]["id"] == "evt_avro_1"
+    assert bodies["user.role_changed"]["data"] == {"id": "u_1", "role": "admin"}
+    added = bodies["user.added"]
+    assert added["data"] == {"id": "u_1", "name": "Ada", "custom": 7}
+    log = dep.reader(topics.DELIVERY_LOG)
+    log.wait_for(lambda ms: any(AttemptRecord.decode(m.value()).webhook_id == wh
+                                and AttemptRecord.decode(m.value()).event_type == "user.added"
+                                for m in ms), what="log of the JSON event")
+    # The derived id is a function of where the event sits, so reprocessing repeats it.
+    positions = [(m.topic(), m.partition(), m.offset()) for m in dep.reader(
+        topics.domain_topic("user")).wait_for(lambda ms: len(ms) >= 1, what="user events")]
+    assert added["id"] in {stable_event_id(*p) for p in positions}
+
+
+def test_bad_events_and_commands_are_quarantined_and_traffic_flows_on(dep: Deployment) -> None:
+    ws, wh = f"ws_{_uid()}", f"wh_{_uid()}"
+    dep.create_webhook(wh, ws, f"/q/{wh}", ["project.*"])
+    wait_webhook_state(dep, wh, {"active": True})
+    project_topic = dep.settings.topic(topics.domain_topic("project"))
+    control_topic = dep.settings.topic(topics.CONTROL)
+    bad = {
+        b"not json at all": project_topic,
+        b"\xc3\x01" + b"\x00" * 8 + b"\x02": project_topic,
+        json.dumps({"event": "project.exploded", "timestamp": "2025-10-14T10:30:00Z",
+                    "workspace_id": ws, "data": {"id": "p"}}).encode(): project_topic,
+        json.dumps({"op": "create", "webhook_id": "wh_x"}).encode(): control_topic,
+    }
+    for value, topic in bad.items():
+        key = "wh_x" if topic == control_topic else ws
+        dep.publisher.publish_raw(topic, key, value)
+    dep.publisher.flush()
+    good = dep.publish("project.archived", ws, {"id": "proj_1", "status": "archived"})
+    dep.receiver.wait_for(lambda rs: any(json.loads(r.body)["id"] == good
+                                         for r in dep.receiver.at(f"/q/{wh}")), what="good")
+    invalid = dep.reader(topics.INVALID)
+    invalid.wait_for(lambda ms: {m.value() for m in ms} >= set(bad), what="all quarantined")
+    for message in invalid.messages:
+        headers = dict(message.headers())
+        assert headers["hookstream-source-topic"].decode() in (project_topic, control_topic)
+        assert int(headers["hookstream-source-offset"]) >= 0
+        assert headers["hookstream-error"]

@@ -1,0 +1,108 @@
+"""One isolated deployment for a test module: its own topic prefix, workers and receiver."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from streams.admin import create_topics
+from streams.control.commands import Command
+from streams.producer import Publisher
+from streams.settings import Settings
+from streams.timeutil import iso_from_ms, now_ms
+
+from .kafka import TopicReader
+from .receiver import Receiver
+from .workers import WorkerProcess
+
+SECRET = "whsec_integration_secret_0123456789"
+
+
+class Deployment:
+    def __init__(self, bootstrap: str, home: Path, **overrides: str) -> None:
+        self.prefix = f"t{uuid.uuid4().hex[:8]}."
+        self.home = home
+        self.env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "HOOKSTREAM_TOPIC_PREFIX": self.prefix,
+            "HOOKSTREAM_ALLOW_INSECURE_TARGETS": "1",
+            "HOOKSTREAM_PARTITIONS": "3",
+            "HOOKSTREAM_DELIVERY_TIMEOUT": "5",
+            **overrides,
+        }
+        self.settings = Settings.from_env(self.env)
+        create_topics(self.settings)
+        self.publisher = Publisher(self.settings)
+        self.receiver = Receiver()
+        self.workers: list[WorkerProcess] = []
+        self._readers: list[TopicReader] = []
+
+    def start_worker(self, wait: bool = True) -> WorkerProcess:
+        worker = WorkerProcess(self.env, self.home, f"worker{len(self.workers) + 1}").start()
+        self.workers.append(worker)
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    def reader(self, topic: str) -> TopicReader:
+        reader = TopicReader(self.settings.bootstrap_servers, self.settings.topic(topic))
+        self._readers.append(reader)
+        return reader
+
+    def command(self, op: str, webhook_id: str, **kwargs: Any) -> None:
+        self.publisher.send_command(Command(op=op, webhook_id=webhook_id, **kwargs))
+        self.publisher.flush()
+
+    def create_webhook(self, webhook_id: str, workspace: str, path: str, events: list[str],
+                       active: bool = True, secret: str = SECRET) -> None:
+        self.command("create", webhook_id, workspace_id=workspace, webhook={
+            "url": self.receiver.url(path), "events": events, "secret": secret,
+            "active": active})
+
+    def publish(self, event_type: str, workspace: str, data: dict[str, Any],
+                event_id: str | None = None) -> str:
+        event = self.publisher.publish_event({
+            "id": event_id or f"evt_{uuid.uuid4().hex[:12]}", "event": event_type,
+            "workspace_id": workspace, "timestamp": iso_from_ms(now_ms()), "data": data})
+        self.publisher.flush()
+        return event.id
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        for reader in self._readers:
+            reader.close()
+        self.receiver.close()
+
+
+def wait_webhook_state(deployment: Deployment, webhook_id: str, expect: dict[str, Any] | None,
+                       timeout: float = 30.0) -> None:
+    """Wait until every worker's view shows the webhook with these fields (None: gone)."""
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    for worker in deployment.workers:
+        while True:
+            url = f"http://127.0.0.1:{worker.port}/internal/subscriptions/{webhook_id}"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    state: dict[str, Any] | None = json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                state = None if exc.code == 404 else {"error": exc.code}
+            except OSError:
+                state = {"error": "unreachable"}
+            if expect is None and state is None:
+                break
+            if expect is not None and state is not None and all(
+                    state.get(k) == v for k, v in expect.items()):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{worker.name}: webhook {webhook_id} is {state}, "
+                                     f"expected {expect}")
+            time.sleep(0.1)  # polling interval of the probe

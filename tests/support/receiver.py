@@ -1,0 +1,90 @@
+"""A real HTTP receiver on loopback whose answers a test can set, recording every request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 drops SYNs when a worker opens many connections at once,
+    # which looks like a slow receiver. Real servers listen with a deep backlog.
+    request_queue_size = 512
+
+
+class Receiver:
+    """`status[path]` sets the answer for a path (default 200); `delay[path]` stalls it."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.status: dict[str, int] = {}
+        self.delay: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                stall = receiver.delay.get(self.path, 0.0)
+                if stall:
+                    time.sleep(stall)  # simulates a slow endpoint, not synchronisation
+                code = receiver.status.get(self.path, 200)
+                with receiver._lock:
+                    receiver.requests.append(Received(
+                        self.path, {k.lower(): v for k, v in self.headers.items()}, body,
+                        time.time()))
+                    receiver._changed.notify_all()
+                reply = b"OK" if code < 300 else b"nope"
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def at(self, path: str) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 30.0,
+                 what: str = "condition") -> list[Received]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate(list(self.requests)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"timed out after {timeout}s waiting for {what}; "
+                        f"received {len(self.requests)} requests")
+                self._changed.wait(remaining)
+            return list(self.requests)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
