@@ -20,7 +20,9 @@ install: $(STAMP)  ## Create the virtualenv and install hookstream with dev tool
 dev: install  ## Local Kafka + worker + demo receiver + demo webhook and events (Ctrl-C stops)
 	$(VENV)/bin/hookstream dev
 
-test: install  ## Everything from nothing: deps, Kafka jars, broker, the whole suite
+test: install  ## Everything from nothing: deps, lint, Kafka jars, broker, the whole suite
+	$(VENV)/bin/ruff check streams tests
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -p no:cacheprovider -q
 
 test-unit: install  ## The pure core only, no broker (seconds)
