@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import catalog
+from .payload import NotRepresentable, dumps
 from .schemas import EVENT, FAMILY_DATA, SchemaError, is_single_object, registry
 from .timeutil import parse_iso
 
@@ -32,6 +33,8 @@ class Event:
     workspace_id: str
     #: The event's data, key order kept: it is signed and sent as the producer wrote it.
     data: dict[str, Any]
+    #: `data` in the canonical form the webhook body carries (payload.dumps).
+    data_json: str
 
 
 def stable_event_id(topic: str, partition: int, offset: int) -> str:
@@ -46,17 +49,28 @@ def decode_event(payload: bytes, *, topic: str, partition: int, offset: int) -> 
         raise InvalidEvent(f"event is {len(payload)} bytes, over the {MAX_EVENT_BYTES} limit")
     if is_single_object(payload):
         try:
-            record = registry().decode(EVENT, payload)
+            record = registry().decode(EVENT, payload, return_record_name=True)
         except SchemaError as exc:
             raise InvalidEvent(str(exc)) from exc
+        data_schema, data = record["data"]
+        if not catalog.is_known(record["event"]):
+            raise InvalidEvent(f"field 'event': unknown event type {record['event']!r}")
+        family = catalog.family_of(record["event"])
+        if FAMILY_DATA.get(family) != data_schema:
+            raise InvalidEvent(f"field 'data' is a {data_schema.rsplit('.', 1)[-1]}, "
+                               f"not the data of a {family} event")
         # Avro cannot tell an absent optional field from null; send only what is set.
-        record["data"] = {k: v for k, v in record["data"].items() if v is not None}
+        record["data"] = {k: v for k, v in data.items() if v is not None}
     else:
         try:
-            record = json.loads(payload)
+            record = json.loads(payload, parse_constant=_refuse_constant)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidEvent(f"neither Avro single-object encoding nor JSON: {exc}") from exc
     return validate_event(record, topic=topic, partition=partition, offset=offset)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _require_str(record: dict[str, Any], name: str) -> str:
@@ -92,7 +106,12 @@ def validate_event(
         event_id = stable_event_id(topic, partition, offset)
     elif not isinstance(event_id, str) or not event_id:
         raise InvalidEvent("field 'id' must be a non-empty string when present")
-    return Event(event_id, event_type, timestamp, workspace_id, data)
+    try:
+        data_json = dumps(data)
+        dumps(record)  # every string must be sendable, ids included
+    except NotRepresentable as exc:
+        raise InvalidEvent(f"field 'data' cannot be sent as JSON: {exc}") from exc
+    return Event(event_id, event_type, timestamp, workspace_id, data, data_json)
 
 
 def _validate_data(family: str, data: dict[str, Any]) -> None:

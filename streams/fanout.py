@@ -12,7 +12,6 @@ import logging
 from .app import app, settings
 from .delivery.models import DeliveryJob, delivery_id_for
 from .events import InvalidEvent, decode_event
-from .payload import dumps
 from .quarantine import quarantine
 from .subscriptions.view import SubscriptionsView
 from .timeutil import now_ms
@@ -47,14 +46,14 @@ async def fanout(stream):  # type: ignore[no-untyped-def]
         subscribers = view.index.subscribers(domain_event.workspace_id, domain_event.type)
         if not subscribers:
             continue
-        data_json = dumps(domain_event.data)
         created = now_ms()
         for sub in subscribers:
             job = DeliveryJob(
                 delivery_id=delivery_id_for(domain_event.id, sub.id),
                 webhook_id=sub.id, workspace_id=sub.workspace_id,
                 event_id=domain_event.id, event_type=domain_event.type,
-                event_timestamp=domain_event.timestamp, data_json=data_json, attempt=1,
+                event_timestamp=domain_event.timestamp, data_json=domain_event.data_json,
+                attempt=1,
                 created_at=created, source_topic=message.topic,
                 source_partition=message.partition, source_offset=message.offset,
             )

@@ -2,31 +2,84 @@
 
 The documentation's receiver verifies HMAC(JSON.stringify(req.body)), i.e. it re-serializes
 the parsed body. So we send exactly what JSON.stringify would produce: compact separators,
-no ASCII escaping, key order kept. Then re-serializing yields the identical bytes.
+no ASCII escaping, key order kept, numbers in JavaScript's format. Then re-serializing yields
+the identical bytes.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from decimal import Decimal
 from typing import Any
 
+#: Integers beyond this cannot survive JSON.parse in JavaScript (IEEE 754 doubles).
+MAX_SAFE_INTEGER = 2**53 - 1
 
-def _js_numbers(value: Any) -> Any:
-    """JSON.stringify writes 1.0 as 1 (up to 1e21, where it switches to exponent form)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _js_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_js_numbers(v) for v in value]
-    return value
+
+class NotRepresentable(ValueError):
+    """A value JSON.stringify could not reproduce byte for byte."""
+
+
+def js_number(value: float) -> str:
+    """ECMAScript Number::toString: shortest round-trip digits, JS's notation thresholds."""
+    if not math.isfinite(value):
+        raise NotRepresentable(f"{value} is not a JSON number")
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).as_tuple()
+    digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
+    assert isinstance(exponent, int)
+    k = len(digits)
+    # value = 0.digits x 10^n, in the spec's terms
+    n = exponent + len(digit_tuple)
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = f"{digits[:n]}.{digits[n:]}"
+    elif -6 < n <= 0:
+        text = "0." + "0" * (-n) + digits
+    else:
+        mantissa = digits[0] + (f".{digits[1:]}" if k > 1 else "")
+        text = f"{mantissa}e{'+' if n - 1 >= 0 else '-'}{abs(n - 1)}"
+    return sign + text
+
+
+def _string(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NotRepresentable("string holds a lone UTF-16 surrogate") from None
+    return json.dumps(value, ensure_ascii=False)
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON as JavaScript's JSON.stringify writes it."""
-    return json.dumps(
-        _js_numbers(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    """Compact JSON exactly as JavaScript's JSON.stringify writes it; raises NotRepresentable."""
+    if isinstance(value, str):
+        return _string(value)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise NotRepresentable(f"integer {value} is beyond 2^53; send it as a string")
+        return str(value)
+    if isinstance(value, float):
+        return js_number(value)
+    if isinstance(value, dict):
+        items = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotRepresentable(f"object key {key!r} is not a string")
+            items.append(f"{_string(key)}:{dumps(item)}")
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(dumps(item) for item in value) + "]"
+    raise NotRepresentable(f"{type(value).__name__} is not JSON")
 
 
 def webhook_body(
@@ -34,8 +87,8 @@ def webhook_body(
 ) -> bytes:
     """`{"id","event","timestamp","webhook_id","data"}` as UTF-8 bytes.
 
-    `data_json` is already compact JSON (from the delivery job), spliced in as it is so the
-    producer's key order survives.
+    `data_json` is already canonical JSON (from the delivery job), spliced in as it is so
+    the producer's key order survives.
     """
     head = dumps({"id": event_id, "event": event_type, "timestamp": timestamp,
                   "webhook_id": webhook_id})

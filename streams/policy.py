@@ -7,6 +7,7 @@ and the tests lift this with HOOKSTREAM_ALLOW_INSECURE_TARGETS=1.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2048
@@ -20,20 +21,51 @@ class UrlPolicyError(ValueError):
     """A URL or address we will not deliver to; the message says why."""
 
 
-def is_public_address(address: str) -> bool:
-    """True only for globally routable unicast addresses (IPv4-mapped IPv6 unwrapped)."""
+def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names without DNS, or None for a real hostname.
+
+    Besides standard literals this catches the shorthand IPv4 forms that getaddrinfo
+    accepts without a lookup (`127.1`, `2130706433`, `0x7f.0.0.1`, `0177.0.0.1`), which
+    would otherwise pass as hostnames.
+    """
+    host = host.strip("[]").rstrip(".").split("%", 1)[0]
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+        pass
+    if host and all(c in "0123456789abcdefxABCDEFX." for c in host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def _is_public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if any(ip in net for net in _EXTRA_BLOCKED if net.version == ip.version):
         return False
     return ip.is_global and not (
         ip.is_multicast or ip.is_private or ip.is_loopback or ip.is_link_local
         or ip.is_reserved or ip.is_unspecified
     )
+
+
+def is_public_address(address: str) -> bool:
+    """True only for globally routable unicast addresses.
+
+    IPv6 forms that embed an IPv4 address (mapped, 6to4, Teredo) are judged by that too.
+    """
+    ip = literal_address(address)
+    if ip is None:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if not _is_public_ip(ip):
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+        return all(_is_public_ip(v4) for v4 in embedded if v4 is not None)
+    return True
 
 
 def check_url(url: str, *, allow_insecure: bool) -> str:
@@ -60,12 +92,10 @@ def check_url(url: str, *, allow_insecure: bool) -> str:
         return url
     if parts.scheme != "https":
         raise UrlPolicyError("must use https (set HOOKSTREAM_ALLOW_INSECURE_TARGETS=1 for dev)")
-    host = parts.hostname
+    host = parts.hostname.rstrip(".")
     if host == "localhost" or host.endswith(".localhost"):
         raise UrlPolicyError("points at this machine")
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    if literal_address(host) is None:
         return url  # a hostname: vetted after resolution, when we connect
     if not is_public_address(host):
         raise UrlPolicyError(f"{host} is not a public address")

@@ -80,8 +80,11 @@ class Registry:
             raise SchemaError(f"not a valid {name.rsplit('.', 1)[-1]}: {exc}") from exc
         return buf.getvalue()
 
-    def decode(self, name: str, payload: bytes) -> Any:
-        """Decode a single-object-encoded record, resolving the writer schema to `name`."""
+    def decode(self, name: str, payload: bytes, *, return_record_name: bool = False) -> Any:
+        """Decode a single-object-encoded record, resolving the writer schema to `name`.
+
+        With `return_record_name`, a union of records decodes to (record name, value).
+        """
         if not is_single_object(payload):
             raise SchemaError("not Avro single-object encoding (no 0xC3 0x01 marker)")
         writer = self.by_fingerprint.get(payload[2:10])
@@ -91,7 +94,8 @@ class Registry:
         buf = io.BytesIO(payload[10:])
         try:
             record = fastavro.schemaless_reader(
-                buf, writer, reader if reader is not writer else None
+                buf, writer, reader if reader is not writer else None,
+                return_record_name=return_record_name,
             )
         except Exception as exc:  # fastavro raises many kinds on truncated or bad bytes
             raise SchemaError(f"bad Avro body: {type(exc).__name__}: {exc}") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ class SettingsError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1,
+         maximum: int = 2**31 - 1) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -22,8 +24,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
     return value
 
 
@@ -35,8 +37,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise SettingsError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
 
 
@@ -70,7 +72,7 @@ def _delays(env: Mapping[str, str]) -> tuple[float, ...]:
             f"HOOKSTREAM_RETRY_DELAYS must be three numbers of seconds, got {raw!r}"
         ) from None
     # Three retry topics (1m, 5m, 30m) exist; the delays compress, the topics stay.
-    if len(delays) != 3 or any(d < 0 for d in delays):
+    if len(delays) != 3 or not all(math.isfinite(d) and d >= 0 for d in delays):
         raise SettingsError(
             f"HOOKSTREAM_RETRY_DELAYS must be three non-negative numbers, got {raw!r}"
         )
@@ -106,7 +108,7 @@ class Settings:
             topic_prefix=env.get("HOOKSTREAM_TOPIC_PREFIX", "").strip(),
             home=Path(env.get("HOOKSTREAM_HOME", "").strip() or ".hookstream"),
             web_host=env.get("HOOKSTREAM_WEB_HOST", "").strip() or "127.0.0.1",
-            web_port=_int(env, "HOOKSTREAM_WEB_PORT", 6066),
+            web_port=_int(env, "HOOKSTREAM_WEB_PORT", 6066, maximum=65535),
             delivery_timeout=_float(env, "HOOKSTREAM_DELIVERY_TIMEOUT", 10.0),
             allow_insecure_targets=_bool(env, "HOOKSTREAM_ALLOW_INSECURE_TARGETS"),
             families=_list(env, "HOOKSTREAM_EVENT_FAMILIES", DEFAULT_FAMILIES),

@@ -14,6 +14,7 @@ import faust
 
 from ..app import app, settings
 from ..quarantine import quarantine
+from ..schemas import SchemaError
 from ..timeutil import now_ms
 from ..topics import CONTROL, SUBSCRIPTIONS
 from .commands import InvalidCommand, Subscription, apply, decode_command
@@ -53,12 +54,13 @@ async def control(stream):  # type: ignore[no-untyped-def]
             current = Subscription.decode(stored) if stored is not None else None
             updated = apply(current, command, now_ms(),
                             allow_insecure=settings.allow_insecure_targets)
-        except InvalidCommand as exc:
+            encoded = updated.encode() if updated is not None else None
+        except (InvalidCommand, SchemaError) as exc:
             await quarantine(event, f"invalid command: {exc}")
             continue
-        if updated is None:
+        if updated is None or encoded is None:
             subscriptions.pop(table_key, None)
             log.info("webhook %s deleted", command.webhook_id)
         else:
-            subscriptions[table_key] = updated.encode()
+            subscriptions[table_key] = encoded
             log.info("webhook %s: %s applied (active=%s)", updated.id, command.op, updated.active)

@@ -105,10 +105,14 @@ def decode_command(payload: bytes) -> Command:
             record["webhook"] = {k: v for k, v in record["webhook"].items() if v is not None}
     else:
         try:
-            record = json.loads(payload)
+            record = json.loads(payload, parse_constant=_refuse_constant)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidCommand(f"neither Avro single-object encoding nor JSON: {exc}") from exc
     return validate_command(record)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _opt_str(record: dict[str, Any], name: str) -> str | None:
@@ -121,6 +125,10 @@ def _opt_str(record: dict[str, Any], name: str) -> str | None:
 def validate_command(record: Any) -> Command:
     if not isinstance(record, dict):
         raise InvalidCommand("command must be an object")
+    try:
+        json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, TypeError) as exc:
+        raise InvalidCommand(f"command cannot be stored: {exc}") from None
     unknown = set(record) - {"op", "webhook_id", "workspace_id", "webhook", "reason",
                              "requested_at"}
     if unknown:

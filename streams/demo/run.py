@@ -34,11 +34,16 @@ def run_demo(receiver_port: int, events: int) -> None:
     print(f"kafka: {status.detail} ({time.monotonic() - started_at:.1f}s)", flush=True)
     create_topics(settings)
     secret = generate_secret()
+    worker_log_path = settings.home / "dev-worker.log"
+    worker_log = worker_log_path.open("ab")
+    print(f"worker: logging to {worker_log_path}", flush=True)
     children = [
         subprocess.Popen([sys.executable, "-m", "streams.demo.receiver",
                           "--port", str(receiver_port)], env={**env, "WEBHOOK_SECRET": secret}),
-        subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env),
+        subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
+                         stdout=worker_log, stderr=subprocess.STDOUT),
     ]
+    worker_log.close()
     try:
         publisher = Publisher(settings)
         webhook_id = f"wh_demo_{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,155 @@
+"""streams.settings: typed settings from an explicit environment mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.settings import DEFAULT_FAMILIES, Settings, SettingsError
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s == Settings()
+    assert s.bootstrap_servers == "127.0.0.1:9092"
+    assert s.topic_prefix == ""
+    assert s.home == Path(".hookstream")
+    assert s.web_host == "127.0.0.1"
+    assert s.web_port == 6066
+    assert s.delivery_timeout == 10.0
+    assert s.allow_insecure_targets is False
+    assert s.families == DEFAULT_FAMILIES == ("task", "project", "comment", "user")
+    assert s.delivery_concurrency == 200
+    assert s.per_webhook_concurrency == 16
+    assert s.retry_delays == (60.0, 300.0, 1800.0)
+    assert s.partitions == 6
+    assert s.replication_factor == 1
+    assert s.log_level == "info"
+
+
+def test_blank_values_mean_default() -> None:
+    env = {name: "  " for name in (
+        "KAFKA_BOOTSTRAP_SERVERS", "HOOKSTREAM_TOPIC_PREFIX", "HOOKSTREAM_HOME",
+        "HOOKSTREAM_WEB_HOST", "HOOKSTREAM_WEB_PORT", "HOOKSTREAM_DELIVERY_TIMEOUT",
+        "HOOKSTREAM_ALLOW_INSECURE_TARGETS", "HOOKSTREAM_EVENT_FAMILIES",
+        "HOOKSTREAM_DELIVERY_CONCURRENCY", "HOOKSTREAM_PER_WEBHOOK_CONCURRENCY",
+        "HOOKSTREAM_RETRY_DELAYS", "HOOKSTREAM_PARTITIONS", "HOOKSTREAM_REPLICATION_FACTOR",
+        "HOOKSTREAM_LOG_LEVEL")}
+    assert Settings.from_env(env) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "attribute", "value"),
+    [
+        ("KAFKA_BOOTSTRAP_SERVERS", " kafka:9092,kafka2:9092 ", "bootstrap_servers",
+         "kafka:9092,kafka2:9092"),
+        ("HOOKSTREAM_TOPIC_PREFIX", "test-abc.", "topic_prefix", "test-abc."),
+        ("HOOKSTREAM_HOME", "/var/lib/hookstream", "home", Path("/var/lib/hookstream")),
+        ("HOOKSTREAM_WEB_HOST", "0.0.0.0", "web_host", "0.0.0.0"),
+        ("HOOKSTREAM_WEB_PORT", "8080", "web_port", 8080),
+        ("HOOKSTREAM_WEB_PORT", " 9000 ", "web_port", 9000),
+        ("HOOKSTREAM_DELIVERY_TIMEOUT", "2.5", "delivery_timeout", 2.5),
+        ("HOOKSTREAM_DELIVERY_TIMEOUT", "30", "delivery_timeout", 30.0),
+        ("HOOKSTREAM_ALLOW_INSECURE_TARGETS", "1", "allow_insecure_targets", True),
+        ("HOOKSTREAM_ALLOW_INSECURE_TARGETS", "TRUE", "allow_insecure_targets", True),
+        ("HOOKSTREAM_ALLOW_INSECURE_TARGETS", "yes", "allow_insecure_targets", True),
+        ("HOOKSTREAM_ALLOW_INSECURE_TARGETS", "on", "allow_insecure_targets", True),
+        ("HOOKSTREAM_ALLOW_INSECURE_TARGETS", "0", "allow_insecure_targets", False),
+        ("HOOKSTREAM_ALLOW_INSECURE_TARGETS", "false", "allow_insecure_targets", False),
+        ("HOOKSTREAM_ALLOW_INSECURE_TARGETS", "No", "allow_insecure_targets", False),
+        ("HOOKSTREAM_ALLOW_INSECURE_TARGETS", "off", "allow_insecure_targets", False),
+        ("HOOKSTREAM_EVENT_FAMILIES", "task, user ,,", "families", ("task", "user")),
+        ("HOOKSTREAM_DELIVERY_CONCURRENCY", "50", "delivery_concurrency", 50),
+        ("HOOKSTREAM_PER_WEBHOOK_CONCURRENCY", "1", "per_webhook_concurrency", 1),
+        ("HOOKSTREAM_RETRY_DELAYS", "1,2,3", "retry_delays", (1.0, 2.0, 3.0)),
+        ("HOOKSTREAM_RETRY_DELAYS", " 0.5, 0 ,10 ", "retry_delays", (0.5, 0.0, 10.0)),
+        ("HOOKSTREAM_PARTITIONS", "12", "partitions", 12),
+        ("HOOKSTREAM_REPLICATION_FACTOR", "3", "replication_factor", 3),
+        ("HOOKSTREAM_LOG_LEVEL", " DEBUG ", "log_level", "debug"),
+    ],
+)
+def test_each_variable(name: str, raw: str, attribute: str, value: Any) -> None:
+    s = Settings.from_env({name: raw})
+    assert getattr(s, attribute) == value
+    # Nothing else moves.
+    defaults = Settings()
+    for other in defaults.__dataclass_fields__:
+        if other != attribute:
+            assert getattr(s, other) == getattr(defaults, other), other
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("HOOKSTREAM_WEB_PORT", "abc"),
+        ("HOOKSTREAM_WEB_PORT", "0"),
+        ("HOOKSTREAM_WEB_PORT", "80.5"),
+        ("HOOKSTREAM_DELIVERY_TIMEOUT", "-1"),
+        ("HOOKSTREAM_DELIVERY_TIMEOUT", "0"),
+        ("HOOKSTREAM_DELIVERY_TIMEOUT", "ten"),
+        ("HOOKSTREAM_ALLOW_INSECURE_TARGETS", "maybe"),
+        ("HOOKSTREAM_ALLOW_INSECURE_TARGETS", "2"),
+        ("HOOKSTREAM_RETRY_DELAYS", "1,2"),
+        ("HOOKSTREAM_RETRY_DELAYS", "1,2,3,4"),
+        ("HOOKSTREAM_RETRY_DELAYS", "1,-2,3"),
+        ("HOOKSTREAM_RETRY_DELAYS", "1,x,3"),
+        ("HOOKSTREAM_RETRY_DELAYS", "1,,3"),
+        ("HOOKSTREAM_EVENT_FAMILIES", ", ,"),
+        ("HOOKSTREAM_DELIVERY_CONCURRENCY", "0"),
+        ("HOOKSTREAM_PER_WEBHOOK_CONCURRENCY", "-3"),
+        ("HOOKSTREAM_PARTITIONS", "six"),
+        ("HOOKSTREAM_REPLICATION_FACTOR", "0"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({name: raw})
+    assert name in str(info.value)
+
+
+def test_settings_error_is_value_error() -> None:
+    assert issubclass(SettingsError, ValueError)
+
+
+def test_from_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOKSTREAM_TOPIC_PREFIX", "envtest.")
+    monkeypatch.setenv("HOOKSTREAM_WEB_PORT", "7001")
+    s = Settings.from_env()
+    assert (s.topic_prefix, s.web_port) == ("envtest.", 7001)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "name", "expected"),
+    [("", "hookstream.dlq", "hookstream.dlq"),
+     ("t123.", "hookstream.dlq", "t123.hookstream.dlq"),
+     ("staging-", "domain.task", "staging-domain.task")],
+)
+def test_topic_prefix(prefix: str, name: str, expected: str) -> None:
+    assert Settings.from_env({"HOOKSTREAM_TOPIC_PREFIX": prefix}).topic(name) == expected
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(AttributeError):
+        s.web_port = 1  # type: ignore[misc]
+
+
+# -- bugs ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("HOOKSTREAM_DELIVERY_TIMEOUT", "nan"),
+        ("HOOKSTREAM_DELIVERY_TIMEOUT", "inf"),
+        ("HOOKSTREAM_RETRY_DELAYS", "nan,300,1800"),
+    ],
+)
+def test_non_finite_seconds_refused(name: str, raw: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: raw})
+
+
+def test_web_port_above_65535_refused() -> None:
+    with pytest.raises(SettingsError, match="HOOKSTREAM_WEB_PORT"):
+        Settings.from_env({"HOOKSTREAM_WEB_PORT": "70000"})

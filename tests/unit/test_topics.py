@@ -1,0 +1,71 @@
+"""streams.topics: every topic, prefixed, with its partitions and configs."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.settings import Settings
+from streams.topics import RETRY_TOPICS, TopicSpec, all_topics, domain_topic
+
+EXPECTED = {
+    "domain.task", "domain.project", "domain.comment", "domain.user",
+    "hookstream.control", "hookstream.subscriptions", "hookstream.deliveries",
+    "hookstream.delivery-log", "hookstream.retry.1m", "hookstream.retry.5m",
+    "hookstream.retry.30m", "hookstream.dlq", "hookstream.invalid", "hookstream.operations",
+}
+
+
+def _by_name(settings: Settings) -> dict[str, TopicSpec]:
+    specs = all_topics(settings)
+    names = [spec.name for spec in specs]
+    assert len(names) == len(set(names)), "duplicate topic"
+    return {spec.name: spec for spec in specs}
+
+
+@pytest.mark.parametrize("prefix", ["", "it-42.", "staging_"])
+def test_every_topic_is_there_with_the_prefix(prefix: str) -> None:
+    topics = _by_name(Settings(topic_prefix=prefix))
+    assert set(topics) == {prefix + name for name in EXPECTED}
+
+
+def test_subscriptions_is_compacted() -> None:
+    topics = _by_name(Settings(topic_prefix="p."))
+    assert topics["p.hookstream.subscriptions"].config["cleanup.policy"] == "compact"
+    others = [spec for name, spec in topics.items() if name != "p.hookstream.subscriptions"]
+    assert all(spec.config.get("cleanup.policy", "delete") == "delete" for spec in others)
+
+
+def test_partitions_follow_settings() -> None:
+    topics = _by_name(Settings(partitions=9))
+    assert {spec.partitions for spec in topics.values()} == {9}
+
+
+def test_control_and_subscriptions_share_partitions() -> None:
+    topics = _by_name(Settings(partitions=4))
+    assert topics["hookstream.control"].partitions == topics["hookstream.subscriptions"].partitions
+
+
+def test_retention() -> None:
+    topics = _by_name(Settings())
+    week = str(7 * 24 * 3600 * 1000)
+    month = str(30 * 24 * 3600 * 1000)
+    assert topics["hookstream.deliveries"].config["retention.ms"] == week
+    assert topics["hookstream.dlq"].config["retention.ms"] == month
+    assert topics["hookstream.invalid"].config["retention.ms"] == month
+
+
+def test_families_from_settings() -> None:
+    topics = _by_name(Settings(families=("task",)))
+    assert {name for name in topics if name.startswith("domain.")} == {"domain.task"}
+
+
+def test_configs_are_not_shared() -> None:
+    specs = all_topics(Settings())
+    specs[0].config["retention.ms"] = "1"
+    assert all(spec.config.get("retention.ms") != "1" for spec in all_topics(Settings()))
+    assert len({id(spec.config) for spec in specs}) == len(specs)
+
+
+def test_helpers() -> None:
+    assert domain_topic("task") == "domain.task"
+    assert RETRY_TOPICS == ("hookstream.retry.1m", "hookstream.retry.5m", "hookstream.retry.30m")
