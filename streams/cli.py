@@ -7,7 +7,6 @@ import sys
 import uuid
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -28,6 +27,9 @@ cli.add_typer(topics_cli, name="topics")
 cli.add_typer(webhooks_cli, name="webhooks")
 
 out = Console()
+
+#: Typer vendors click; its usage errors derive from this class (public via BadParameter).
+_ClickException = typer.BadParameter.__mro__[2]
 
 
 class CliError(Exception):
@@ -258,11 +260,11 @@ def dev(
 def main() -> None:
     try:
         code = cli(standalone_mode=False)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("aborted\n")
         sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        sys.stderr.write(f"error: {exc.format_message()}\n")
+    except _ClickException as exc:
+        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
         sys.exit(exc.exit_code or 2)
     except CliError as exc:
         sys.stderr.write(f"error: {exc}\n")
