@@ -29,7 +29,7 @@ cli.add_typer(webhooks_cli, name="webhooks")
 out = Console()
 
 #: Typer vendors click; its usage errors derive from this class (public via BadParameter).
-_ClickException = typer.BadParameter.__mro__[2]
+_ClickException: type[Exception] = typer.BadParameter.__mro__[2]
 
 
 class CliError(Exception):
@@ -264,8 +264,9 @@ def main() -> None:
         sys.stderr.write("aborted\n")
         sys.exit(130)
     except _ClickException as exc:
-        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
-        sys.exit(exc.exit_code or 2)
+        message = exc.format_message()  # type: ignore[attr-defined]
+        sys.stderr.write(f"error: {' '.join(message.split())}\n")
+        sys.exit(getattr(exc, "exit_code", 2) or 2)
     except CliError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)
