@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import uuid
 from typing import Annotated, Any
@@ -24,7 +25,9 @@ webhooks_cli = typer.Typer(help="Manage webhooks through control-plane commands.
                            no_args_is_help=True)
 cli.add_typer(kafka_cli, name="kafka")
 cli.add_typer(topics_cli, name="topics")
+dlq_cli = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
 cli.add_typer(webhooks_cli, name="webhooks")
+cli.add_typer(dlq_cli, name="dlq")
 
 out = Console()
 
@@ -34,6 +37,14 @@ _ClickException: type[Exception] = typer.BadParameter.__mro__[2]
 
 class CliError(Exception):
     """A failure to report as one line."""
+
+
+def _quiet_kafka_logger() -> logging.Logger:
+    """librdkafka's own retries are noise on a terminal; failures reach us as errors."""
+    logger = logging.getLogger("hookstream.cli.kafka")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
 
 
 def _settings() -> Settings:
@@ -113,7 +124,7 @@ def publish(
     = None,
 ) -> None:
     """Validate and publish one domain event (Avro) to its family's topic."""
-    from .events import InvalidEvent
+    from .events import InvalidEvent, validate_event
     from .producer import Publisher, PublishError
     from .timeutil import iso_from_ms, now_ms
 
@@ -121,9 +132,14 @@ def publish(
         payload = json.loads(data)
     except ValueError as exc:
         raise CliError(f"--data is not JSON: {exc}") from None
-    record = {"id": event_id, "event": event, "workspace_id": workspace,
-              "timestamp": timestamp or iso_from_ms(now_ms()), "data": payload}
-    publisher = Publisher(_settings())
+    record = {"id": event_id or f"evt_{uuid.uuid4().hex}", "event": event,
+              "workspace_id": workspace, "timestamp": timestamp or iso_from_ms(now_ms()),
+              "data": payload}
+    try:
+        validate_event(record)  # refuse bad input before touching Kafka
+    except InvalidEvent as exc:
+        raise CliError(str(exc)) from None
+    publisher = Publisher(_settings(), logger=_quiet_kafka_logger())
     try:
         published = publisher.publish_event(record)
         publisher.flush()
@@ -136,7 +152,7 @@ def publish(
 def _send(command: Any) -> None:
     from .producer import Publisher, PublishError
 
-    publisher = Publisher(_settings())
+    publisher = Publisher(_settings(), logger=_quiet_kafka_logger())
     try:
         publisher.send_command(command)
         publisher.flush()
@@ -230,6 +246,80 @@ def _simple(op: str, help_text: str) -> None:
 _simple("delete", "Delete a webhook.")
 _simple("enable", "Re-enable a webhook (after fixing its endpoint).")
 _simple("disable", "Disable a webhook: its events are held, not sent.")
+
+
+# -- dead letters --------------------------------------------------------------------
+def _time_ms(raw: str | None, option: str) -> int | None:
+    from .timeutil import parse_iso
+
+    if raw is None:
+        return None
+    try:
+        return int(parse_iso(raw).timestamp() * 1000)
+    except ValueError as exc:
+        raise CliError(f"{option} must be an ISO 8601 time with a zone: {exc}") from None
+
+
+def _letters(webhook: str | None, since: str | None, until: str | None) -> list[Any]:
+    from .replay import list_dead_letters
+
+    try:
+        return list_dead_letters(_settings(), webhook, _time_ms(since, "--since"),
+                                 _time_ms(until, "--until"))
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+
+
+@dlq_cli.command("list")
+def dlq_list(
+    webhook: Annotated[str | None, typer.Option(help="Only this webhook's dead letters.")]
+    = None,
+    since: Annotated[str | None, typer.Option(help="Dead at or after (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Dead at or before (ISO 8601).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
+) -> None:
+    """List dead letters: delivery id, event, reason, last error, time."""
+    from .timeutil import iso_from_ms
+
+    letters = _letters(webhook, since, until)
+    rows = [{"delivery_id": s.letter.job.delivery_id, "webhook_id": s.letter.job.webhook_id,
+             "event": s.letter.job.event_type, "event_id": s.letter.job.event_id,
+             "reason": s.letter.reason, "error": s.letter.error,
+             "dead_at": iso_from_ms(s.letter.dead_at), "replayed": s.replayed}
+            for s in letters]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("delivery", "webhook", "event", "reason", "last error", "dead at", "replayed")
+    for r in rows:
+        table.add_row(r["delivery_id"], r["webhook_id"], r["event"], r["reason"],
+                      (r["error"] or "")[:60], r["dead_at"], "yes" if r["replayed"] else "")
+    out.print(table)
+    out.print(f"{len(rows)} dead letter(s)")
+
+
+@dlq_cli.command("replay")
+def dlq_replay(
+    webhook: Annotated[str, typer.Option(help="The webhook whose dead letters to replay.")],
+    since: Annotated[str | None, typer.Option(help="Dead at or after (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Dead at or before (ISO 8601).")] = None,
+) -> None:
+    """Re-queue dead letters with their original delivery ids (each letter only once)."""
+    from rich.progress import Progress
+
+    from .producer import PublishError
+    from .replay import replay
+
+    letters = _letters(webhook, since, until)
+    todo = [s for s in letters if not s.replayed]
+    with Progress(console=out, transient=True) as progress:
+        task = progress.add_task("replaying", total=len(todo))
+        try:
+            count = replay(_settings(), todo, lambda n: progress.advance(task, n))
+        except PublishError as exc:
+            raise CliError(str(exc)) from None
+    out.print(f"replayed {count} dead letter(s) of webhook {webhook}"
+              f" ({len(letters) - len(todo)} already replayed)")
 
 
 # -- processes -----------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Fan-out agent: each domain event x its workspace's subscriptions -> delivery jobs.
 
-One job per matching active webhook on hookstream.deliveries, keyed by webhook id, with a
+One job per matching webhook on hookstream.deliveries, keyed by webhook id, with a
 delivery id derived from (event id, webhook id) so a replayed event yields the same ids.
+Disabled webhooks get jobs too: the delivery stage dead-letters them (webhook_disabled), so
+what happens while a webhook is off can be replayed once it is fixed.
 faust commits the event's offset only after these sends are acknowledged (acks=all).
 """
 
@@ -43,7 +45,8 @@ async def fanout(stream):  # type: ignore[no-untyped-def]
         except InvalidEvent as exc:
             await quarantine(event, f"invalid event: {exc}")
             continue
-        subscribers = view.index.subscribers(domain_event.workspace_id, domain_event.type)
+        subscribers = view.index.subscribers(domain_event.workspace_id, domain_event.type,
+                                             include_inactive=True)
         if not subscribers:
             continue
         created = now_ms()

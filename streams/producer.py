@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -21,8 +22,10 @@ class PublishError(RuntimeError):
 
 
 class Publisher:
-    def __init__(self, settings: Settings, **config: Any) -> None:
+    def __init__(self, settings: Settings, logger: logging.Logger | None = None,
+                 **config: Any) -> None:
         self.settings = settings
+        # librdkafka logs to stderr unless given a logger; route it through logging.
         self._producer = Producer({
             "bootstrap.servers": settings.bootstrap_servers,
             "enable.idempotence": True,
@@ -32,7 +35,7 @@ class Publisher:
             # would.
             "partitioner": "murmur2_random",
             **config,
-        })
+        }, logger=logger or logging.getLogger("hookstream.kafka"))
         self._errors: list[str] = []
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:

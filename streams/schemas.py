@@ -24,6 +24,7 @@ SOE_MAGIC = b"\xc3\x01"
 _FILES = (
     "task_data", "project_data", "comment_data", "user_data", "event",
     "control_command", "subscription", "delivery_job", "delivery_attempt", "dead_letter",
+    "operational_event",
 )
 
 EVENT = "io.hookstream.events.Event"
@@ -32,6 +33,7 @@ SUBSCRIPTION = "io.hookstream.control.Subscription"
 DELIVERY_JOB = "io.hookstream.delivery.DeliveryJob"
 DELIVERY_ATTEMPT = "io.hookstream.delivery.DeliveryAttempt"
 DEAD_LETTER = "io.hookstream.delivery.DeadLetter"
+OPERATIONAL_EVENT = "io.hookstream.operations.OperationalEvent"
 FAMILY_DATA = {
     "task": "io.hookstream.events.TaskData",
     "project": "io.hookstream.events.ProjectData",

@@ -11,6 +11,7 @@ import logging
 import faust
 import mode
 
+from . import deadletters as _deadletters  # noqa: F401 - registers the agent
 from .admin import create_topics
 from .app import app, settings
 from .control import agent as _control_agent  # noqa: F401 - registers the agent

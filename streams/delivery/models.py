@@ -6,14 +6,19 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..schemas import DELIVERY_ATTEMPT, DELIVERY_JOB, registry
+from ..schemas import DEAD_LETTER, DELIVERY_ATTEMPT, DELIVERY_JOB, registry
 from ..timeutil import to_ms
 
+#: Latest states of a delivery, as the log records them.
 SUCCESS = "success"
-FAILED = "failed"
 RETRYING = "retrying"
 DEAD = "dead"
 DISABLED = "disabled"
+
+#: Why a job is dead-lettered.
+ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+WEBHOOK_DISABLED = "webhook_disabled"
+WEBHOOK_DELETED = "webhook_deleted"
 
 
 def delivery_id_for(event_id: str, webhook_id: str) -> str:
@@ -139,3 +144,24 @@ class AttemptRecord:
         if r["next_attempt_at"] is not None:
             r["next_attempt_at"] = to_ms(r["next_attempt_at"])
         return cls(**r)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A job that will not be tried again until an operator replays it."""
+
+    job: DeliveryJob
+    reason: str
+    error: str | None
+    dead_at: int
+
+    def encode(self) -> bytes:
+        return registry().encode(DEAD_LETTER, {
+            "job": self.job.to_record(), "reason": self.reason, "error": self.error,
+            "dead_at": self.dead_at})
+
+    @classmethod
+    def decode(cls, payload: bytes) -> DeadLetter:
+        r = registry().decode(DEAD_LETTER, payload)
+        return cls(DeliveryJob.from_record(r["job"]), r["reason"], r["error"],
+                   to_ms(r["dead_at"]))

@@ -44,10 +44,12 @@ class SubscriptionIndex:
     def in_workspace(self, workspace_id: str) -> Iterator[Subscription]:
         return iter(self._by_workspace.get(workspace_id, {}).values())
 
-    def subscribers(self, workspace_id: str, event_type: str) -> list[Subscription]:
-        """Active subscriptions of the workspace that want this event type."""
+    def subscribers(self, workspace_id: str, event_type: str,
+                    include_inactive: bool = False) -> list[Subscription]:
+        """Subscriptions of the workspace that want this event type (active ones only,
+        unless `include_inactive`)."""
         return [s for s in self.in_workspace(workspace_id)
-                if s.active and matches(s.events, event_type)]
+                if (s.active or include_inactive) and matches(s.events, event_type)]
 
     def all(self) -> Iterator[Subscription]:
         return iter(self._by_id.values())

@@ -108,7 +108,8 @@ def test_every_attempt_is_in_the_delivery_log(dep: Deployment) -> None:
     found = attempts(log.messages)
     ok, bad = found[ok_hook], found[bad_hook]
     assert (ok.status, ok.response_code, ok.error, ok.attempt) == ("success", 200, None, 1)
-    assert (bad.status, bad.response_code) == ("failed", 503)
+    assert (bad.status, bad.response_code) == ("retrying", 503)
+    assert bad.next_attempt_at is not None and bad.next_attempt_at > bad.attempted_at
     assert bad.error is not None and "503" in bad.error
     assert ok.delivery_id == delivery_id_for(event_id, ok_hook)
     assert ok.event_type == "comment.created" and ok.workspace_id == ws

@@ -31,6 +31,8 @@ class Receiver:
         self.requests: list[Received] = []
         self.status: dict[str, int] = {}
         self.delay: dict[str, float] = {}
+        #: Answer 500 to the first N requests of a path, then `status` (or 200).
+        self.fail_first: dict[str, int] = {}
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         receiver = self
@@ -44,8 +46,10 @@ class Receiver:
                 stall = receiver.delay.get(self.path, 0.0)
                 if stall:
                     time.sleep(stall)  # simulates a slow endpoint, not synchronisation
-                code = receiver.status.get(self.path, 200)
                 with receiver._lock:
+                    seen = sum(1 for r in receiver.requests if r.path == self.path)
+                    code = (500 if seen < receiver.fail_first.get(self.path, 0)
+                            else receiver.status.get(self.path, 200))
                     receiver.requests.append(Received(
                         self.path, {k.lower(): v for k, v in self.headers.items()}, body,
                         time.time()))

@@ -8,7 +8,6 @@ import pytest
 
 from streams.delivery.models import (
     DEAD,
-    FAILED,
     RETRYING,
     SUCCESS,
     AttemptRecord,
@@ -72,7 +71,7 @@ def test_job_decode_rejects_other_bytes() -> None:
         AttemptRecord.of(_job(), Outcome(1, T0, 200, 45, None), SUCCESS),
         AttemptRecord.of(_job(attempt=2), OUTCOMES[0], RETRYING, next_attempt_at=T0 + 300_000),
         AttemptRecord.of(_job(attempt=4), OUTCOMES[1], DEAD),
-        AttemptRecord("dlv_x", "wh", "ws", "user.added", "evt", 1, FAILED, 404, 3, "HTTP 404",
+        AttemptRecord("dlv_x", "wh", "ws", "user.added", "evt", 1, RETRYING, 404, 3, "HTTP 404",
                       0, None),
     ],
 )

@@ -1,0 +1,55 @@
+"""Dead-letter agent: a delivery that exhausted its retries disables its webhook.
+
+For each dead letter with reason attempts_exhausted it emits a `disable` control command
+(so the subscription goes inactive and later jobs are dead-lettered, not sent) and a
+`webhook.disabled` operational event for alerting. Letters of an already disabled or
+deleted webhook change nothing. Both sends are acknowledged before the letter's offset is
+committed; a repeat after a crash disables an inactive webhook again, which is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .app import app, settings
+from .control.commands import Command
+from .delivery.models import ATTEMPTS_EXHAUSTED, DeadLetter
+from .quarantine import quarantine
+from .schemas import OPERATIONAL_EVENT, SchemaError, registry
+from .timeutil import iso_from_ms, now_ms
+from .topics import CONTROL, DLQ, OPERATIONS
+
+log = logging.getLogger(__name__)
+
+dlq_topic = app.topic(settings.topic(DLQ), key_serializer="raw", value_serializer="raw",
+                      internal=False)
+control_out = app.topic(settings.topic(CONTROL), key_serializer="raw",
+                        value_serializer="raw", internal=False)
+operations_topic = app.topic(settings.topic(OPERATIONS), key_serializer="raw",
+                             value_serializer="raw", internal=False)
+
+
+@app.agent(dlq_topic)
+async def dead_letters(stream):  # type: ignore[no-untyped-def]
+    async for event in stream.events():
+        try:
+            letter = DeadLetter.decode(event.value or b"")
+        except SchemaError as exc:
+            await quarantine(event, f"invalid dead letter: {exc}")
+            continue
+        if letter.reason != ATTEMPTS_EXHAUSTED:
+            continue
+        job = letter.job
+        reason = (f"auto: delivery {job.delivery_id} dead-lettered after "
+                  f"{len(job.outcomes)} attempts")
+        now = now_ms()
+        command = Command(op="disable", webhook_id=job.webhook_id,
+                          workspace_id=job.workspace_id, reason=reason,
+                          requested_at=iso_from_ms(now))
+        await control_out.send(key=job.webhook_id.encode(), value=command.encode())
+        await operations_topic.send(key=job.webhook_id.encode(), value=registry().encode(
+            OPERATIONAL_EVENT, {
+                "type": "webhook.disabled", "webhook_id": job.webhook_id,
+                "workspace_id": job.workspace_id, "reason": reason,
+                "delivery_id": job.delivery_id, "at": now}))
+        log.warning("webhook %s disabled: %s", job.webhook_id, reason)

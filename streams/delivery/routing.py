@@ -1,0 +1,113 @@
+"""Where a job goes after an attempt: the log, a retry topic, or the dead-letter topic. Pure.
+
+    deliveries ─fail─► retry.1m ─fail─► retry.5m ─fail─► retry.30m ─fail─► dlq
+        │ 2xx              │ 2xx             │ 2xx             │ 2xx
+        ▼                  ▼                 ▼                 ▼
+                      success (delivery-log)
+
+A disabled or deleted webhook's job goes straight to the dead-letter topic, unattempted.
+Every path writes one delivery-log record, so the log holds each delivery's latest state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..policy import retry_after
+from ..topics import DELIVERY_LOG, DLQ, INVALID, RETRY_TOPICS
+from .models import (
+    ATTEMPTS_EXHAUSTED,
+    DEAD,
+    DISABLED,
+    RETRYING,
+    SUCCESS,
+    WEBHOOK_DISABLED,
+    AttemptRecord,
+    DeadLetter,
+    DeliveryJob,
+    Outcome,
+)
+
+DUE_AT_HEADER = "hookstream-due-at"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The record a job was consumed from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Produce:
+    """One record to produce; `topic` is the unprefixed name."""
+
+    topic: str
+    key: str
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def after_attempt(job: DeliveryJob, outcome: Outcome, delays: tuple[float, ...],
+                  origin: Origin) -> list[Produce]:
+    if outcome.ok:
+        return [_log(AttemptRecord.of(job, outcome, SUCCESS))]
+    tried = replace(job, outcomes=(*job.outcomes, outcome))
+    step = retry_after(job.attempt, delays)
+    if step is None:
+        reason = (f"delivery {job.delivery_id} dead-lettered after {len(tried.outcomes)} "
+                  f"attempts: {outcome.error}")
+        letter = DeadLetter(tried, ATTEMPTS_EXHAUSTED, outcome.error, outcome.attempted_at)
+        return [_dead(letter, origin, reason), _log(AttemptRecord.of(job, outcome, DEAD))]
+    index, delay = step
+    due = outcome.attempted_at + outcome.response_time_ms + int(delay * 1000)
+    retry = replace(tried, attempt=job.attempt + 1, due_at=due)
+    return [
+        Produce(RETRY_TOPICS[index], job.webhook_id, retry.encode(),
+                ((DUE_AT_HEADER, str(due).encode()),)),
+        _log(AttemptRecord.of(job, outcome, RETRYING, next_attempt_at=due)),
+    ]
+
+
+def undeliverable(job: DeliveryJob, reason: str, origin: Origin, now_ms: int) -> list[Produce]:
+    """A job whose webhook is disabled or deleted: dead-lettered unattempted, nothing lost."""
+    error = f"{reason.replace('_', ' ')}; not attempted"
+    letter = DeadLetter(job, reason, error, now_ms)
+    record = AttemptRecord(
+        job.delivery_id, job.webhook_id, job.workspace_id, job.event_type, job.event_id,
+        job.attempt, DISABLED if reason == WEBHOOK_DISABLED else DEAD, None, 0, error, now_ms)
+    return [_dead(letter, origin, error), _log(record)]
+
+
+def quarantined(origin: Origin, key: bytes | None, value: bytes, reason: str) -> Produce:
+    """An undecodable job, kept as it came on hookstream.invalid with where and why."""
+    return Produce(INVALID, (key or b"").decode("utf-8", "replace"), value, (
+        ("hookstream-source-topic", origin.topic.encode()),
+        ("hookstream-source-partition", str(origin.partition).encode()),
+        ("hookstream-source-offset", str(origin.offset).encode()),
+        ("hookstream-error", reason[:1000].encode()),
+    ))
+
+
+def _log(record: AttemptRecord) -> Produce:
+    return Produce(DELIVERY_LOG, record.webhook_id, record.encode())
+
+
+def _dead(letter: DeadLetter, origin: Origin, why: str) -> Produce:
+    job = letter.job
+    headers = [
+        ("hookstream-reason", letter.reason.encode()),
+        ("hookstream-error", why[:1000].encode()),
+        ("hookstream-attempts", str(len(job.outcomes)).encode()),
+        ("hookstream-delivery-id", job.delivery_id.encode()),
+        # Where the job was last read from, and the domain event it came from.
+        ("hookstream-last-topic", origin.topic.encode()),
+        ("hookstream-last-partition", str(origin.partition).encode()),
+        ("hookstream-last-offset", str(origin.offset).encode()),
+        ("hookstream-original-topic", (job.source_topic or "").encode()),
+        ("hookstream-original-partition", str(job.source_partition).encode()),
+        ("hookstream-original-offset", str(job.source_offset).encode()),
+    ]
+    return Produce(DLQ, job.webhook_id, letter.encode(), tuple(headers))

@@ -1,0 +1,117 @@
+"""Listing and replaying dead letters (confluent-kafka), for the CLI and the API.
+
+A replay re-queues dead letters on hookstream.deliveries as fresh jobs (attempt 1) with
+their original delivery ids, so receivers can tell a replay from a new delivery. Each
+replayed letter is marked on the compacted hookstream.dlq-replayed topic (key
+`<partition>:<offset>`), and a later replay skips marked letters: replaying twice does not
+deliver twice. Marks are written after the jobs are acknowledged; a crash between the two
+replays those letters again, with the same delivery ids (at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from .delivery.models import DeadLetter
+from .producer import Publisher
+from .schemas import SchemaError
+from .settings import Settings
+from .timeutil import now_ms
+from .topics import DELIVERIES, DLQ, DLQ_REPLAYED
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoredLetter:
+    partition: int
+    offset: int
+    letter: DeadLetter
+    replayed: bool
+
+    @property
+    def mark(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+
+Record = tuple[int, int, bytes | None, bytes | None]
+
+
+def _read_all(settings: Settings, topic: str) -> Iterator[Record]:
+    """(partition, offset, key, value) of every record now in `topic`, then stop."""
+    name = settings.topic(topic)
+    metadata = AdminClient({"bootstrap.servers": settings.bootstrap_servers}).list_topics(
+        name, timeout=30)
+    found = metadata.topics.get(name)
+    if found is None or found.error is not None:
+        raise RuntimeError(f"topic {name} does not exist; run `hookstream topics create`")
+    consumer = Consumer({
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": f"hookstream-reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
+        "logger": logging.getLogger("hookstream.kafka"),
+    })
+    try:
+        ends = {}
+        for p in found.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(name, p, 0) for p in ends])
+        while ends:
+            message = consumer.poll(5.0)
+            if message is None:
+                raise RuntimeError(f"reading {name} stalled; is Kafka up?")
+            if message.error() is not None:
+                continue
+            partition, offset = message.partition() or 0, message.offset() or 0
+            yield partition, offset, message.key(), message.value()
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
+    finally:
+        consumer.close()
+
+
+def list_dead_letters(settings: Settings, webhook_id: str | None = None,
+                      since_ms: int | None = None,
+                      until_ms: int | None = None) -> list[StoredLetter]:
+    replayed = {key.decode() for _, _, key, value in _read_all(settings, DLQ_REPLAYED)
+                if key is not None and value is not None}
+    letters = []
+    for partition, offset, key, value in _read_all(settings, DLQ):
+        if value is None or (webhook_id is not None and key != webhook_id.encode()):
+            continue
+        try:
+            letter = DeadLetter.decode(value)
+        except SchemaError as exc:
+            log.warning("unreadable dead letter at %d:%d: %s", partition, offset, exc)
+            continue
+        if since_ms is not None and letter.dead_at < since_ms:
+            continue
+        if until_ms is not None and letter.dead_at > until_ms:
+            continue
+        letters.append(StoredLetter(partition, offset, letter,
+                                    f"{partition}:{offset}" in replayed))
+    return sorted(letters, key=lambda s: s.letter.dead_at)
+
+
+def replay(settings: Settings, letters: list[StoredLetter],
+           progress: Callable[[int], None] = lambda _: None) -> int:
+    """Re-queue the letters not yet replayed; return how many were re-queued."""
+    pending = [s for s in letters if not s.replayed]
+    publisher = Publisher(settings)
+    now = now_ms()
+    for stored in pending:
+        job = replace(stored.letter.job, attempt=1, outcomes=(), due_at=None, created_at=now)
+        publisher.publish_raw(settings.topic(DELIVERIES), job.webhook_id, job.encode())
+        progress(1)
+    publisher.flush()
+    for stored in pending:
+        publisher.publish_raw(settings.topic(DLQ_REPLAYED), stored.mark, str(now).encode())
+    publisher.flush()
+    return len(pending)
