@@ -1,63 +1,58 @@
-"""Fan-out agent: each domain event x its workspace's subscriptions -> delivery jobs.
+"""The fan-out stage: each domain event x its workspace's subscriptions -> delivery jobs.
 
-One job per matching webhook on hookstream.deliveries, keyed by webhook id, with a
-delivery id derived from (event id, webhook id) so a replayed event yields the same ids.
+One job per matching webhook on hookstream.deliveries, keyed by webhook id, with a delivery
+id derived from (event id, webhook id), so a reprocessed event yields the same ids.
 Disabled webhooks get jobs too: the delivery stage dead-letters them (webhook_disabled), so
-what happens while a webhook is off can be replayed once it is fixed.
-faust commits the event's offset only after these sends are acknowledged (acks=all).
+what happens while a webhook is off can be replayed once it is fixed. An event's offset is
+committed only after its jobs are acknowledged (streams.stage).
 """
 
 from __future__ import annotations
 
 import logging
 
-from .app import app, settings
 from .delivery.models import DeliveryJob, delivery_id_for
+from .delivery.routing import Origin, Produce, quarantined
 from .events import InvalidEvent, decode_event
-from .quarantine import quarantine
+from .settings import Settings
+from .stage import Record, Stage
 from .subscriptions.view import SubscriptionsView
 from .timeutil import now_ms
-from .topics import DELIVERIES, SUBSCRIPTIONS, domain_topic
+from .topics import DELIVERIES, domain_topic
 
 log = logging.getLogger(__name__)
 
-domain_topics = app.topic(
-    *(settings.topic(domain_topic(f)) for f in settings.families),
-    key_serializer="raw", value_serializer="raw", internal=False,
-)
-deliveries_topic = app.topic(
-    settings.topic(DELIVERIES), key_serializer="raw", value_serializer="raw", internal=False
-)
 
-view = SubscriptionsView(settings.bootstrap_servers, settings.topic(SUBSCRIPTIONS))
+class FanoutStage(Stage):
+    group = "hookstream-fanout"
 
+    def __init__(self, settings: Settings, view: SubscriptionsView) -> None:
+        super().__init__(settings, [settings.topic(domain_topic(f)) for f in settings.families],
+                         drain_timeout=10.0)
+        self.view = view
 
-@app.agent(domain_topics)
-async def fanout(stream):  # type: ignore[no-untyped-def]
-    await view.ready.wait()
-    async for event in stream.events():
-        message = event.message
+    async def ready(self) -> None:
+        await self.view.ready.wait()
+
+    async def handle(self, record: Record, origin: Origin) -> list[Produce]:
         try:
-            domain_event = decode_event(
-                event.value or b"", topic=message.topic, partition=message.partition,
-                offset=message.offset,
-            )
+            event = decode_event(record.value or b"", topic=origin.topic,
+                                 partition=origin.partition, offset=origin.offset)
         except InvalidEvent as exc:
-            await quarantine(event, f"invalid event: {exc}")
-            continue
-        subscribers = view.index.subscribers(domain_event.workspace_id, domain_event.type,
-                                             include_inactive=True)
-        if not subscribers:
-            continue
+            log.warning("quarantined %s[%d]@%d: %s", origin.topic, origin.partition,
+                        origin.offset, exc)
+            return [quarantined(origin, record.key, record.value or b"",
+                                f"invalid event: {exc}")]
         created = now_ms()
-        for sub in subscribers:
+        jobs = []
+        for sub in self.view.index.subscribers(event.workspace_id, event.type,
+                                               include_inactive=True):
             job = DeliveryJob(
-                delivery_id=delivery_id_for(domain_event.id, sub.id),
-                webhook_id=sub.id, workspace_id=sub.workspace_id,
-                event_id=domain_event.id, event_type=domain_event.type,
-                event_timestamp=domain_event.timestamp, data_json=domain_event.data_json,
-                attempt=1,
-                created_at=created, source_topic=message.topic,
-                source_partition=message.partition, source_offset=message.offset,
+                delivery_id=delivery_id_for(event.id, sub.id), webhook_id=sub.id,
+                workspace_id=sub.workspace_id, event_id=event.id, event_type=event.type,
+                event_timestamp=event.timestamp, data_json=event.data_json, attempt=1,
+                created_at=created, source_topic=origin.topic,
+                source_partition=origin.partition, source_offset=origin.offset,
             )
-            await deliveries_topic.send(key=sub.id.encode(), value=job.encode())
+            jobs.append(Produce(DELIVERIES, sub.id, job.encode()))
+        return jobs

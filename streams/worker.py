@@ -16,25 +16,34 @@ from .admin import create_topics
 from .app import app, settings
 from .control import agent as _control_agent  # noqa: F401 - registers the agent
 from .delivery.worker import DeliveryWorker
-from .fanout import view
+from .fanout import FanoutStage
+from .subscriptions.view import SubscriptionsView
+from .topics import SUBSCRIPTIONS
 
 log = logging.getLogger(__name__)
 
 
+view = SubscriptionsView(settings.bootstrap_servers, settings.topic(SUBSCRIPTIONS))
+
+
 @app.service
 class Pipeline(mode.Service):
-    """Starts the subscriptions view and the delivery stage with the faust worker."""
+    """Starts the subscriptions view and the fan-out and delivery stages with the app."""
 
+    fanout: FanoutStage | None = None
     delivery: DeliveryWorker | None = None
 
     async def on_start(self) -> None:
         await view.start()
+        self.fanout = FanoutStage(settings, view)
         self.delivery = DeliveryWorker(settings, view)
+        await self.fanout.start()
         await self.delivery.start()
 
     async def on_stop(self) -> None:
-        if self.delivery is not None:
-            await self.delivery.stop()
+        for stage in (self.fanout, self.delivery):
+            if stage is not None:
+                await stage.stop()
         await view.stop()
 
 
@@ -49,16 +58,19 @@ async def readyz(_web, request):  # type: ignore[no-untyped-def]
     """Ready: subscriptions loaded, and both consumer groups settled with partitions."""
     pipeline = next((s for s in app._extra_service_instances or () if isinstance(s, Pipeline)),
                     None)
+    fanout = pipeline.fanout if pipeline is not None else None
     delivery = pipeline.delivery if pipeline is not None else None
     checks = {
         "subscriptions_loaded": view.ready.is_set(),
         "subscriptions": len(view.index),
-        "fanout_partitions": len(app.consumer.assignment()) if app.consumer else 0,
+        "control_partitions": len(app.consumer.assignment()) if app.consumer else 0,
         "rebalancing": bool(app.rebalancing),
+        "fanout_partitions": fanout.assigned_count() if fanout is not None else 0,
         "delivery_partitions": delivery.assigned_count() if delivery is not None else 0,
     }
     ready = (checks["subscriptions_loaded"] and not checks["rebalancing"]
-             and checks["fanout_partitions"] > 0 and checks["delivery_partitions"] > 0)
+             and checks["control_partitions"] > 0 and checks["fanout_partitions"] > 0
+             and checks["delivery_partitions"] > 0)
     return _web.json({"ready": ready, **checks}, status=200 if ready else 503)
 
 

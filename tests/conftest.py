@@ -35,3 +35,14 @@ def kafka_bootstrap() -> Iterator[str]:
     finally:
         if started:
             local.down()
+
+
+@pytest.fixture(scope="session")
+def local_broker(kafka_bootstrap: str) -> LocalKafka:
+    """The project's own broker, for tests that restart it. Fails (never skips) otherwise."""
+    local = LocalKafka.from_env()
+    status = local.status()
+    if not status.running or status.bootstrap != kafka_bootstrap:
+        pytest.fail(f"restart tests need the broker `hookstream kafka up` manages; "
+                    f"{kafka_bootstrap} is not it ({status.detail})")
+    return local

@@ -132,7 +132,12 @@ def test_control_updates_take_effect_for_the_next_event(dep: Deployment) -> None
 
     dep.command("disable", wh, reason="maintenance")
     wait_webhook_state(dep, wh, {"active": False, "disabled_reason": "maintenance"})
-    dep.publish("task.updated", ws, {"id": "t3"})
+    log = dep.reader(topics.DELIVERY_LOG)
+    third = dep.publish("task.updated", ws, {"id": "t3"})
+    # Held, not sent: dead-lettered as webhook_disabled (the failure path replays it).
+    log.wait_for(lambda ms: any(AttemptRecord.decode(m.value()).event_id == third
+                                and AttemptRecord.decode(m.value()).status == "disabled"
+                                for m in ms), what="t3 held while disabled")
     dep.command("enable", wh)
     wait_webhook_state(dep, wh, {"active": True})
     fourth = dep.publish("task.updated", ws, {"id": "t4"})

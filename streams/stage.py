@@ -1,0 +1,235 @@
+"""A pipeline stage: one consumer group, records handled concurrently, offsets that follow
+outcomes. The fan-out and delivery stages are subclasses that only say what a record means.
+
+Why not faust agents for these two: offsets must follow outcomes, not reading order, and
+retry partitions must pause until due. And in our kill tests a faust agent restarted onto a
+backlog stopped consuming while its producer flush never returned, never committing again
+(the class of faust-streaming#175/#640). So the high-volume stages run on aiokafka directly:
+
+- a record's offset becomes committable only after everything its handler produced is
+  acknowledged by all in-sync replicas (OffsetTracker), so a kill -9 at any moment loses
+  nothing: whatever was not committed is handled again, with the same ids;
+- a partition with too many records in flight is paused alone, which bounds memory;
+- a subclass may hold a partition until its head record is due (`wait_before`): the
+  partition is paused and sought back to that record, while the consumer keeps polling and
+  so keeps its group membership, and other partitions flow;
+- on rebalance, in-flight records of revoked partitions get a bounded time to finish, then
+  what is done is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from typing import TypeAlias
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+
+from .delivery.offsets import OffsetTracker
+from .delivery.routing import Origin, Produce
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Records in flight per partition before it is paused; resumed below half of it.
+MAX_IN_FLIGHT_PER_PARTITION = 1000
+COMMIT_INTERVAL_S = 1.0
+
+Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
+
+
+class Stage:
+    #: Consumer group, after the deployment's topic prefix.
+    group: str = ""
+
+    def __init__(self, settings: Settings, topics: list[str], drain_timeout: float) -> None:
+        self.settings = settings
+        self._topics = topics
+        self._drain_timeout = drain_timeout
+        self._trackers: dict[TopicPartition, OffsetTracker] = {}
+        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
+        self._paused: set[TopicPartition] = set()  # too much in flight
+        self._held: dict[TopicPartition, asyncio.TimerHandle] = {}  # head not yet due
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- what subclasses say -----------------------------------------------------------
+    async def handle(self, record: Record, origin: Origin) -> list[Produce]:
+        """What to produce for this record. Raising leaves its offset uncommitted."""
+        raise NotImplementedError
+
+    def wait_before(self, tp: TopicPartition, record: Record) -> float:
+        """Seconds until this record may be handled (0: now)."""
+        return 0.0
+
+    async def ready(self) -> None:
+        """Returns when the stage may start handling records."""
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap_servers, acks="all", enable_idempotence=True,
+            linger_ms=5,
+        )
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers, group_id=f"{s.topic_prefix}{self.group}",
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=500,
+            # A killed worker's partitions move after 15 s; a rebalance waits for in-flight
+            # work up to the drain timeout.
+            session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
+            rebalance_timeout_ms=int((self._drain_timeout + 30) * 1000),
+        )
+        self._consumer.subscribe(self._topics, listener=_Rebalance(self))
+        await self._consumer.start()
+        self._loop_task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._consumer is not None:
+            await self._drain(list(self._trackers))
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    def assigned_count(self) -> int:
+        return len(self._consumer.assignment()) if self._consumer is not None else 0
+
+    # -- the loop --------------------------------------------------------------------
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        await self.ready()
+        loop = asyncio.get_running_loop()
+        next_commit = loop.time() + COMMIT_INTERVAL_S
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=500)
+            for tp, records in batches.items():
+                for record in records:
+                    wait_s = self.wait_before(tp, record)
+                    if wait_s > 0:
+                        self._hold(tp, record, wait_s)
+                        break  # one delay per topic: the rest are due later still
+                    self._spawn(tp, record)
+            if loop.time() >= next_commit:
+                await self._commit()
+                next_commit = loop.time() + COMMIT_INTERVAL_S
+
+    def _hold(self, tp: TopicPartition, record: Record, wait_s: float) -> None:
+        assert self._consumer is not None
+        self._consumer.pause(tp)
+        self._consumer.seek(tp, record.offset)  # read it again when due
+        self._held[tp] = asyncio.get_running_loop().call_later(wait_s, self._release, tp)
+
+    def _release(self, tp: TopicPartition) -> None:
+        self._held.pop(tp, None)
+        self._resume_if_free(tp)
+
+    def _resume_if_free(self, tp: TopicPartition) -> None:
+        assert self._consumer is not None
+        if tp not in self._held and tp not in self._paused and tp in self._consumer.assignment():
+            self._consumer.resume(tp)
+
+    def _spawn(self, tp: TopicPartition, record: Record) -> None:
+        tracker = self._trackers.setdefault(tp, OffsetTracker())
+        tracker.started(record.offset)
+        task = asyncio.create_task(self._handle(tp, record))
+        self._tasks[tp].add(task)
+        task.add_done_callback(self._tasks[tp].discard)
+        if len(tracker) >= MAX_IN_FLIGHT_PER_PARTITION and tp not in self._paused:
+            assert self._consumer is not None
+            self._consumer.pause(tp)
+            self._paused.add(tp)
+
+    async def _handle(self, tp: TopicPartition, record: Record) -> None:
+        try:
+            produced = await self.handle(record, Origin(tp.topic, tp.partition, record.offset))
+            await self.produce_all(produced)
+        except Exception:
+            # A bug, not bad input (handlers quarantine that). Leave the offset
+            # uncommitted: the record is handled again after a restart rather than lost.
+            log.exception("%s[%d]@%d crashed; its offset stays uncommitted",
+                          tp.topic, tp.partition, record.offset)
+            return
+        tracker = self._trackers.get(tp)
+        if tracker is None:
+            return  # revoked meanwhile; the new owner repeats this record
+        tracker.done(record.offset)
+        if tp in self._paused and len(tracker) < MAX_IN_FLIGHT_PER_PARTITION // 2:
+            self._paused.discard(tp)
+            self._resume_if_free(tp)
+
+    async def produce_all(self, records: list[Produce]) -> None:
+        await asyncio.gather(*(self._durably_send(r) for r in records))
+
+    async def _durably_send(self, record: Produce) -> None:
+        """Produce with acks=all, retrying until it lands: the record is not done before."""
+        assert self._producer is not None
+        topic = self.settings.topic(record.topic)
+        delay = 0.5
+        while True:
+            try:
+                await self._producer.send_and_wait(
+                    topic, value=record.value, key=record.key.encode(),
+                    headers=list(record.headers) or None)
+                return
+            except KafkaError as exc:
+                log.warning("producing to %s failed (%s); retrying in %.1fs", topic, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # -- offsets ---------------------------------------------------------------------
+    async def _commit(self, only: list[TopicPartition] | None = None) -> None:
+        assert self._consumer is not None
+        offsets: dict[TopicPartition, int] = {}
+        assigned = self._consumer.assignment()
+        for tp, tracker in self._trackers.items():
+            if (only is None or tp in only) and tp in assigned:
+                offset = tracker.committable()
+                if offset is not None:
+                    offsets[tp] = offset
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # Not fatal: the work stays done; at worst it is repeated after a crash.
+            log.warning("offset commit failed: %s", exc)
+            return
+        for tp, offset in offsets.items():
+            self._trackers[tp].committed = offset
+
+    async def _drain(self, tps: list[TopicPartition]) -> None:
+        """Let in-flight records of these partitions finish (bounded), commit, forget them."""
+        tasks = [t for tp in tps for t in self._tasks.get(tp, ())]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self._drain_timeout)
+            for task in pending:
+                task.cancel()
+        await self._commit(tps)
+        for tp in tps:
+            self._trackers.pop(tp, None)
+            self._tasks.pop(tp, None)
+            self._paused.discard(tp)
+            timer = self._held.pop(tp, None)
+            if timer is not None:
+                timer.cancel()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.stage._drain(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
