@@ -12,7 +12,9 @@ EXPECTED = {
     "hookstream.control", "hookstream.subscriptions", "hookstream.deliveries",
     "hookstream.delivery-log", "hookstream.retry.1m", "hookstream.retry.5m",
     "hookstream.retry.30m", "hookstream.dlq", "hookstream.invalid", "hookstream.operations",
+    "hookstream.dlq-replayed",
 }
+COMPACTED = {"hookstream.subscriptions", "hookstream.dlq-replayed"}
 
 
 def _by_name(settings: Settings) -> dict[str, TopicSpec]:
@@ -28,10 +30,11 @@ def test_every_topic_is_there_with_the_prefix(prefix: str) -> None:
     assert set(topics) == {prefix + name for name in EXPECTED}
 
 
-def test_subscriptions_is_compacted() -> None:
+def test_state_topics_are_compacted() -> None:
     topics = _by_name(Settings(topic_prefix="p."))
-    assert topics["p.hookstream.subscriptions"].config["cleanup.policy"] == "compact"
-    others = [spec for name, spec in topics.items() if name != "p.hookstream.subscriptions"]
+    for name in COMPACTED:
+        assert topics[f"p.{name}"].config["cleanup.policy"] == "compact"
+    others = [spec for name, spec in topics.items() if name[2:] not in COMPACTED]
     assert all(spec.config.get("cleanup.policy", "delete") == "delete" for spec in others)
 
 
