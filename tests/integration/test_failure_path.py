@@ -77,6 +77,8 @@ def test_always_failing_endpoint_is_dead_lettered_disabled_then_replayed(
     for gap, delay in zip([b - a for a, b in itertools.pairwise(times)], DELAYS,
                           strict=True):
         assert delay <= gap <= delay + TOLERANCE_S, (gap, delay)
+    print(f"\nretry gaps {[round(b - a, 3) for a, b in itertools.pairwise(times)]} "
+          f"for delays {DELAYS}")
 
     letters = dlq.wait_for(lambda ms: any(m.key() == wh.encode() for m in ms),
                            what="the dead letter")
@@ -204,6 +206,7 @@ def test_a_waiting_retry_partition_holds_up_nothing_else(dep: Deployment) -> Non
     assert json.loads(request.body)["id"] == held.event_id
     lateness = request.at - held_due / 1000
     assert 0 <= lateness <= TOLERANCE_S, lateness
+    print(f"\nheld retry lateness {lateness * 1000:.0f} ms after a 20 s wait")
     # The 20 s wait cost no group membership: no rebalance happened meanwhile.
     assert dep.workers[0].log_text().count("Revoking previously assigned") == rebalances_before
 
