@@ -18,6 +18,8 @@ RETRY_TOPICS = ("hookstream.retry.1m", "hookstream.retry.5m", "hookstream.retry.
 DLQ = "hookstream.dlq"
 INVALID = "hookstream.invalid"
 OPERATIONS = "hookstream.operations"
+#: Changelog of the per-webhook delivery history table (streams.history).
+DELIVERY_HISTORY = "hookstream.delivery-history"
 #: Which dead letters were replayed (key `<partition>:<offset>`), so a replay runs once.
 DLQ_REPLAYED = "hookstream.dlq-replayed"
 
@@ -58,6 +60,7 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(INVALID), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         TopicSpec(settings.topic(OPERATIONS), n, dict(kept)),
         TopicSpec(settings.topic(DLQ_REPLAYED), n, dict(compact)),
+        TopicSpec(settings.topic(DELIVERY_HISTORY), n, dict(compact)),
     ]
     names += [TopicSpec(settings.topic(t), n, dict(kept)) for t in RETRY_TOPICS]
     return names

@@ -12,6 +12,7 @@ import faust
 import mode
 
 from . import deadletters as _deadletters  # noqa: F401 - registers the agent
+from . import history as _history  # noqa: F401 - registers the agent and its view
 from .admin import create_topics
 from .app import app, settings
 from .control import agent as _control_agent  # noqa: F401 - registers the agent

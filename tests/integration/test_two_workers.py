@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from streams import topics
+from streams.delivery.models import AttemptRecord
+
 from ..support.pipeline import Deployment, wait_webhook_state
 from ..support.waiting import wait_until
 
@@ -21,7 +24,8 @@ EVENTS_PER_WORKSPACE = 20
 
 @pytest.fixture(scope="module")
 def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("two")))
+    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("two")),
+                            HOOKSTREAM_RETRY_DELAYS="1,1,1")
     first = deployment.start_worker(wait=False)
     second = deployment.start_worker(wait=False)
     first.wait_ready()
@@ -67,3 +71,63 @@ def test_two_workers_share_the_load_and_deliver_every_pair(dep: Deployment) -> N
     counts = wait_until(lambda: sum(per_worker()) >= len(expected) and per_worker(),
                         what="every attempt in the workers' logs")
     assert all(count > 0 for count in counts), counts
+
+
+def _attempts(port: int, webhook_id: str, **query: object) -> dict:
+    import urllib.parse
+    import urllib.request
+
+    qs = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+    url = f"http://127.0.0.1:{port}/internal/webhooks/{webhook_id}/attempts?{qs}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
+def test_history_keeps_the_last_1000_attempts_newest_first_from_any_worker(
+        dep: Deployment) -> None:
+    run = uuid.uuid4().hex[:6]
+    ws, wh, flaky = f"ws_h{run}", f"wh_h{run}", f"wh_f{run}"
+    dep.create_webhook(wh, ws, f"/h/{wh}", ["comment.created"])
+    dep.receiver.fail_first[f"/h/{flaky}"] = 1
+    dep.create_webhook(flaky, ws, f"/h/{flaky}", ["user.added"])
+    for hook in (wh, flaky):
+        wait_webhook_state(dep, hook, {"active": True})
+    total = 1010
+    event_ids = [dep.publisher.publish_event({
+        "id": f"evt_h{run}_{n:04d}", "event": "comment.created", "workspace_id": ws,
+        "timestamp": "2025-10-14T10:30:00Z", "data": {"id": f"c{n}"}}).id for n in range(total)]
+    dep.publisher.publish_event({"id": f"evt_f{run}", "event": "user.added", "workspace_id": ws,
+                                 "timestamp": "2025-10-14T10:30:00Z", "data": {"id": "u"}})
+    dep.publisher.flush()
+
+    def newest_is_complete() -> bool:
+        first = _attempts(dep.workers[0].port, wh, limit=1000)
+        return len(first["data"]) == 1000
+
+    wait_until(newest_is_complete, timeout=90, what="1,000 attempts in the history")
+    pages: list[list[dict]] = []
+    cursor = None
+    while True:
+        # Alternate workers: each request is routed to the owner of the webhook.
+        port = dep.workers[len(pages) % 2].port
+        body = _attempts(port, wh, limit=300, cursor=cursor)
+        pages.append(body["data"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    records = [r for p in pages for r in p]
+    assert [len(p) for p in pages] == [300, 300, 300, 100]
+    assert all(r["status"] == "success" and r["webhook_id"] == wh for r in records)
+    # Newest first means the reverse of the log's order (attempts finish out of order).
+    log = dep.reader(topics.DELIVERY_LOG)
+    logged = log.wait_for(lambda ms: sum(1 for m in ms if m.key() == wh.encode()) >= total,
+                          what="every attempt in the log")
+    in_log = [AttemptRecord.decode(m.value()) for m in logged if m.key() == wh.encode()]
+    assert [r["delivery_id"] for r in records] == [a.delivery_id for a in in_log][::-1][:1000]
+    assert {r["event_id"] for r in records} <= set(event_ids)
+
+    wait_until(lambda: _attempts(dep.workers[1].port, flaky, status="success")["data"],
+               what="the flaky webhook's success")
+    statuses = [r["status"] for r in _attempts(dep.workers[1].port, flaky)["data"]]
+    assert statuses == ["success", "retrying"]
+    assert _attempts(dep.workers[0].port, flaky, status="retrying")["data"][0]["attempt"] == 1

@@ -12,9 +12,10 @@ EXPECTED = {
     "hookstream.control", "hookstream.subscriptions", "hookstream.deliveries",
     "hookstream.delivery-log", "hookstream.retry.1m", "hookstream.retry.5m",
     "hookstream.retry.30m", "hookstream.dlq", "hookstream.invalid", "hookstream.operations",
-    "hookstream.dlq-replayed",
+    "hookstream.dlq-replayed", "hookstream.delivery-history",
 }
-COMPACTED = {"hookstream.subscriptions", "hookstream.dlq-replayed"}
+COMPACTED = {"hookstream.subscriptions", "hookstream.dlq-replayed",
+             "hookstream.delivery-history"}
 
 
 def _by_name(settings: Settings) -> dict[str, TopicSpec]:
