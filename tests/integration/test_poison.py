@@ -83,9 +83,9 @@ def test_every_input_topic_quarantines_poison_and_valid_traffic_flows(dep: Deplo
         sent.add((value, dep.settings.topic(topic)))
 
     for family in dep.settings.families:
-        for name, value in _poison_for_domain(ws).items():
+        for value in _poison_for_domain(ws).values():
             send(topics.domain_topic(family), ws, value)
-    for name, value in _poison_for_control(f"wh_bad_{run}").items():
+    for value in _poison_for_control(f"wh_bad_{run}").values():
         send(topics.CONTROL, f"wh_bad_{run}", value)
     # Stage inputs written by the pipeline itself get the same treatment.
     for name in (topics.DELIVERIES, *topics.RETRY_TOPICS, topics.DLQ, topics.DELIVERY_LOG):
