@@ -224,3 +224,38 @@ def test_bad_jobs_on_delivery_topics_are_quarantined(dep: Deployment) -> None:
                if m.value() == garbage}
     assert sources == {dep.settings.topic(topics.DELIVERIES),
                        dep.settings.topic(topics.RETRY_TOPICS[1])}
+
+
+def test_pending_retry_of_a_disabled_webhook_is_dead_lettered_not_sent(dep: Deployment) -> None:
+    ws, wh = f"ws_{_uid()}", f"wh_{_uid()}"
+    dep.create_webhook(wh, ws, f"/off/{wh}", ["user.removed"])
+    wait_webhook_state(dep, wh, {"active": True})
+    dep.command("disable", wh, reason="maintenance")
+    wait_webhook_state(dep, wh, {"active": False})
+    job = _job(wh, ws, now_ms() + 1000)
+    producer = Producer({"bootstrap.servers": dep.settings.bootstrap_servers})
+    producer.produce(dep.settings.topic(topics.RETRY_TOPICS[2]), job.encode(), wh.encode(),
+                     headers=[(DUE_AT_HEADER, str(job.due_at).encode())])
+    assert producer.flush(10) == 0
+    dlq = dep.reader(topics.DLQ)
+    found = dlq.wait_for(lambda ms: any(m.key() == wh.encode() for m in ms),
+                         what="the held retry dead-lettered")
+    letter = DeadLetter.decode(next(m for m in found if m.key() == wh.encode()).value())
+    assert (letter.reason, letter.job.delivery_id) == (WEBHOOK_DISABLED, job.delivery_id)
+    assert letter.dead_at >= (job.due_at or 0)  # it waited for its due time first
+    assert not dep.receiver.at(f"/off/{wh}")
+
+
+def test_a_redirect_is_a_failure_and_is_not_followed(dep: Deployment) -> None:
+    ws, wh = f"ws_{_uid()}", f"wh_{_uid()}"
+    path = f"/moved/{wh}"
+    dep.receiver.status[path] = 302
+    dep.create_webhook(wh, ws, path, ["project.created"])
+    wait_webhook_state(dep, wh, {"active": True})
+    log = dep.reader(topics.DELIVERY_LOG)
+    dep.publish("project.created", ws, {"id": "p1"})
+    found = log.wait_for(lambda ms: any(m.key() == wh.encode() for m in ms), what="attempt")
+    record = AttemptRecord.decode(next(m for m in found if m.key() == wh.encode()).value())
+    assert (record.status, record.response_code) == ("retrying", 302)
+    assert len(dep.receiver.at(path)) == 1
+    assert not dep.receiver.at(path + "/followed")

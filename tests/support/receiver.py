@@ -60,6 +60,8 @@ class Receiver:
                     receiver._changed.notify_all()
                 reply = b"OK" if code < 300 else b"nope"
                 self.send_response(code)
+                if 300 <= code < 400:  # a redirect a careless client would follow
+                    self.send_header("Location", self.path + "/followed")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
