@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .secretbox import SecretBox
 
 DEFAULT_FAMILIES = ("task", "project", "comment", "user")
 
@@ -99,6 +101,13 @@ class Settings:
     partitions: int = 6
     replication_factor: int = 1
     log_level: str = "info"
+    #: Seconds the old secret keeps signing after a rotation.
+    rotation_grace: float = 24 * 3600.0
+    #: http(s)://host:port every delivery leaves through, so receivers can allowlist it.
+    egress_proxy: str | None = None
+    # Secrets: kept out of repr so a logged Settings never shows them.
+    master_key: str | None = field(default=None, repr=False)
+    admin_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -118,7 +127,14 @@ class Settings:
             partitions=_int(env, "HOOKSTREAM_PARTITIONS", 6),
             replication_factor=_int(env, "HOOKSTREAM_REPLICATION_FACTOR", 1),
             log_level=env.get("HOOKSTREAM_LOG_LEVEL", "").strip().lower() or "info",
+            rotation_grace=_float(env, "HOOKSTREAM_ROTATION_GRACE", 24 * 3600.0),
+            egress_proxy=env.get("HOOKSTREAM_EGRESS_PROXY", "").strip() or None,
+            master_key=env.get("HOOKSTREAM_MASTER_KEY", "").strip() or None,
+            admin_key=env.get("HOOKSTREAM_ADMIN_KEY", "").strip() or None,
         )
+
+    def secret_box(self) -> SecretBox:
+        return SecretBox.from_env(self.master_key, self.home)
 
     def topic(self, name: str) -> str:
         """The real name of one of our topics, with the deployment's prefix."""

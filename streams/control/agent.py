@@ -9,6 +9,7 @@ partition, hence are applied strictly in order.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import faust
 
@@ -20,6 +21,8 @@ from ..topics import CONTROL, SUBSCRIPTIONS
 from .commands import InvalidCommand, Subscription, apply, decode_command
 
 log = logging.getLogger(__name__)
+
+box = settings.secret_box()
 
 control_topic = app.topic(
     settings.topic(CONTROL), key_serializer="raw", value_serializer="raw", internal=False
@@ -53,7 +56,11 @@ async def control(stream):  # type: ignore[no-untyped-def]
             stored = subscriptions.get(table_key)
             current = Subscription.decode(stored) if stored is not None else None
             updated = apply(current, command, now_ms(),
-                            allow_insecure=settings.allow_insecure_targets)
+                            allow_insecure=settings.allow_insecure_targets,
+                            rotation_grace_ms=int(settings.rotation_grace * 1000))
+            if updated is not None:
+                # A producer may send a plaintext secret; only sealed ones are stored.
+                updated = replace(updated, secret=box.seal_if_plain(updated.secret))
             encoded = updated.encode() if updated is not None else None
         except (InvalidCommand, SchemaError) as exc:
             await quarantine(event, f"invalid command: {exc}")

@@ -6,6 +6,7 @@ agent only feeds it commands in order and stores what it returns.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,9 @@ from ..schemas import CONTROL_COMMAND, SUBSCRIPTION, SchemaError, is_single_obje
 from ..timeutil import to_ms
 
 OPS = ("create", "update", "delete", "enable", "disable", "rotate_secret")
-WEBHOOK_FIELDS = ("url", "events", "secret", "active", "description")
+WEBHOOK_FIELDS = ("url", "events", "secret", "active", "description", "signature_scheme")
+#: The documented X-Webhook-Signature, or the Standard Webhooks spec (opt-in).
+SCHEMES = ("hookstream", "standard-webhooks")
 MAX_DESCRIPTION = 500
 MAX_COMMAND_BYTES = 64 * 1024
 
@@ -38,6 +41,11 @@ class Subscription:
     updated_at: int
     disabled_reason: str | None = None
     description: str | None = None
+    #: The secret before the last rotation, still signing until previous_secret_until.
+    previous_secret: str | None = None
+    previous_secret_until: int | None = None
+    signature_scheme: str = "hookstream"
+    last_command: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -45,16 +53,31 @@ class Subscription:
             "events": list(self.events), "secret": self.secret, "active": self.active,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "disabled_reason": self.disabled_reason, "description": self.description,
+            "previous_secret": self.previous_secret,
+            "previous_secret_until": self.previous_secret_until,
+            "signature_scheme": self.signature_scheme, "last_command": self.last_command,
         }
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> Subscription:
+        until = r.get("previous_secret_until")
         return cls(
             id=r["id"], workspace_id=r["workspace_id"], url=r["url"],
             events=tuple(r["events"]), secret=r["secret"], active=r["active"],
             created_at=to_ms(r["created_at"]), updated_at=to_ms(r["updated_at"]),
             disabled_reason=r.get("disabled_reason"), description=r.get("description"),
+            previous_secret=r.get("previous_secret"),
+            previous_secret_until=None if until is None else to_ms(until),
+            signature_scheme=r.get("signature_scheme") or "hookstream",
+            last_command=r.get("last_command"),
         )
+
+    def public(self) -> dict[str, Any]:
+        """What an API read may show: everything but secrets."""
+        record = self.to_record()
+        for name in ("secret", "previous_secret", "previous_secret_until", "last_command"):
+            del record[name]
+        return record
 
     def encode(self) -> bytes:
         return registry().encode(SUBSCRIPTION, self.to_record())
@@ -72,6 +95,7 @@ class Command:
     webhook: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
     requested_at: str | None = None
+    command_id: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         fields = {name: self.webhook.get(name) for name in WEBHOOK_FIELDS}
@@ -80,7 +104,7 @@ class Command:
         return {
             "op": self.op, "webhook_id": self.webhook_id, "workspace_id": self.workspace_id,
             "webhook": fields if self.webhook else None, "reason": self.reason,
-            "requested_at": self.requested_at,
+            "requested_at": self.requested_at, "command_id": self.command_id,
         }
 
     def encode(self) -> bytes:
@@ -89,7 +113,8 @@ class Command:
 
 
 def generate_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32)
+    """`whsec_` + base64 of 32 random bytes: the Standard Webhooks form, good for both schemes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def decode_command(payload: bytes) -> Command:
@@ -130,7 +155,7 @@ def validate_command(record: Any) -> Command:
     except (UnicodeEncodeError, ValueError, TypeError) as exc:
         raise InvalidCommand(f"command cannot be stored: {exc}") from None
     unknown = set(record) - {"op", "webhook_id", "workspace_id", "webhook", "reason",
-                             "requested_at"}
+                             "requested_at", "command_id"}
     if unknown:
         raise InvalidCommand(f"unknown field '{sorted(unknown)[0]}'")
     op = record.get("op")
@@ -176,6 +201,9 @@ def _validate_fields(webhook: dict[str, Any]) -> None:
         raise InvalidCommand("field 'webhook.secret' must be a string of at least 8 characters")
     if "active" in webhook and not isinstance(webhook["active"], bool):
         raise InvalidCommand("field 'webhook.active' must be true or false")
+    if "signature_scheme" in webhook and webhook["signature_scheme"] not in SCHEMES:
+        raise InvalidCommand(
+            f"field 'webhook.signature_scheme' must be one of {', '.join(SCHEMES)}")
     if "description" in webhook and (not isinstance(webhook["description"], str)
                                      or len(webhook["description"]) > MAX_DESCRIPTION):
         raise InvalidCommand(
@@ -184,9 +212,23 @@ def _validate_fields(webhook: dict[str, Any]) -> None:
 
 
 def apply(
-    current: Subscription | None, command: Command, now_ms: int, *, allow_insecure: bool
+    current: Subscription | None, command: Command, now_ms: int, *, allow_insecure: bool,
+    rotation_grace_ms: int = 24 * 3600 * 1000,
 ) -> Subscription | None:
-    """The subscription after `command`; None means deleted. Raises InvalidCommand."""
+    """The subscription after `command`; None means deleted. Raises InvalidCommand.
+
+    Secrets pass through as they come (the control agent seals plaintext ones).
+    """
+    updated = _apply(current, command, now_ms, allow_insecure, rotation_grace_ms)
+    if updated is not None and command.command_id is not None:
+        updated = replace(updated, last_command=command.command_id)
+    return updated
+
+
+def _apply(
+    current: Subscription | None, command: Command, now_ms: int, allow_insecure: bool,
+    rotation_grace_ms: int,
+) -> Subscription | None:
     fields = command.webhook
     if "url" in fields:
         try:
@@ -205,6 +247,7 @@ def apply(
             created_at=now_ms, updated_at=now_ms,
             disabled_reason=None if active else (command.reason or "created inactive"),
             description=fields.get("description"),
+            signature_scheme=fields.get("signature_scheme", "hookstream"),
         )
     if current is None:
         raise InvalidCommand(f"webhook {command.webhook_id} does not exist")
@@ -219,8 +262,11 @@ def apply(
         return replace(current, active=False, updated_at=now_ms,
                        disabled_reason=command.reason or "disabled by operator")
     if command.op == "rotate_secret":
+        # The old secret keeps signing (X-Webhook-Signature-Previous) through the grace
+        # period, so receivers can switch without dropping deliveries.
         return replace(current, secret=fields.get("secret") or generate_secret(),
-                       updated_at=now_ms)
+                       previous_secret=current.secret,
+                       previous_secret_until=now_ms + rotation_grace_ms, updated_at=now_ms)
     # update
     changed = replace(
         current, updated_at=now_ms,
@@ -228,6 +274,7 @@ def apply(
         events=tuple(dict.fromkeys(fields["events"])) if "events" in fields else current.events,
         secret=fields.get("secret", current.secret),
         description=fields.get("description", current.description),
+        signature_scheme=fields.get("signature_scheme", current.signature_scheme),
     )
     if "active" in fields and fields["active"] != current.active:
         changed = replace(

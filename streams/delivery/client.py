@@ -45,7 +45,10 @@ def create_client(settings: Settings) -> httpx.AsyncClient:
         max_keepalive_connections=settings.delivery_concurrency,
         keepalive_expiry=30.0,
     )
-    transport = AiohttpTransport(limits=limits, trust_env=False)
+    # With an egress proxy, deliveries leave from its fixed addresses (the documentation's
+    # IP allowlist); the proxy then resolves targets, so it should refuse private ones too.
+    proxy = httpx.Proxy(settings.egress_proxy) if settings.egress_proxy else None
+    transport = AiohttpTransport(limits=limits, trust_env=False, proxy=proxy)
 
     def session() -> aiohttp.ClientSession:
         connector_args: dict[str, Any] = {

@@ -12,6 +12,7 @@ from .. import signing
 from ..control.commands import Subscription
 from ..payload import webhook_body
 from ..policy import UrlPolicyError, check_url
+from ..secretbox import SecretBox, SecretBoxError, is_sealed
 from ..timeutil import now_ms
 from .models import DeliveryJob, Outcome
 
@@ -19,22 +20,39 @@ from .models import DeliveryJob, Outcome
 _ERROR_BODY_CHARS = 200
 
 
-def build_request(sub: Subscription, job: DeliveryJob, now_s: int) -> tuple[bytes, dict[str, str]]:
+def build_request(sub: Subscription, job: DeliveryJob, now_s: int,
+                  box: SecretBox | None = None) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of one attempt. Sealed secrets are opened with `box`."""
     body = webhook_body(job.event_id, job.event_type, job.event_timestamp, sub.id, job.data_json)
+
+    def reveal(secret: str) -> str:
+        return box.open(secret) if box is not None and is_sealed(secret) else secret
+
+    secrets = [reveal(sub.secret)]
+    if sub.previous_secret and (sub.previous_secret_until or 0) > now_s * 1000:
+        secrets.append(reveal(sub.previous_secret))
     headers = {
         "Content-Type": "application/json",
-        signing.SIGNATURE_HEADER: signing.sign(body, sub.secret),
         signing.WEBHOOK_ID_HEADER: sub.id,
         signing.TIMESTAMP_HEADER: str(now_s),
         signing.EVENT_HEADER: job.event_type,
         signing.DELIVERY_HEADER: job.delivery_id,
     }
+    if sub.signature_scheme == "standard-webhooks":
+        headers[signing.STANDARD_ID_HEADER] = job.delivery_id
+        headers[signing.STANDARD_TIMESTAMP_HEADER] = str(now_s)
+        headers[signing.STANDARD_SIGNATURE_HEADER] = " ".join(
+            signing.sign_standard(job.delivery_id, now_s, body, s) for s in secrets)
+    else:
+        headers[signing.SIGNATURE_HEADER] = signing.sign(body, secrets[0])
+        if len(secrets) > 1:
+            headers[signing.PREVIOUS_SIGNATURE_HEADER] = signing.sign(body, secrets[1])
     return body, headers
 
 
 async def attempt(
     client: httpx.AsyncClient, sub: Subscription, job: DeliveryJob,
-    *, timeout: float, allow_insecure: bool,
+    *, timeout: float, allow_insecure: bool, box: SecretBox | None = None,
 ) -> Outcome:
     """POST the job to the subscription's URL once, within `timeout` seconds in all."""
     started_ms = now_ms()
@@ -43,7 +61,7 @@ async def attempt(
     error: str | None = None
     try:
         check_url(sub.url, allow_insecure=allow_insecure)
-        body, headers = build_request(sub, job, started_ms // 1000)
+        body, headers = build_request(sub, job, started_ms // 1000, box)
         async with asyncio.timeout(timeout):
             response = await client.post(sub.url, content=body, headers=headers)
             code = response.status_code
@@ -52,6 +70,8 @@ async def attempt(
                 error = f"HTTP {code}" + (f": {text}" if text.strip() else "")
     except UrlPolicyError as exc:
         error = f"target refused: {exc}"
+    except SecretBoxError as exc:
+        error = f"cannot sign: {exc}"
     except TimeoutError:
         error = f"timed out after {timeout:g}s"
     except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:

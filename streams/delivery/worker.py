@@ -51,6 +51,7 @@ class DeliveryWorker(Stage):
         self._per_webhook: dict[str, asyncio.Semaphore] = {}
         self._per_webhook_users: dict[str, int] = defaultdict(int)
         self._client: httpx.AsyncClient | None = None
+        self._box = settings.secret_box()
 
     async def start(self) -> None:
         self._client = create_client(self.settings)
@@ -88,7 +89,7 @@ class DeliveryWorker(Stage):
         async with self._webhook_slot(job.webhook_id), self._slots:
             outcome = await attempt(
                 self._client, sub, job, timeout=self.settings.delivery_timeout,
-                allow_insecure=self.settings.allow_insecure_targets,
+                allow_insecure=self.settings.allow_insecure_targets, box=self._box,
             )
         log.info("delivery %s to webhook %s attempt %d: %s %s %dms", job.delivery_id,
                  job.webhook_id, outcome.attempt, "success" if outcome.ok else "failed",

@@ -295,7 +295,9 @@ def test_rotate_secret() -> None:
     assert rotated is not None
     assert rotated.secret != current.secret
     assert rotated.secret.startswith("whsec_")
-    assert rotated == replace(current, secret=rotated.secret, updated_at=T0 + 4)
+    assert rotated == replace(current, secret=rotated.secret, updated_at=T0 + 4,
+                              previous_secret=current.secret,
+                              previous_secret_until=T0 + 4 + 24 * 3600 * 1000)
     given = _apply(current, {"op": "rotate_secret", "webhook_id": "wh_1",
                              "webhook": {"secret": "chosen-secret"}})
     assert given is not None

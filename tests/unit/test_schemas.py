@@ -95,13 +95,16 @@ RECORDS: dict[str, dict[str, Any]] = {
     CONTROL_COMMAND: {
         "op": "create", "webhook_id": "wh_1", "workspace_id": "ws_1",
         "webhook": {"url": "https://example.com/h", "events": ["task.*", "user.added"],
-                    "secret": "s3cret-s3cret", "active": True, "description": "d"},
-        "reason": None, "requested_at": "2025-10-14T10:30:00Z",
+                    "secret": "s3cret-s3cret", "active": True, "description": "d",
+                    "signature_scheme": "standard-webhooks"},
+        "reason": None, "requested_at": "2025-10-14T10:30:00Z", "command_id": "cmd_1",
     },
     SUBSCRIPTION: {
         "id": "wh_1", "workspace_id": "ws_1", "url": "https://example.com/h",
         "events": ["*"], "secret": "whsec_x", "active": False, "created_at": T0,
         "updated_at": T0 + 1, "disabled_reason": "disabled by operator", "description": None,
+        "previous_secret": "enc:v1:k1:abc", "previous_secret_until": T0 + 2,
+        "signature_scheme": "hookstream", "last_command": "cmd_1",
     },
     DELIVERY_JOB: JOB,
     DELIVERY_ATTEMPT: {

@@ -1,0 +1,112 @@
+"""A local, always-current copy of a compacted topic, on every worker.
+
+Reads every partition from the beginning with a plain consumer (no group), then tails it,
+handing each record to `apply`. `ready` is set once the copy has caught up with the end
+offsets seen at start; `sync()` waits until it has caught up with the end offsets of now,
+which makes a read after a write on another worker see that write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+log = logging.getLogger(__name__)
+
+Apply = Callable[[bytes | None, bytes | None], None]
+
+
+class CompactedView:
+    def __init__(self, bootstrap_servers: str, topic: str, apply: Apply) -> None:
+        self.ready = asyncio.Event()
+        self._bootstrap = bootstrap_servers
+        self._topic = topic
+        self._apply = apply
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._tps: list[TopicPartition] = []
+        #: Next offset to read per partition.
+        self.positions: dict[int, int] = {}
+        self._advanced = asyncio.Condition()
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=100,
+        )
+        await consumer.start()
+        partitions = await _partitions_of(self._bootstrap, self._topic)
+        self._tps = [TopicPartition(self._topic, p) for p in partitions]
+        consumer.assign(self._tps)
+        await consumer.seek_to_beginning(*self._tps)
+        self._consumer = consumer
+        ends = await consumer.end_offsets(self._tps)
+        self._task = asyncio.create_task(self._run({tp.partition: o for tp, o in ends.items()}))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    def _caught_up(self, ends: dict[int, int]) -> bool:
+        return all(self.positions.get(p, 0) >= end for p, end in ends.items())
+
+    async def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until everything written to the topic before this call is applied."""
+        assert self._consumer is not None
+        ends = {tp.partition: o for tp, o in (await self._consumer.end_offsets(self._tps)).items()}
+        try:
+            async with asyncio.timeout(timeout), self._advanced:
+                await self._advanced.wait_for(lambda: self._caught_up(ends))
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Wait until `predicate` holds after some record is applied (bounded)."""
+        try:
+            async with asyncio.timeout(timeout), self._advanced:
+                await self._advanced.wait_for(predicate)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _run(self, ends_at_start: dict[int, int]) -> None:
+        assert self._consumer is not None
+        if self._caught_up(ends_at_start):
+            self.ready.set()
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=5000)
+            for tp, messages in batches.items():
+                for message in messages:
+                    try:
+                        self._apply(message.key, message.value)
+                    except Exception:
+                        # Only our own code writes these topics; a bad record is a bug.
+                        log.exception("%s: skipping record at %d:%d", self._topic,
+                                      tp.partition, message.offset)
+                    self.positions[tp.partition] = message.offset + 1
+            if not self.ready.is_set() and self._caught_up(ends_at_start):
+                log.info("%s: local copy ready", self._topic)
+                self.ready.set()
+            async with self._advanced:
+                self._advanced.notify_all()
+
+
+async def _partitions_of(bootstrap: str, topic: str) -> list[int]:
+    def describe() -> list[int]:
+        metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=30)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise RuntimeError(f"topic {topic} does not exist; run `hookstream topics create`")
+        return sorted(found.partitions)
+
+    return await asyncio.to_thread(describe)
