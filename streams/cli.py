@@ -26,6 +26,9 @@ webhooks_cli = typer.Typer(help="Manage webhooks through control-plane commands.
 cli.add_typer(kafka_cli, name="kafka")
 cli.add_typer(topics_cli, name="topics")
 dlq_cli = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
+apikeys_cli = typer.Typer(help="API keys of workspaces (stored as hashes).",
+                          no_args_is_help=True)
+cli.add_typer(apikeys_cli, name="apikeys")
 cli.add_typer(webhooks_cli, name="webhooks")
 cli.add_typer(dlq_cli, name="dlq")
 
@@ -320,6 +323,91 @@ def dlq_replay(
             raise CliError(str(exc)) from None
     out.print(f"replayed {count} dead letter(s) of webhook {webhook}"
               f" ({len(letters) - len(todo)} already replayed)")
+
+
+# -- API keys ------------------------------------------------------------------------
+def _stored_keys() -> dict[str, Any]:
+    from .control.apikeys import ApiKey
+    from .reader import read_topic
+    from .topics import API_KEYS
+
+    keys: dict[str, Any] = {}
+    try:
+        for _, _, key, value in read_topic(_settings(), API_KEYS):
+            if key is not None:
+                if value is None:
+                    keys.pop(key.decode(), None)
+                else:
+                    keys[key.decode()] = ApiKey.decode(value)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    return keys
+
+
+def _store_key(record: Any) -> None:
+    from .producer import Publisher, PublishError
+    from .topics import API_KEYS
+
+    settings = _settings()
+    publisher = Publisher(settings, logger=_quiet_kafka_logger())
+    try:
+        publisher.publish_raw(settings.topic(API_KEYS), record.key_id, record.encode())
+        publisher.flush()
+    except PublishError as exc:
+        raise CliError(str(exc)) from None
+
+
+@apikeys_cli.command("create")
+def apikeys_create(
+    workspace: Annotated[str, typer.Option(help="The workspace the key acts for.")],
+    description: Annotated[str | None, typer.Option(help="A note for humans.")] = None,
+) -> None:
+    """Create an API key. It is printed once: only its hash is stored."""
+    from .control.apikeys import new_key
+    from .timeutil import now_ms
+
+    if not workspace.strip():
+        raise CliError("--workspace must not be empty")
+    key, record = new_key(workspace, now_ms(), description)
+    _store_key(record)
+    out.print(f"api key {record.key_id} created for workspace {workspace}")
+    out.print(f"key (shown once): {key}")
+
+
+@apikeys_cli.command("list")
+def apikeys_list(
+    workspace: Annotated[str | None, typer.Option(help="Only this workspace's keys.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+) -> None:
+    """List API keys (ids and workspaces, never the keys)."""
+    from .timeutil import iso_from_ms
+
+    rows = [{"key_id": k.key_id, "workspace_id": k.workspace_id, "description": k.description,
+             "created_at": iso_from_ms(k.created_at),
+             "revoked_at": iso_from_ms(k.revoked_at) if k.revoked_at else None}
+            for k in _stored_keys().values() if workspace in (None, k.workspace_id)]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("key id", "workspace", "description", "created", "revoked")
+    for r in rows:
+        table.add_row(r["key_id"], r["workspace_id"], r["description"] or "",
+                      r["created_at"], r["revoked_at"] or "")
+    out.print(table)
+
+
+@apikeys_cli.command("revoke")
+def apikeys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to revoke.")]) -> None:
+    """Revoke an API key: it stops working on every worker within a moment."""
+    from dataclasses import replace
+
+    from .timeutil import now_ms
+
+    record = _stored_keys().get(key_id)
+    if record is None:
+        raise CliError(f"no API key {key_id}")
+    _store_key(replace(record, revoked_at=now_ms()))
+    out.print(f"api key {key_id} revoked")
 
 
 # -- processes -----------------------------------------------------------------------

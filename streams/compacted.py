@@ -47,6 +47,12 @@ class CompactedView:
         self._consumer = consumer
         ends = await consumer.end_offsets(self._tps)
         self._task = asyncio.create_task(self._run({tp.partition: o for tp, o in ends.items()}))
+        self._task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # The copy would silently go stale: make it loud.
+            log.critical("%s: local copy stopped", self._topic, exc_info=task.exception())
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -11,15 +11,12 @@ replays those letters again, with the same delivery ids (at-least-once).
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from .delivery.models import DeadLetter
 from .producer import Publisher
+from .reader import read_topic
 from .schemas import SchemaError
 from .settings import Settings
 from .timeutil import now_ms
@@ -40,50 +37,13 @@ class StoredLetter:
         return f"{self.partition}:{self.offset}"
 
 
-Record = tuple[int, int, bytes | None, bytes | None]
-
-
-def _read_all(settings: Settings, topic: str) -> Iterator[Record]:
-    """(partition, offset, key, value) of every record now in `topic`, then stop."""
-    name = settings.topic(topic)
-    metadata = AdminClient({"bootstrap.servers": settings.bootstrap_servers}).list_topics(
-        name, timeout=30)
-    found = metadata.topics.get(name)
-    if found is None or found.error is not None:
-        raise RuntimeError(f"topic {name} does not exist; run `hookstream topics create`")
-    consumer = Consumer({
-        "bootstrap.servers": settings.bootstrap_servers,
-        "group.id": f"hookstream-reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
-        "logger": logging.getLogger("hookstream.kafka"),
-    })
-    try:
-        ends = {}
-        for p in found.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(name, p, 0) for p in ends])
-        while ends:
-            message = consumer.poll(5.0)
-            if message is None:
-                raise RuntimeError(f"reading {name} stalled; is Kafka up?")
-            if message.error() is not None:
-                continue
-            partition, offset = message.partition() or 0, message.offset() or 0
-            yield partition, offset, message.key(), message.value()
-            if offset + 1 >= ends.get(partition, 0):
-                ends.pop(partition, None)
-    finally:
-        consumer.close()
-
-
 def list_dead_letters(settings: Settings, webhook_id: str | None = None,
                       since_ms: int | None = None,
                       until_ms: int | None = None) -> list[StoredLetter]:
-    replayed = {key.decode() for _, _, key, value in _read_all(settings, DLQ_REPLAYED)
+    replayed = {key.decode() for _, _, key, value in read_topic(settings, DLQ_REPLAYED)
                 if key is not None and value is not None}
     letters = []
-    for partition, offset, key, value in _read_all(settings, DLQ):
+    for partition, offset, key, value in read_topic(settings, DLQ):
         if value is None or (webhook_id is not None and key != webhook_id.encode()):
             continue
         try:

@@ -24,7 +24,7 @@ SOE_MAGIC = b"\xc3\x01"
 _FILES = (
     "task_data", "project_data", "comment_data", "user_data", "event",
     "control_command", "subscription", "delivery_job", "delivery_attempt", "dead_letter",
-    "operational_event",
+    "operational_event", "api_key",
 )
 
 EVENT = "io.hookstream.events.Event"
@@ -34,6 +34,7 @@ DELIVERY_JOB = "io.hookstream.delivery.DeliveryJob"
 DELIVERY_ATTEMPT = "io.hookstream.delivery.DeliveryAttempt"
 DEAD_LETTER = "io.hookstream.delivery.DeadLetter"
 OPERATIONAL_EVENT = "io.hookstream.operations.OperationalEvent"
+API_KEY = "io.hookstream.control.ApiKey"
 FAMILY_DATA = {
     "task": "io.hookstream.events.TaskData",
     "project": "io.hookstream.events.ProjectData",

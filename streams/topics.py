@@ -18,6 +18,10 @@ RETRY_TOPICS = ("hookstream.retry.1m", "hookstream.retry.5m", "hookstream.retry.
 DLQ = "hookstream.dlq"
 INVALID = "hookstream.invalid"
 OPERATIONS = "hookstream.operations"
+#: API keys (hashes only), keyed by key id.
+API_KEYS = "hookstream.apikeys"
+#: Responses to POSTs with an Idempotency-Key, keyed by <key id>:<idempotency key>.
+IDEMPOTENCY = "hookstream.idempotency"
 #: Changelog of the per-webhook delivery history table (streams.history).
 DELIVERY_HISTORY = "hookstream.delivery-history"
 #: Which dead letters were replayed (key `<partition>:<offset>`), so a replay runs once.
@@ -61,6 +65,10 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(OPERATIONS), n, dict(kept)),
         TopicSpec(settings.topic(DLQ_REPLAYED), n, dict(compact)),
         TopicSpec(settings.topic(DELIVERY_HISTORY), n, dict(compact)),
+        TopicSpec(settings.topic(API_KEYS), n, dict(compact)),
+        # Compacted and also deleted after a day: a key is honoured for 24 h.
+        TopicSpec(settings.topic(IDEMPOTENCY), n,
+                  {"cleanup.policy": "compact,delete", "retention.ms": str(48 * 3600 * 1000)}),
     ]
     names += [TopicSpec(settings.topic(t), n, dict(kept)) for t in RETRY_TOPICS]
     return names

@@ -14,17 +14,15 @@ import mode
 from . import deadletters as _deadletters  # noqa: F401 - registers the agent
 from . import history as _history  # noqa: F401 - registers the agent and its view
 from .admin import create_topics
+from .api import webhooks as _api  # noqa: F401 - registers the API views
 from .app import app, settings
 from .control import agent as _control_agent  # noqa: F401 - registers the agent
 from .delivery.worker import DeliveryWorker
 from .fanout import FanoutStage
-from .subscriptions.view import SubscriptionsView
-from .topics import SUBSCRIPTIONS
+from .tables import ALL as ALL_TABLES
+from .tables import subscriptions as view
 
 log = logging.getLogger(__name__)
-
-
-view = SubscriptionsView(settings.bootstrap_servers, settings.topic(SUBSCRIPTIONS))
 
 
 @app.service
@@ -35,7 +33,8 @@ class Pipeline(mode.Service):
     delivery: DeliveryWorker | None = None
 
     async def on_start(self) -> None:
-        await view.start()
+        for table in ALL_TABLES:
+            await table.start()
         self.fanout = FanoutStage(settings, view)
         self.delivery = DeliveryWorker(settings, view)
         await self.fanout.start()
@@ -45,7 +44,8 @@ class Pipeline(mode.Service):
         for stage in (self.fanout, self.delivery):
             if stage is not None:
                 await stage.stop()
-        await view.stop()
+        for table in ALL_TABLES:
+            await table.stop()
 
 
 @app.page("/healthz")
@@ -62,7 +62,7 @@ async def readyz(_web, request):  # type: ignore[no-untyped-def]
     fanout = pipeline.fanout if pipeline is not None else None
     delivery = pipeline.delivery if pipeline is not None else None
     checks = {
-        "subscriptions_loaded": view.ready.is_set(),
+        "subscriptions_loaded": all(table.ready.is_set() for table in ALL_TABLES),
         "subscriptions": len(view.index),
         "control_partitions": len(app.consumer.assignment()) if app.consumer else 0,
         "rebalancing": bool(app.rebalancing),

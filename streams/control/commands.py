@@ -176,6 +176,7 @@ def validate_command(record: Any) -> Command:
         op=op, webhook_id=webhook_id, workspace_id=_opt_str(record, "workspace_id"),
         webhook=webhook, reason=_opt_str(record, "reason"),
         requested_at=_opt_str(record, "requested_at"),
+        command_id=_opt_str(record, "command_id"),
     )
     if op == "create":
         if command.workspace_id is None:

@@ -14,6 +14,8 @@ SUCCESS = "success"
 RETRYING = "retrying"
 DEAD = "dead"
 DISABLED = "disabled"
+#: A test attempt (POST /v1/webhooks/{id}/test) that failed; tests are never retried.
+FAILED = "failed"
 
 #: Why a job is dead-lettered.
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"

@@ -10,6 +10,7 @@ from typing import Any
 from streams.admin import create_topics
 from streams.control.commands import Command
 from streams.producer import Publisher
+from streams.secretbox import generate_master_key
 from streams.settings import Settings
 from streams.timeutil import iso_from_ms, now_ms
 
@@ -31,6 +32,8 @@ class Deployment:
             "HOOKSTREAM_ALLOW_INSECURE_TARGETS": "1",
             "HOOKSTREAM_PARTITIONS": "3",
             "HOOKSTREAM_DELIVERY_TIMEOUT": "5",
+            "HOOKSTREAM_MASTER_KEY": generate_master_key("test1"),
+            "HOOKSTREAM_ADMIN_KEY": f"admin_{uuid.uuid4().hex}",
             **overrides,
         }
         self.settings = Settings.from_env(self.env)

@@ -373,3 +373,17 @@ def test_applied_commands_can_be_stored(payload: bytes) -> None:
         return
     assert sub is not None
     sub.encode()
+
+
+def test_command_id_survives_both_wire_formats_and_is_recorded() -> None:
+    from streams.control.commands import decode_command
+
+    command = Command(op="create", webhook_id="wh_1", workspace_id="ws_1",
+                      webhook={"url": "https://example.com/h", "events": ["*"],
+                               "secret": "s3cret-s3cret"}, command_id="cmd_1")
+    as_json = json.dumps(command.to_record()).encode()
+    for payload in (command.encode(), as_json):
+        decoded = decode_command(payload)
+        assert decoded.command_id == "cmd_1"
+        applied = apply(None, decoded, 1, allow_insecure=False)
+        assert applied is not None and applied.last_command == "cmd_1"

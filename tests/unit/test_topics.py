@@ -12,10 +12,11 @@ EXPECTED = {
     "hookstream.control", "hookstream.subscriptions", "hookstream.deliveries",
     "hookstream.delivery-log", "hookstream.retry.1m", "hookstream.retry.5m",
     "hookstream.retry.30m", "hookstream.dlq", "hookstream.invalid", "hookstream.operations",
-    "hookstream.dlq-replayed", "hookstream.delivery-history",
+    "hookstream.dlq-replayed", "hookstream.delivery-history", "hookstream.apikeys",
+    "hookstream.idempotency",
 }
 COMPACTED = {"hookstream.subscriptions", "hookstream.dlq-replayed",
-             "hookstream.delivery-history"}
+             "hookstream.delivery-history", "hookstream.apikeys"}
 
 
 def _by_name(settings: Settings) -> dict[str, TopicSpec]:
@@ -35,7 +36,8 @@ def test_state_topics_are_compacted() -> None:
     topics = _by_name(Settings(topic_prefix="p."))
     for name in COMPACTED:
         assert topics[f"p.{name}"].config["cleanup.policy"] == "compact"
-    others = [spec for name, spec in topics.items() if name[2:] not in COMPACTED]
+    others = [spec for name, spec in topics.items()
+              if name[2:] not in COMPACTED and name != "p.hookstream.idempotency"]
     assert all(spec.config.get("cleanup.policy", "delete") == "delete" for spec in others)
 
 

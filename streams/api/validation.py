@@ -1,0 +1,163 @@
+"""Request bodies of the webhook API: parse, validate, and name the field at fault. Pure."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from .. import catalog
+from ..control.commands import MAX_DESCRIPTION, SCHEMES
+from ..policy import UrlPolicyError, check_url
+
+MAX_BODY = 1024 * 1024
+MIN_SECRET = 16
+CREATE_FIELDS = {"url", "events", "secret", "active", "description", "signature_scheme",
+                 "workspace_id"}
+PATCH_FIELDS = {"url", "events", "active", "description", "signature_scheme"}
+
+
+class ApiError(Exception):
+    """An answer other than success: HTTP status, machine code, message, offending field."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+
+def invalid(field: str, message: str) -> ApiError:
+    return ApiError(400, "invalid_request", f"{field}: {message}", field)
+
+
+def parse_json(raw: bytes, *, required: bool = True) -> dict[str, Any]:
+    if len(raw) > MAX_BODY:
+        raise invalid("body", f"larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        if required:
+            raise invalid("body", "a JSON object is required")
+        return {}
+    try:
+        value = json.loads(raw, parse_constant=_refuse)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise invalid("body", f"malformed JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise invalid("body", "must be a JSON object")
+    return value
+
+
+def _refuse(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unknown(body: dict[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise invalid(extra[0], "unknown field")
+
+
+def url(value: Any, *, allow_insecure: bool) -> str:
+    if not isinstance(value, str) or not value:
+        raise invalid("url", "must be a non-empty string")
+    try:
+        return check_url(value, allow_insecure=allow_insecure)
+    except UrlPolicyError as exc:
+        raise invalid("url", str(exc)) from None
+
+
+def events(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise invalid("events", "must be a non-empty list of event types")
+    for pattern in value:
+        if not isinstance(pattern, str) or not catalog.is_valid_pattern(pattern):
+            raise invalid("events", f"unknown event type {pattern!r}")
+    return list(dict.fromkeys(value))
+
+
+def _description(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_DESCRIPTION:
+        raise invalid("description", f"must be a string of at most {MAX_DESCRIPTION} characters")
+    return value
+
+
+def _bool(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise invalid(field, "must be true or false")
+    return value
+
+
+def _scheme(value: Any) -> str:
+    if value not in SCHEMES:
+        raise invalid("signature_scheme", f"must be one of {', '.join(SCHEMES)}")
+    return str(value)
+
+
+def secret(value: Any, scheme: str) -> str:
+    if not isinstance(value, str) or len(value) < MIN_SECRET:
+        raise invalid("secret", f"must be a string of at least {MIN_SECRET} characters")
+    if scheme == "standard-webhooks":
+        try:
+            key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+        except binascii.Error:
+            key = b""
+        if not value.startswith("whsec_") or len(key) < 24:
+            raise invalid("secret", "standard-webhooks needs whsec_ + base64 of 24+ bytes")
+    return value
+
+
+def create_body(body: dict[str, Any], *, allow_insecure: bool) -> dict[str, Any]:
+    """The webhook fields of a POST /v1/webhooks (secret still plaintext, maybe absent)."""
+    _unknown(body, CREATE_FIELDS)
+    if "url" not in body:
+        raise invalid("url", "is required")
+    if "events" not in body:
+        raise invalid("events", "is required")
+    fields: dict[str, Any] = {
+        "url": url(body["url"], allow_insecure=allow_insecure),
+        "events": events(body["events"]),
+        "active": _bool(body.get("active", True), "active"),
+        "signature_scheme": _scheme(body.get("signature_scheme", "hookstream")),
+    }
+    if body.get("description") is not None:
+        fields["description"] = _description(body["description"])
+    if body.get("secret") is not None:
+        fields["secret"] = secret(body["secret"], fields["signature_scheme"])
+    return fields
+
+
+def patch_body(body: dict[str, Any], *, allow_insecure: bool) -> dict[str, Any]:
+    _unknown(body, PATCH_FIELDS)
+    if not body:
+        raise invalid("body", "nothing to change")
+    fields: dict[str, Any] = {}
+    if "url" in body:
+        fields["url"] = url(body["url"], allow_insecure=allow_insecure)
+    if "events" in body:
+        fields["events"] = events(body["events"])
+    if "description" in body:
+        fields["description"] = _description(body["description"])
+    if "active" in body:
+        fields["active"] = _bool(body["active"], "active")
+    if "signature_scheme" in body:
+        fields["signature_scheme"] = _scheme(body["signature_scheme"])
+    return fields
+
+
+def limit(raw: str | None, default: int = 50, maximum: int = 100) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid("limit", "must be a whole number") from None
+    if not 1 <= value <= maximum:
+        raise invalid("limit", f"must be between 1 and {maximum}")
+    return value

@@ -1,0 +1,338 @@
+"""/v1/webhooks: the documentation's API over control commands and the local tables.
+
+Writes become control commands (secrets sealed first) and the response waits, bounded, until
+this worker's copy of the subscriptions table applied them, so a read that follows sees the
+write; reads first catch up with the table's end (CompactedView.sync), so that holds on any
+worker. Another workspace's webhook answers 404, exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from aiohttp.web import HTTPRequestEntityTooLarge
+from faust.web import Request, Response, View
+
+from .. import catalog, history
+from ..app import app, settings
+from ..control.apikeys import Principal, authenticate
+from ..control.commands import Command, Subscription, generate_secret
+from ..delivery.client import create_client
+from ..delivery.models import FAILED, SUCCESS, AttemptRecord, DeliveryJob, delivery_id_for
+from ..delivery.sender import attempt
+from ..payload import dumps
+from ..policy import is_public_address, literal_address
+from ..replay import list_dead_letters, replay
+from ..tables import api_keys, idempotency, subscriptions
+from ..timeutil import iso_from_ms, now_ms, parse_iso
+from ..topics import CONTROL, DELIVERY_LOG, IDEMPOTENCY
+from . import validation as v
+from .validation import ApiError
+
+APPLY_TIMEOUT_S = 10.0
+box = settings.secret_box()
+control_topic = app.topic(settings.topic(CONTROL), key_serializer="raw",
+                          value_serializer="raw", internal=False)
+log_topic = app.topic(settings.topic(DELIVERY_LOG), key_serializer="raw",
+                      value_serializer="raw", internal=False)
+idempotency_topic = app.topic(settings.topic(IDEMPOTENCY), key_serializer="raw",
+                              value_serializer="raw", internal=False)
+_client: httpx.AsyncClient | None = None
+
+Handler = Callable[..., Awaitable[tuple[int, Any]]]
+ViewMethod = Callable[..., Awaitable[Response]]
+
+
+def api(handler: Handler) -> ViewMethod:
+    """Authenticate, turn ApiError into its JSON answer, honour Idempotency-Key on POST."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: View, request: Request, **kwargs: Any) -> Response:
+        try:
+            principal = _principal(request)
+            key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+            if key:
+                stored = idempotency.get(f"{principal.key_id}:{key}")
+                if stored is not None:
+                    return self.json(stored["body"], status=stored["status"])
+            status: int
+            body: Any
+            status, body = await handler(self, request, principal, **kwargs)
+            if key and status < 500:
+                await _remember(f"{principal.key_id}:{key}", status, body)
+        except ApiError as exc:
+            return self.json(exc.body(), status=exc.status)
+        if status == 204:
+            return self.bytes(b"", status=204)
+        return self.json(body, status=status)
+
+    return wrapped
+
+
+def _principal(request: Request) -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    principal = (authenticate(token.strip(), api_keys.keys, settings.admin_key)
+                 if scheme.lower() == "bearer" and token.strip() else None)
+    if principal is None:
+        raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer)")
+    return principal
+
+
+async def _remember(key: str, status: int, body: Any) -> None:
+    value = json.dumps({"status": status, "body": body, "at": now_ms()}).encode()
+    await (await idempotency_topic.send(key=key.encode(), value=value, force=True))
+
+
+async def _body(request: Request, required: bool = True) -> dict[str, Any]:
+    try:
+        raw = await request.read()
+    except HTTPRequestEntityTooLarge:
+        raise v.invalid("body", f"larger than {v.MAX_BODY} bytes") from None
+    return v.parse_json(raw, required=required)
+
+
+def _visible(principal: Principal, webhook_id: str) -> Subscription:
+    sub = subscriptions.index.get(webhook_id)
+    if sub is None or not principal.may_see(sub.workspace_id):
+        raise ApiError(404, "not_found", f"no webhook {webhook_id}")
+    return sub
+
+
+async def _resolves_publicly(url: str) -> None:
+    """Secure mode: every address the host resolves to must be public (checked again at
+    delivery, where the connection goes to a vetted address)."""
+    if settings.allow_insecure_targets:
+        return
+    host = httpx.URL(url).host
+    if literal_address(host) is not None:
+        return  # literals were judged by check_url
+    try:
+        infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, 443), 5)
+    except (OSError, TimeoutError):
+        raise v.invalid("url", f"{host} does not resolve") from None
+    if not infos or not all(is_public_address(str(info[4][0])) for info in infos):
+        raise v.invalid("url", f"{host} resolves to a non-public address")
+
+
+async def _command(op: str, sub_id: str, *, principal: Principal, workspace_id: str | None = None,
+                   fields: dict[str, Any] | None = None, reason: str | None = None) -> None:
+    """Send a command and wait until this worker's table applied it."""
+    command_id = f"cmd_{uuid.uuid4().hex}"
+    command = Command(op=op, webhook_id=sub_id, workspace_id=workspace_id, webhook=fields or {},
+                      reason=reason, requested_at=iso_from_ms(now_ms()), command_id=command_id)
+    # force: never attach to a stream event that happens to be in context; publish now.
+    await (await control_topic.send(key=sub_id.encode(), value=command.encode(), force=True))
+
+    def applied() -> bool:
+        current = subscriptions.index.get(sub_id)
+        if op == "delete":
+            return current is None
+        return current is not None and current.last_command == command_id
+
+    if not await subscriptions.wait_for(applied, APPLY_TIMEOUT_S):
+        raise ApiError(504, "not_applied", f"the {op} was sent but not applied within "
+                       f"{APPLY_TIMEOUT_S:g}s; it may still take effect")
+
+
+def _shown(sub: Subscription, secret: str | None = None) -> dict[str, Any]:
+    shown = sub.public()
+    shown["created_at"] = iso_from_ms(sub.created_at)
+    shown["updated_at"] = iso_from_ms(sub.updated_at)
+    shown["events"] = list(sub.events)
+    if secret is not None:
+        shown["secret"] = secret  # only on create and rotate: store it now
+    return shown
+
+
+@app.page("/v1/webhooks")
+class Webhooks(View):
+    @api
+    async def post(self, request: Request, principal: Principal) -> tuple[int, Any]:
+        body = await _body(request)
+        workspace = body.get("workspace_id") if principal.is_admin else principal.workspace_id
+        if not principal.is_admin and "workspace_id" in body:
+            raise v.invalid("workspace_id", "only the admin key may name a workspace")
+        if not isinstance(workspace, str) or not workspace:
+            raise v.invalid("workspace_id", "is required with the admin key")
+        fields = v.create_body(body, allow_insecure=settings.allow_insecure_targets)
+        await _resolves_publicly(fields["url"])
+        secret = fields.get("secret") or generate_secret()
+        fields["secret"] = box.seal(secret)
+        webhook_id = f"wh_{uuid.uuid4().hex[:20]}"
+        await _command("create", webhook_id, principal=principal, workspace_id=workspace,
+                       fields=fields)
+        return 201, _shown(_visible(principal, webhook_id), secret)
+
+    @api
+    async def get(self, request: Request, principal: Principal) -> tuple[int, Any]:
+        limit = v.limit(request.query.get("limit"))
+        cursor = request.query.get("cursor")
+        workspace = request.query.get("workspace_id")
+        await subscriptions.sync()
+        subs = sorted((s for s in subscriptions.index.all() if principal.may_see(s.workspace_id)
+                       and (workspace is None or s.workspace_id == workspace)),
+                      key=lambda s: s.id)
+        if cursor:
+            subs = [s for s in subs if s.id > cursor]
+        page = subs[:limit]
+        return 200, {"data": [_shown(s) for s in page],
+                     "next_cursor": page[-1].id if len(subs) > limit else None}
+
+
+@app.page("/v1/webhooks/{webhook_id}")
+class Webhook(View):
+    @api
+    async def get(self, request: Request, principal: Principal,
+                  webhook_id: str) -> tuple[int, Any]:
+        await subscriptions.sync()
+        return 200, _shown(_visible(principal, webhook_id))
+
+    @api
+    async def patch(self, request: Request, principal: Principal,
+                    webhook_id: str) -> tuple[int, Any]:
+        await subscriptions.sync()
+        _visible(principal, webhook_id)
+        fields = v.patch_body(await _body(request), allow_insecure=settings.allow_insecure_targets)
+        if "url" in fields:
+            await _resolves_publicly(fields["url"])
+        await _command("update", webhook_id, principal=principal, fields=fields)
+        return 200, _shown(_visible(principal, webhook_id))
+
+    @api
+    async def delete(self, request: Request, principal: Principal,
+                     webhook_id: str) -> tuple[int, Any]:
+        await subscriptions.sync()
+        _visible(principal, webhook_id)
+        await _command("delete", webhook_id, principal=principal)
+        return 204, None
+
+
+def _action(op: str) -> type[View]:
+    class Action(View):
+        @api
+        async def post(self, request: Request, principal: Principal,
+                       webhook_id: str) -> tuple[int, Any]:
+            await subscriptions.sync()
+            _visible(principal, webhook_id)
+            body = await _body(request, required=False)
+            if op == "rotate_secret":
+                v._unknown(body, set())
+                secret = generate_secret()
+                await _command(op, webhook_id, principal=principal,
+                               fields={"secret": box.seal(secret)})
+                return 200, _shown(_visible(principal, webhook_id), secret)
+            v._unknown(body, {"reason"})
+            reason = body.get("reason")
+            if reason is not None and not isinstance(reason, str):
+                raise v.invalid("reason", "must be a string")
+            await _command(op, webhook_id, principal=principal,
+                           reason=reason or (f"disabled by API key {principal.key_id}"
+                                             if op == "disable" else None))
+            return 200, _shown(_visible(principal, webhook_id))
+
+    Action.__name__ = f"Webhook_{op}"
+    return Action
+
+
+for _op, _path in (("enable", "enable"), ("disable", "disable"),
+                   ("rotate_secret", "rotate-secret")):
+    app.page(f"/v1/webhooks/{{webhook_id}}/{_path}")(_action(_op))
+
+
+@app.page("/v1/webhooks/{webhook_id}/test")
+class WebhookTest(View):
+    @api
+    async def post(self, request: Request, principal: Principal,
+                   webhook_id: str) -> tuple[int, Any]:
+        """Send a signed webhook.test now, once, even to a disabled webhook."""
+        global _client
+        await subscriptions.sync()
+        sub = _visible(principal, webhook_id)
+        v._unknown(await _body(request, required=False), set())
+        event_id = f"evt_test_{uuid.uuid4().hex[:16]}"
+        job = DeliveryJob(
+            delivery_id=delivery_id_for(event_id, sub.id), webhook_id=sub.id,
+            workspace_id=sub.workspace_id, event_id=event_id, event_type=catalog.TEST_EVENT,
+            event_timestamp=iso_from_ms(now_ms()),
+            data_json=dumps({"id": event_id, "message": "A test event from hookstream"}),
+            attempt=1, created_at=now_ms())
+        if _client is None:
+            _client = create_client(settings)
+        outcome = await attempt(_client, sub, job, timeout=settings.delivery_timeout,
+                                allow_insecure=settings.allow_insecure_targets, box=box)
+        status = SUCCESS if outcome.ok else FAILED
+        record = AttemptRecord.of(job, outcome, status)
+        await (await log_topic.send(key=sub.id.encode(), value=record.encode(), force=True))
+        return 200, {"status": status, "response_code": outcome.response_code,
+                     "response_time_ms": outcome.response_time_ms, "error": outcome.error}
+
+
+@app.page("/v1/webhooks/{webhook_id}/replay")
+class WebhookReplay(View):
+    @api
+    async def post(self, request: Request, principal: Principal,
+                   webhook_id: str) -> tuple[int, Any]:
+        await subscriptions.sync()
+        _visible(principal, webhook_id)
+        body = await _body(request, required=False)
+        v._unknown(body, {"since", "until"})
+        bounds = {}
+        for name in ("since", "until"):
+            raw = body.get(name)
+            if raw is None:
+                continue
+            try:
+                bounds[name] = int(parse_iso(str(raw)).timestamp() * 1000)
+            except ValueError:
+                raise v.invalid(name, "must be an ISO 8601 time with a zone") from None
+        letters = await asyncio.to_thread(list_dead_letters, settings, webhook_id,
+                                          bounds.get("since"), bounds.get("until"))
+        count = await asyncio.to_thread(replay, settings, letters)
+        return 200, {"replayed": count, "already_replayed": len(letters) - count}
+
+
+@app.page("/v1/webhooks/{webhook_id}/deliveries")
+@app.table_route(table=history.history, match_info="webhook_id")
+async def deliveries(web: View, request: Request, webhook_id: str) -> Response:
+    """Recent attempts, newest first: answered by the worker holding this webhook's history."""
+    try:
+        principal = _principal(request)
+        await subscriptions.sync()
+        _visible(principal, webhook_id)
+        limit = v.limit(request.query.get("limit"))
+        status = request.query.get("status")
+        if status is not None and status not in ("success", "retrying", "dead", "disabled",
+                                                 "failed"):
+            raise v.invalid("status", "must be success, retrying, dead, disabled or failed")
+        raw_cursor = request.query.get("cursor")
+        try:
+            cursor = int(raw_cursor) if raw_cursor else None
+        except ValueError:
+            raise v.invalid("cursor", "is not a cursor from this API") from None
+    except ApiError as exc:
+        return web.json(exc.body(), status=exc.status)
+    page = history.page(webhook_id, status=status, limit=limit, cursor=cursor)
+    return web.json({
+        "data": [{
+            "id": r.delivery_id, "event": r.event_type, "event_id": r.event_id,
+            "timestamp": iso_from_ms(r.attempted_at), "status": r.status,
+            "response_code": r.response_code, "response_time_ms": r.response_time_ms,
+            "attempt": r.attempt, "error": r.error,
+            "next_attempt_at": iso_from_ms(r.next_attempt_at) if r.next_attempt_at else None,
+        } for r in page.records],
+        "next_cursor": str(page.next_cursor) if page.next_cursor else None,
+    })
+
+
+@app.page("/v1/event-types")
+class EventTypes(View):
+    async def get(self, request: Request) -> Response:
+        return self.json({"data": [{"name": t, "family": f} for f, ts in
+                                   catalog.EVENT_TYPES.items() for t in ts]})

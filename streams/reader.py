@@ -1,0 +1,50 @@
+"""Reading a whole topic as it is now, then stopping (confluent-kafka), for the CLI and API."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from .settings import Settings
+
+Record = tuple[int, int, bytes | None, bytes | None]
+
+
+def read_topic(settings: Settings, topic: str) -> Iterator[Record]:
+    """(partition, offset, key, value) of every record now in `topic`, then stop."""
+    name = settings.topic(topic)
+    metadata = AdminClient({"bootstrap.servers": settings.bootstrap_servers}).list_topics(
+        name, timeout=30)
+    found = metadata.topics.get(name)
+    if found is None or found.error is not None:
+        raise RuntimeError(f"topic {name} does not exist; run `hookstream topics create`")
+    consumer = Consumer({
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": f"hookstream-reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
+        "logger": logging.getLogger("hookstream.kafka"),
+    })
+    try:
+        ends = {}
+        for p in found.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(name, p, 0) for p in ends])
+        while ends:
+            message = consumer.poll(5.0)
+            if message is None:
+                raise RuntimeError(f"reading {name} stalled; is Kafka up?")
+            if message.error() is not None:
+                continue
+            partition, offset = message.partition() or 0, message.offset() or 0
+            yield partition, offset, message.key(), message.value()
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
+    finally:
+        consumer.close()
+
+

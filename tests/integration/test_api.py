@@ -1,0 +1,274 @@
+"""The REST API on real workers: every endpoint, its errors, two workers, tenant isolation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams import signing, topics
+from streams.delivery.models import AttemptRecord
+
+from ..support.api import Answer, call
+from ..support.pipeline import Deployment
+from ..support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(dep: Deployment, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "streams", *args], capture_output=True,
+                            text=True, timeout=60, env=dep.env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _new_key(dep: Deployment, workspace: str) -> str:
+    out = _cli(dep, "apikeys", "create", "--workspace", workspace)
+    return out.split("key (shown once): ", 1)[1].split()[0]
+
+
+class Api:
+    def __init__(self, dep: Deployment) -> None:
+        self.dep = dep
+        self.admin = dep.env["HOOKSTREAM_ADMIN_KEY"]
+        self.key_a = _new_key(dep, "ws_a")
+        self.key_b = _new_key(dep, "ws_b")
+        for worker in dep.workers:  # keys reach every worker's table
+            for key in (self.key_a, self.key_b):
+                wait_until(lambda w=worker, k=key: call(w.port, "GET", "/v1/webhooks", k)
+                           .status == 200, what="key known")
+
+    def on(self, n: int, method: str, path: str, key: str | None, body: object = None,
+           **kwargs: object) -> Answer:
+        return call(self.dep.workers[n].port, method, path, key, body, **kwargs)  # type: ignore[arg-type]
+
+    def create(self, key: str, path: str, **fields: object) -> dict:
+        body = {"url": self.dep.receiver.url(path), "events": ["task.created"], **fields}
+        answer = self.on(0, "POST", "/v1/webhooks", key, body)
+        assert answer.status == 201, answer.body
+        return dict(answer.body)
+
+
+@pytest.fixture(scope="module")
+def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("api")),
+                            HOOKSTREAM_RETRY_DELAYS="1,1,1")
+    first = deployment.start_worker(wait=False)
+    second = deployment.start_worker(wait=False)
+    first.wait_ready()
+    second.wait_ready()
+    yield deployment
+    deployment.close()
+
+
+@pytest.fixture(scope="module")
+def api(dep: Deployment) -> Api:
+    return Api(dep)
+
+
+def test_keys_are_required_and_checked(api: Api) -> None:
+    assert api.on(0, "GET", "/v1/webhooks", None).status == 401
+    assert api.on(0, "GET", "/v1/webhooks", "hsk_nope_nope").status == 401
+    assert api.on(0, "GET", "/v1/webhooks", api.key_a[:-1] + "x").status == 401
+    doomed = _new_key(api.dep, "ws_a")
+    wait_until(lambda: api.on(1, "GET", "/v1/webhooks", doomed).status == 200, what="new key")
+    key_id = doomed.split("_")[1]
+    _cli(api.dep, "apikeys", "revoke", key_id)
+    wait_until(lambda: api.on(1, "GET", "/v1/webhooks", doomed).status == 401,
+               what="revoked key refused")
+    listed = json.loads(_cli(api.dep, "apikeys", "list", "--json"))
+    assert {"ws_a", "ws_b"} <= {row["workspace_id"] for row in listed}
+    assert not any("hash" in row or "key" in row for row in listed)
+
+
+def test_create_read_update_delete_across_workers(api: Api) -> None:
+    created = api.create(api.key_a, "/crud", description="CRM sync")
+    wh = created["id"]
+    assert created["secret"].startswith("whsec_") and len(created["secret"]) >= 44
+    assert created["workspace_id"] == "ws_a" and created["active"] is True
+    # Read your writes, on the other worker.
+    got = api.on(1, "GET", f"/v1/webhooks/{wh}", api.key_a)
+    assert got.status == 200 and "secret" not in got.body
+    assert got.body["description"] == "CRM sync"
+    listed = api.on(1, "GET", "/v1/webhooks?limit=100", api.key_a).body
+    assert wh in [w["id"] for w in listed["data"]]
+    patched = api.on(0, "PATCH", f"/v1/webhooks/{wh}", api.key_a,
+                     {"events": ["task.*", "project.archived"]})
+    assert patched.status == 200 and patched.body["events"] == ["task.*", "project.archived"]
+    assert api.on(1, "GET", f"/v1/webhooks/{wh}", api.key_a).body["events"] == [
+        "task.*", "project.archived"]
+    assert api.on(0, "DELETE", f"/v1/webhooks/{wh}", api.key_a).status == 204
+    assert api.on(1, "GET", f"/v1/webhooks/{wh}", api.key_a).status == 404
+
+
+def test_list_is_paginated(api: Api) -> None:
+    ids = {api.create(api.key_b, f"/page/{n}")["id"] for n in range(5)}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = "/v1/webhooks?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = api.on(1, "GET", query, api.key_b).body
+        assert len(page["data"]) <= 2
+        seen += [w["id"] for w in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert ids <= set(seen) and len(seen) == len(set(seen))
+
+
+@pytest.mark.parametrize("body, field", [
+    (b"{not json", "body"),
+    (b"[]", "body"),
+    (json.dumps({"url": "https://example.com/h", "events": ["task.created"], "x": 1}).encode(),
+     "x"),
+    (json.dumps({"url": "https://example.com/h", "events": ["task.exploded"]}).encode(),
+     "events"),
+    (json.dumps({"url": "https://example.com/h", "events": []}).encode(), "events"),
+    (json.dumps({"url": "not a url", "events": ["*"]}).encode(), "url"),
+    (json.dumps({"url": "https://user:pw@example.com/h", "events": ["*"]}).encode(), "url"),
+    (json.dumps({"events": ["*"]}).encode(), "url"),
+    (json.dumps({"url": "https://example.com/h", "events": ["*"],
+                 "description": "d" * 501}).encode(), "description"),
+    (json.dumps({"url": "https://example.com/h", "events": ["*"], "secret": "short"}).encode(),
+     "secret"),
+    (json.dumps({"url": "https://example.com/h", "events": ["*"],
+                 "signature_scheme": "md5"}).encode(), "signature_scheme"),
+    (b'{"url": "' + b"x" * (1024 * 1024) + b'"}', "body"),
+])
+def test_bad_requests_get_400_naming_the_field(api: Api, body: bytes, field: str) -> None:
+    answer = api.on(0, "POST", "/v1/webhooks", api.key_a, raw=body)
+    assert answer.status == 400, answer.body
+    assert answer.body["error"]["field"] == field
+    assert answer.body["error"]["code"] == "invalid_request"
+
+
+def test_tenant_isolation(api: Api) -> None:
+    theirs = api.create(api.key_b, "/iso/b")["id"]
+    for method, path in [("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/test"),
+                         ("POST", "/replay"), ("POST", "/enable"), ("POST", "/disable"),
+                         ("POST", "/rotate-secret"), ("GET", "/deliveries")]:
+        body = {"events": ["*"]} if method == "PATCH" else None
+        answer = api.on(0, method, f"/v1/webhooks/{theirs}{path}", api.key_a, body)
+        assert answer.status == 404, (method, path, answer.body)
+    assert theirs not in [w["id"] for w in
+                          api.on(0, "GET", "/v1/webhooks?limit=100", api.key_a).body["data"]]
+    assert api.on(0, "GET", f"/v1/webhooks/{theirs}", api.admin).status == 200
+    # B's events never reach A's endpoints.
+    mine = api.create(api.key_a, "/iso/a", events=["*"])["id"]
+    api.dep.publish("task.created", "ws_b", {"id": "b-only"})
+    api.dep.receiver.wait_for(lambda _: bool(api.dep.receiver.at("/iso/b")), what="B's event")
+    assert not api.dep.receiver.at("/iso/a"), mine
+
+
+def test_test_endpoint_signs_logs_and_works_when_disabled(api: Api) -> None:
+    created = api.create(api.key_a, "/t/1")
+    wh, secret = created["id"], created["secret"]
+    assert api.on(0, "POST", f"/v1/webhooks/{wh}/disable", api.key_a,
+                  {"reason": "fixing"}).body["active"] is False
+    answer = api.on(1, "POST", f"/v1/webhooks/{wh}/test", api.key_a)
+    assert answer.status == 200, answer.body
+    assert answer.body["status"] == "success" and answer.body["response_code"] == 200
+    assert answer.body["response_time_ms"] >= 0 and answer.body["error"] is None
+    (request,) = api.dep.receiver.at("/t/1")
+    assert signing.verify(request.body, request.headers["x-webhook-signature"], secret)
+    assert json.loads(request.body)["event"] == "webhook.test"
+    api.dep.receiver.status["/t/1"] = 500
+    failed = api.on(0, "POST", f"/v1/webhooks/{wh}/test", api.key_a).body
+    assert (failed["status"], failed["response_code"]) == ("failed", 500)
+    assert len(api.dep.receiver.at("/t/1")) == 2  # tests are never retried
+    log = api.dep.reader(topics.DELIVERY_LOG)
+    log.wait_for(lambda ms: sum(1 for m in ms if m.key() == wh.encode()) >= 2,
+                 what="test attempts in the log")
+    statuses = [AttemptRecord.decode(m.value()).status for m in log.messages
+                if m.key() == wh.encode()]
+    assert statuses == ["success", "failed"]
+    deliveries = wait_until(lambda: api.on(1, "GET", f"/v1/webhooks/{wh}/deliveries",
+                                           api.key_a).body["data"], what="history")
+    assert [d["status"] for d in deliveries][:2] == ["failed", "success"]
+    assert set(deliveries[0]) >= {"id", "event", "timestamp", "status", "response_code",
+                                  "response_time_ms", "attempt", "next_attempt_at", "error"}
+
+
+def test_rotation_signs_with_both_secrets_during_grace(api: Api) -> None:
+    created = api.create(api.key_a, "/rot", events=["comment.created"])
+    wh, old = created["id"], created["secret"]
+    rotated = api.on(1, "POST", f"/v1/webhooks/{wh}/rotate-secret", api.key_a)
+    assert rotated.status == 200 and rotated.body["secret"] != old
+    new = rotated.body["secret"]
+    api.dep.publish("comment.created", "ws_a", {"id": "c1"})
+    api.dep.receiver.wait_for(lambda _: bool(api.dep.receiver.at("/rot")), what="delivery")
+    (request,) = api.dep.receiver.at("/rot")
+    assert signing.verify(request.body, request.headers["x-webhook-signature"], new)
+    assert signing.verify(request.body, request.headers["x-webhook-signature-previous"], old)
+
+
+def test_idempotency_key_returns_the_original_response(api: Api) -> None:
+    body = {"url": api.dep.receiver.url("/idem"), "events": ["user.added"]}
+    key = {"Idempotency-Key": f"idem-{uuid.uuid4().hex}"}
+    first = api.on(0, "POST", "/v1/webhooks", api.key_a, body, headers=key)
+    wait_until(lambda: api.on(1, "POST", "/v1/webhooks", api.key_a, body, headers=key).body
+               == first.body, what="the same answer from the other worker")
+    again = api.on(0, "POST", "/v1/webhooks", api.key_a, body, headers=key)
+    assert (again.status, again.body) == (first.status, first.body)
+    mine = [w for w in api.on(0, "GET", "/v1/webhooks?limit=100", api.key_a).body["data"]
+            if w["url"] == body["url"]]
+    assert len(mine) == 1
+
+
+def test_standard_webhooks_scheme_verifies_with_the_published_library(api: Api) -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    created = api.create(api.key_a, "/std", events=["user.added"],
+                         signature_scheme="standard-webhooks")
+    api.dep.publish("user.added", "ws_a", {"id": "u1"})
+    api.dep.receiver.wait_for(lambda _: bool(api.dep.receiver.at("/std")), what="delivery")
+    (request,) = api.dep.receiver.at("/std")
+    payload = Webhook(created["secret"]).verify(request.body, {
+        "webhook-id": request.headers["webhook-id"],
+        "webhook-timestamp": request.headers["webhook-timestamp"],
+        "webhook-signature": request.headers["webhook-signature"]})
+    assert payload["data"] == {"id": "u1"}
+
+
+def test_replay_endpoint_and_meta_endpoints(api: Api) -> None:
+    created = api.create(api.key_b, "/rep", events=["project.created"])
+    wh = created["id"]
+    api.on(0, "POST", f"/v1/webhooks/{wh}/disable", api.key_b)
+    api.dep.publish("project.created", "ws_b", {"id": "p1"})
+    dlq = api.dep.reader(topics.DLQ)
+    dlq.wait_for(lambda ms: any(m.key() == wh.encode() for m in ms), what="held event")
+    api.on(0, "POST", f"/v1/webhooks/{wh}/enable", api.key_b)
+    replayed = api.on(1, "POST", f"/v1/webhooks/{wh}/replay", api.key_b, {})
+    assert replayed.body == {"replayed": 1, "already_replayed": 0}
+    api.dep.receiver.wait_for(lambda _: bool(api.dep.receiver.at("/rep")), what="replayed")
+    assert api.on(0, "POST", f"/v1/webhooks/{wh}/replay", api.key_b).body["replayed"] == 0
+    types = api.on(0, "GET", "/v1/event-types", None).body["data"]
+    assert {"name": "task.created", "family": "task"} in types
+    assert api.on(1, "GET", "/healthz", None).status == 200
+    assert api.on(1, "GET", "/readyz", None).body["ready"] is True
+
+
+def test_no_plaintext_secret_in_any_topic_or_log(api: Api) -> None:
+    secret = api.create(api.key_a, "/scan", events=["task.created"])["secret"]
+    api.dep.publish("task.created", "ws_a", {"id": "scan"})
+    api.dep.receiver.wait_for(lambda _: bool(api.dep.receiver.at("/scan")), what="delivery")
+    from confluent_kafka.admin import AdminClient
+
+    names = [t for t in AdminClient({"bootstrap.servers": api.dep.settings.bootstrap_servers})
+             .list_topics(timeout=10).topics if t.startswith(api.dep.prefix)]
+    assert len(names) >= 15
+    needle = secret.encode()
+    for name in names:
+        reader = api.dep.reader(name.removeprefix(api.dep.prefix))
+        reader.poll(1.0)
+        for message in reader.messages:
+            assert needle not in (message.value() or b""), name
+            assert needle not in (message.key() or b""), name
+    for worker in api.dep.workers:
+        assert secret not in worker.log_text()
