@@ -49,6 +49,10 @@ def parse_json(raw: bytes, *, required: bool = True) -> dict[str, Any]:
         raise invalid("body", f"malformed JSON: {exc}") from None
     if not isinstance(value, dict):
         raise invalid("body", "must be a JSON object")
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise invalid("body", "holds a lone UTF-16 surrogate") from None
     return value
 
 
@@ -106,7 +110,7 @@ def secret(value: Any, scheme: str) -> str:
     if scheme == "standard-webhooks":
         try:
             key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII text
             key = b""
         if not value.startswith("whsec_") or len(key) < 24:
             raise invalid("secret", "standard-webhooks needs whsec_ + base64 of 24+ bytes")

@@ -32,6 +32,7 @@ from ..replay import list_dead_letters, replay
 from ..tables import api_keys, idempotency, subscriptions
 from ..timeutil import iso_from_ms, now_ms, parse_iso
 from ..topics import CONTROL, DELIVERY_LOG, IDEMPOTENCY
+from . import openapi
 from . import validation as v
 from .validation import ApiError
 
@@ -336,3 +337,9 @@ class EventTypes(View):
     async def get(self, request: Request) -> Response:
         return self.json({"data": [{"name": t, "family": f} for f, ts in
                                    catalog.EVENT_TYPES.items() for t in ts]})
+
+
+@app.page("/openapi.json")
+class OpenApi(View):
+    async def get(self, request: Request) -> Response:
+        return self.json(openapi.document())

@@ -1,0 +1,188 @@
+"""The OpenAPI 3.1 document of the API, served at /openapi.json.
+
+Written by hand, next to the code it describes; schemathesis checks the live server
+against it in the test suite (no 5xx, no response the document does not allow).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__, catalog
+from ..control.commands import MAX_DESCRIPTION, SCHEMES
+
+EVENT_PATTERNS = sorted(catalog.ALL_EVENT_TYPES) + [f"{f}.*" for f in catalog.EVENT_TYPES] + ["*"]
+STATUSES = ["success", "retrying", "dead", "disabled", "failed"]
+_PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_URL_PATTERN = rf"^https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:{_PORT})?(/[^\s]*)?$"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Invalid request: the error names the field", 401: "No or bad API key",
+            404: "No such webhook in your workspace", 504: "Written but not applied in time"}
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+_WEBHOOK_ID = {"name": "webhook_id", "in": "path", "required": True,
+               "schema": {"type": "string"}}
+_IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                "schema": {"type": "string", "maxLength": 255},
+                "description": "Repeats within 24 h return the original response."}
+_NO_BODY = {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False}}}}
+
+
+def _action(summary: str, response: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"post": {
+        "summary": summary, "parameters": [_WEBHOOK_ID, _IDEMPOTENCY],
+        "requestBody": body or _NO_BODY,
+        "responses": {"200": _json(_ref(response), "Done"), **_errors(400, 401, 404, 504)},
+    }}
+
+
+def document() -> dict[str, Any]:
+    optional_string = {"type": ["string", "null"]}
+    webhook_props: dict[str, Any] = {
+        "id": {"type": "string"}, "workspace_id": {"type": "string"},
+        "url": {"type": "string"}, "events": {"type": "array", "items": {"type": "string"}},
+        "active": {"type": "boolean"}, "created_at": {"type": "string"},
+        "updated_at": {"type": "string"}, "disabled_reason": optional_string,
+        "description": optional_string, "signature_scheme": {"enum": list(SCHEMES)},
+    }
+    writable: dict[str, Any] = {
+        "url": {"type": "string", "maxLength": 2048, "pattern": _URL_PATTERN,
+                "description": "https URL with a public host"},
+        "events": {"type": "array", "minItems": 1, "items": {"enum": EVENT_PATTERNS}},
+        "active": {"type": "boolean"},
+        "description": {"type": ["string", "null"], "maxLength": MAX_DESCRIPTION},
+        "signature_scheme": {"enum": list(SCHEMES)},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "hookstream", "version": __version__,
+                 "description": "Webhooks over Apache Kafka: manage endpoints, test them, "
+                                "read their deliveries, replay dead letters."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                    "type": "object", "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                   "field": {"type": "string"}}}}},
+                "Webhook": {"type": "object", "properties": webhook_props,
+                            "required": list(webhook_props)},
+                "WebhookWithSecret": {"allOf": [_ref("Webhook"), {
+                    "type": "object", "required": ["secret"],
+                    "properties": {"secret": {"type": "string"}}}]},
+                "WebhookCreate": {
+                    "type": "object", "additionalProperties": False, "required": ["url", "events"],
+                    "properties": {**writable, "secret": {"type": "string", "minLength": 16},
+                                   "workspace_id": {"type": "string",
+                                                    "description": "Admin key only"}}},
+                "WebhookPatch": {"type": "object", "additionalProperties": False,
+                                 "minProperties": 1, "properties": writable},
+                "WebhookPage": {"type": "object", "required": ["data", "next_cursor"],
+                                "properties": {"data": {"type": "array", "items": _ref("Webhook")},
+                                               "next_cursor": optional_string}},
+                "Delivery": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "event": {"type": "string"},
+                    "event_id": {"type": "string"}, "timestamp": {"type": "string"},
+                    "status": {"enum": STATUSES},
+                    "response_code": {"type": ["integer", "null"]},
+                    "response_time_ms": {"type": "integer"}, "attempt": {"type": "integer"},
+                    "next_attempt_at": optional_string, "error": optional_string}},
+                "DeliveryPage": {"type": "object", "required": ["data", "next_cursor"],
+                                 "properties": {"data": {"type": "array",
+                                                         "items": _ref("Delivery")},
+                                                "next_cursor": optional_string}},
+                "TestResult": {"type": "object", "required": ["status", "response_code",
+                                                              "response_time_ms", "error"],
+                               "properties": {"status": {"enum": ["success", "failed"]},
+                                              "response_code": {"type": ["integer", "null"]},
+                                              "response_time_ms": {"type": "integer"},
+                                              "error": optional_string}},
+                "ReplayResult": {"type": "object", "required": ["replayed", "already_replayed"],
+                                 "properties": {"replayed": {"type": "integer"},
+                                                "already_replayed": {"type": "integer"}}},
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/webhooks": {
+                "get": {"summary": "List webhooks",
+                        "parameters": [
+                            {"name": "limit", "in": "query",
+                             "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                            {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                            {"name": "workspace_id", "in": "query",
+                             "schema": {"type": "string"}}],
+                        "responses": {"200": _json(_ref("WebhookPage"), "A page"),
+                                      **_errors(400, 401)}},
+                "post": {"summary": "Create a webhook; its secret is shown only here",
+                         "parameters": [_IDEMPOTENCY],
+                         "requestBody": {"required": True, "content": {"application/json": {
+                             "schema": _ref("WebhookCreate")}}},
+                         "responses": {"201": _json(_ref("WebhookWithSecret"), "Created"),
+                                       **_errors(400, 401, 504)}},
+            },
+            "/v1/webhooks/{webhook_id}": {
+                "parameters": [_WEBHOOK_ID],
+                "get": {"summary": "One webhook (never its secret)",
+                        "responses": {"200": _json(_ref("Webhook"), "The webhook"),
+                                      **_errors(401, 404)}},
+                "patch": {"summary": "Change url, events, active, description or scheme",
+                          "requestBody": {"required": True, "content": {"application/json": {
+                              "schema": _ref("WebhookPatch")}}},
+                          "responses": {"200": _json(_ref("Webhook"), "Changed"),
+                                        **_errors(400, 401, 404, 504)}},
+                "delete": {"summary": "Delete a webhook",
+                           "responses": {"204": {"description": "Deleted"},
+                                         **_errors(401, 404, 504)}},
+            },
+            "/v1/webhooks/{webhook_id}/enable": _action("Re-enable", "Webhook"),
+            "/v1/webhooks/{webhook_id}/disable": _action(
+                "Disable: events are dead-lettered, not sent", "Webhook",
+                {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"reason": {"type": "string"}}}}}}),
+            "/v1/webhooks/{webhook_id}/rotate-secret": _action(
+                "New secret; the old one signs too for the grace period", "WebhookWithSecret"),
+            "/v1/webhooks/{webhook_id}/test": _action(
+                "Send a signed webhook.test now, once (works when disabled)", "TestResult"),
+            "/v1/webhooks/{webhook_id}/replay": _action(
+                "Re-queue dead letters with their original delivery ids", "ReplayResult",
+                {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"since": {"type": "string", "format": "date-time"},
+                                   "until": {"type": "string", "format": "date-time"}}}}}}),
+            "/v1/webhooks/{webhook_id}/deliveries": {"get": {
+                "summary": "Recent attempts, newest first",
+                "parameters": [_WEBHOOK_ID,
+                               {"name": "status", "in": "query", "schema": {"enum": STATUSES}},
+                               {"name": "limit", "in": "query",
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                               {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ref("DeliveryPage"), "A page"),
+                              **_errors(400, 401, 404)}}},
+            "/v1/event-types": {"get": {
+                "summary": "The event catalog", "security": [],
+                "responses": {"200": _json({"type": "object", "properties": {"data": {
+                    "type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "family": {"type": "string"}}}}}},
+                    "Event types")}}},
+            "/healthz": {"get": {"summary": "Alive", "security": [], "responses": {
+                "200": _json({"type": "object"}, "The process answers")}}},
+            "/readyz": {"get": {"summary": "Tables loaded, consumer groups settled",
+                                "security": [], "responses": {
+                                    "200": _json({"type": "object"}, "Ready"),
+                                    "503": _json({"type": "object"}, "Not ready")}}},
+        },
+    }
