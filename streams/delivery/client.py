@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 from typing import Any
 
@@ -35,7 +36,8 @@ class PublicOnlyResolver(ThreadedResolver):
         results = await super().resolve(host, port, family)
         public = [r for r in results if is_public_address(r["host"])]
         if not public:
-            raise OSError(f"{host} resolves to no public address; refused")
+            # errno + strerror: aiohttp shows strerror in its connection error.
+            raise OSError(errno.EHOSTUNREACH, f"{host} resolves to no public address; refused")
         return public
 
 

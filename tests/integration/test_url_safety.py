@@ -1,0 +1,102 @@
+"""Secure mode (the default): only https URLs of public hosts, checked at creation and again
+after DNS resolution at delivery."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams import topics
+from streams.delivery.models import AttemptRecord
+
+from ..support.api import call
+from ..support.pipeline import Deployment
+
+pytestmark = pytest.mark.integration
+
+REFUSED_LITERALS = [
+    "127.0.0.1", "[::1]", "10.0.0.1", "172.16.0.1", "192.168.1.1", "169.254.169.254",
+    "[fe80::1]", "100.64.0.1", "224.0.0.1", "0.0.0.0", "[::]", "240.0.0.1", "[fd00::1]",
+    "[::ffff:127.0.0.1]", "[::ffff:10.0.0.1]", "[::ffff:169.254.169.254]", "127.1",
+    "2130706433", "0x7f.0.0.1", "[2002:7f00:1::]",
+]
+
+
+def _loopback_name() -> str:
+    """A hostname (not `localhost`) that this machine resolves to a loopback address."""
+    candidates = [socket.gethostname()]
+    hosts = Path("/etc/hosts")
+    if hosts.exists():
+        for line in hosts.read_text().splitlines():
+            parts = line.split("#", 1)[0].split()
+            if len(parts) > 1 and parts[0].startswith("127."):
+                candidates += parts[1:]
+    for name in candidates:
+        if name == "localhost" or name.endswith(".localhost"):
+            continue
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(name, 443)}
+        except OSError:
+            continue
+        if addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses):
+            return name
+    pytest.fail("no hostname on this machine resolves to loopback; add one to /etc/hosts")
+
+
+@pytest.fixture(scope="module")
+def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("secure")),
+                            HOOKSTREAM_ALLOW_INSECURE_TARGETS="0")
+    deployment.start_worker()
+    yield deployment
+    deployment.close()
+
+
+def _create(dep: Deployment, url: str) -> tuple[int, dict]:
+    answer = call(dep.workers[0].port, "POST", "/v1/webhooks", dep.env["HOOKSTREAM_ADMIN_KEY"],
+                  {"workspace_id": "ws_sec", "url": url, "events": ["*"]})
+    return answer.status, answer.body
+
+
+@pytest.mark.parametrize("host", REFUSED_LITERALS)
+def test_private_and_special_addresses_are_refused(dep: Deployment, host: str) -> None:
+    status, body = _create(dep, f"https://{host}/hook")
+    assert status == 400, body
+    assert body["error"]["field"] == "url"
+
+
+@pytest.mark.parametrize("url", ["http://example.com/hook", "https://localhost/hook",
+                                 "https://user:pw@example.com/hook", "ftp://example.com/x"])
+def test_insecure_urls_are_refused(dep: Deployment, url: str) -> None:
+    status, body = _create(dep, url)
+    assert status == 400 and body["error"]["field"] == "url", body
+
+
+def test_a_hostname_resolving_to_loopback_is_refused(dep: Deployment) -> None:
+    status, body = _create(dep, f"https://{_loopback_name()}/hook")
+    assert status == 400, body
+    assert "non-public" in body["error"]["message"]
+
+
+def test_delivery_resolves_again_and_refuses_non_public_addresses(dep: Deployment) -> None:
+    """A webhook whose name resolves privately only at delivery (DNS rebinding) is refused
+    there: the command goes straight to the control topic, as any producer could."""
+    name = _loopback_name()
+    wh = "wh_rebind"
+    dep.command("create", wh, workspace_id="ws_rebind", webhook={
+        "url": f"https://{name}:{dep.receiver.port}/rebind", "events": ["task.created"],
+        "secret": "whsec_0123456789abcdef"})
+    from ..support.pipeline import wait_webhook_state
+
+    wait_webhook_state(dep, wh, {"active": True})
+    log = dep.reader(topics.DELIVERY_LOG)
+    dep.publish("task.created", "ws_rebind", {"id": "t"})
+    found = log.wait_for(lambda ms: any(m.key() == wh.encode() for m in ms), what="attempt")
+    record = AttemptRecord.decode(next(m for m in found if m.key() == wh.encode()).value())
+    assert record.response_code is None
+    assert record.error is not None and "no public address" in record.error
+    assert not dep.receiver.requests
