@@ -24,7 +24,14 @@ from ..timeutil import iso_from_ms, now_ms
 DEMO_WORKSPACE = "ws_demo"
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(receiver_port: int, events: int) -> None:
+    # Ctrl-C, and SIGTERM from a supervisor, both stop everything this started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     env = {**os.environ, "HOOKSTREAM_ALLOW_INSECURE_TARGETS": "1"}
     os.environ.update(env)
     settings = Settings.from_env()
