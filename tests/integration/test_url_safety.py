@@ -3,8 +3,6 @@ after DNS resolution at delivery."""
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,32 +24,34 @@ REFUSED_LITERALS = [
 ]
 
 
-def _loopback_name() -> str:
-    """A hostname (not `localhost`) that this machine resolves to a loopback address."""
-    candidates = [socket.gethostname()]
-    hosts = Path("/etc/hosts")
-    if hosts.exists():
-        for line in hosts.read_text().splitlines():
-            parts = line.split("#", 1)[0].split()
-            if len(parts) > 1 and parts[0].startswith("127."):
-                candidates += parts[1:]
-    for name in candidates:
-        if name == "localhost" or name.endswith(".localhost"):
-            continue
-        try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(name, 443)}
-        except OSError:
-            continue
-        if addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses):
-            return name
-    pytest.fail("no hostname on this machine resolves to loopback; add one to /etc/hosts")
+#: Names the worker resolves, through its own /etc/hosts, to one address of each class.
+NAMED = {
+    "loopback.hooktest": "127.0.0.2", "private10.hooktest": "10.1.2.3",
+    "private172.hooktest": "172.20.0.5", "private192.hooktest": "192.168.7.7",
+    "metadata.hooktest": "169.254.169.254", "shared.hooktest": "100.64.1.1",
+    "multicast.hooktest": "239.1.1.1", "unspecified.hooktest": "0.0.0.0",
+    "reserved.hooktest": "240.1.1.1", "loopback6.hooktest": "::1",
+    "linklocal6.hooktest": "fe80::1", "uniquelocal6.hooktest": "fd12::1",
+    "mapped6.hooktest": "::ffff:10.0.0.1",
+}
+REBIND = "rebind.hooktest"
+
+
+def _own_hosts_wrapper(tmp: Path) -> list[str]:
+    """Run the worker in a mount namespace where /etc/hosts is ours: real resolution by the
+    system resolver, with names we control (there is no DNS server to ask here)."""
+    hosts = tmp / "hosts"
+    lines = [f"{address} {name}" for name, address in NAMED.items()]
+    hosts.write_text("\n".join([*lines, f"127.0.0.1 {REBIND}", Path("/etc/hosts").read_text()]))
+    script = f'mount --bind "{hosts}" /etc/hosts && exec "$0" "$@"'
+    return ["unshare", "--mount", "sh", "-c", script]
 
 
 @pytest.fixture(scope="module")
 def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("secure")),
-                            HOOKSTREAM_ALLOW_INSECURE_TARGETS="0")
-    deployment.start_worker()
+    home = Path(tmp_path_factory.mktemp("secure"))
+    deployment = Deployment(kafka_bootstrap, home, HOOKSTREAM_ALLOW_INSECURE_TARGETS="0")
+    deployment.start_worker(wrapper=_own_hosts_wrapper(home))
     yield deployment
     deployment.close()
 
@@ -76,16 +76,18 @@ def test_insecure_urls_are_refused(dep: Deployment, url: str) -> None:
     assert status == 400 and body["error"]["field"] == "url", body
 
 
-def test_a_hostname_resolving_to_loopback_is_refused(dep: Deployment) -> None:
-    status, body = _create(dep, f"https://{_loopback_name()}/hook")
+@pytest.mark.parametrize("name", sorted(NAMED))
+def test_a_hostname_resolving_to_a_refused_address_is_refused(dep: Deployment,
+                                                               name: str) -> None:
+    status, body = _create(dep, f"https://{name}/hook")
     assert status == 400, body
-    assert "non-public" in body["error"]["message"]
+    assert "resolves to a non-public address" in body["error"]["message"], body
 
 
 def test_delivery_resolves_again_and_refuses_non_public_addresses(dep: Deployment) -> None:
     """A webhook whose name resolves privately only at delivery (DNS rebinding) is refused
     there: the command goes straight to the control topic, as any producer could."""
-    name = _loopback_name()
+    name = REBIND
     wh = "wh_rebind"
     dep.command("create", wh, workspace_id="ws_rebind", webhook={
         "url": f"https://{name}:{dep.receiver.port}/rebind", "events": ["task.created"],

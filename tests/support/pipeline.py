@@ -43,8 +43,9 @@ class Deployment:
         self.workers: list[WorkerProcess] = []
         self._readers: list[TopicReader] = []
 
-    def start_worker(self, wait: bool = True) -> WorkerProcess:
-        worker = WorkerProcess(self.env, self.home, f"worker{len(self.workers) + 1}").start()
+    def start_worker(self, wait: bool = True, wrapper: list[str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(self.env, self.home, f"worker{len(self.workers) + 1}",
+                               wrapper).start()
         self.workers.append(worker)
         if wait:
             worker.wait_ready()

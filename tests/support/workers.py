@@ -21,7 +21,10 @@ def free_port() -> int:
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], home: Path, name: str) -> None:
+    def __init__(self, env: dict[str, str], home: Path, name: str,
+                 wrapper: list[str] | None = None) -> None:
+        #: A command the worker runs under, e.g. one that gives it its own /etc/hosts.
+        self.wrapper = wrapper or []
         self.port = free_port()
         self.name = name
         self.log_path = home / f"{name}.log"
@@ -31,7 +34,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"], env=self.env, stdout=log,
+            [*self.wrapper, sys.executable, "-m", "streams", "worker"], env=self.env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
