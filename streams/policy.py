@@ -83,6 +83,9 @@ def check_url(url: str, *, allow_insecure: bool) -> str:
     """
     if len(url) > MAX_URL_LENGTH:
         raise UrlPolicyError(f"longer than {MAX_URL_LENGTH} characters")
+    if any(c <= " " or c == "\x7f" for c in url):
+        # urlsplit silently drops tabs and newlines; the URL we store must be the one checked.
+        raise UrlPolicyError("must not contain spaces or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port

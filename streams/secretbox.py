@@ -38,7 +38,7 @@ def parse_keys(spec: str) -> list[tuple[str, bytes]]:
             raise SecretBoxError("HOOKSTREAM_MASTER_KEY must be <id>:<base64 key>[,...]")
         try:
             key = base64.b64decode(encoded, validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII text
             raise SecretBoxError(f"master key {key_id!r} is not base64") from None
         if len(key) != 32:
             raise SecretBoxError(f"master key {key_id!r} must be 32 bytes, got {len(key)}")
@@ -80,8 +80,10 @@ class SecretBox:
             raise SecretBoxError(f"sealed under unknown master key {key_id!r}")
         try:
             raw = base64.b64decode(payload, validate=True)
+            if len(raw) < 12 + 16:  # nonce + GCM tag
+                raise ValueError("too short")
             return box.decrypt(raw[:12], raw[12:], key_id.encode()).decode()
-        except (binascii.Error, InvalidTag, UnicodeDecodeError):
+        except (binascii.Error, InvalidTag, ValueError):  # UnicodeDecodeError is a ValueError
             raise SecretBoxError("sealed secret does not open under its key") from None
 
     def seal_if_plain(self, secret: str) -> str:

@@ -53,7 +53,7 @@ def _standard_key(secret: str) -> bytes:
     encoded = secret.removeprefix("whsec_")
     try:
         return base64.b64decode(encoded, validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
         return secret.encode()  # not the spec's form: sign with the bytes as given
 
 

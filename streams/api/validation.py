@@ -47,6 +47,8 @@ def parse_json(raw: bytes, *, required: bool = True) -> dict[str, Any]:
         value = json.loads(raw, parse_constant=_refuse)
     except (UnicodeDecodeError, ValueError) as exc:
         raise invalid("body", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise invalid("body", "nested too deeply") from None
     if not isinstance(value, dict):
         raise invalid("body", "must be a JSON object")
     try:

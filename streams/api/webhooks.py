@@ -59,6 +59,9 @@ def api(handler: Handler) -> ViewMethod:
             principal = _principal(request)
             key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
             if key:
+                # The first answer was stored before it was returned: catching up with the
+                # topic makes a retry on any worker find it.
+                await idempotency.sync()
                 stored = idempotency.get(f"{principal.key_id}:{key}")
                 if stored is not None:
                     return self.json(stored["body"], status=stored["status"])
@@ -201,6 +204,13 @@ class Webhook(View):
         await subscriptions.sync()
         _visible(principal, webhook_id)
         fields = v.patch_body(await _body(request), allow_insecure=settings.allow_insecure_targets)
+        sub = _visible(principal, webhook_id)
+        if fields.get("signature_scheme") == "standard-webhooks" != sub.signature_scheme:
+            try:
+                v.secret(box.open(sub.secret), "standard-webhooks")
+            except ApiError:
+                raise v.invalid("signature_scheme", "the current secret is not a whsec_ key; "
+                                "rotate the secret, then switch") from None
         if "url" in fields:
             await _resolves_publicly(fields["url"])
         await _command("update", webhook_id, principal=principal, fields=fields)
