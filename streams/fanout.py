@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from . import metrics
 from .delivery.models import DeliveryJob, delivery_id_for
 from .delivery.routing import Origin, Produce, quarantined
 from .events import InvalidEvent, decode_event
@@ -41,6 +42,8 @@ class FanoutStage(Stage):
         except InvalidEvent as exc:
             log.warning("quarantined %s[%d]@%d: %s", origin.topic, origin.partition,
                         origin.offset, exc)
+            metrics.INVALID.labels(topic=origin.topic.removeprefix(
+                self.settings.topic_prefix)).inc()
             return [quarantined(origin, record.key, record.value or b"",
                                 f"invalid event: {exc}")]
         created = now_ms()

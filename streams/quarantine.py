@@ -13,6 +13,7 @@ from typing import Any
 
 from faust.types import EventT
 
+from . import metrics
 from .app import app, settings
 from .delivery.routing import Origin, quarantined
 from .topics import INVALID
@@ -29,6 +30,7 @@ async def quarantine(event: EventT[Any], reason: str) -> None:
     log.warning(
         "quarantined %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
     )
+    metrics.INVALID.labels(topic=message.topic.removeprefix(settings.topic_prefix)).inc()
     record = quarantined(Origin(message.topic, message.partition, message.offset),
                          message.key, message.value or b"", reason)
     await invalid_topic.send(key=message.key, value=record.value, headers=list(record.headers))

@@ -6,6 +6,7 @@ partitions (fan-out and control through faust's group, delivery through its own)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import faust
@@ -13,6 +14,7 @@ import mode
 
 from . import deadletters as _deadletters  # noqa: F401 - registers the agent
 from . import history as _history  # noqa: F401 - registers the agent and its view
+from . import metrics
 from .admin import create_topics
 from .api import webhooks as _api  # noqa: F401 - registers the API views
 from .app import app, settings
@@ -21,8 +23,26 @@ from .delivery.worker import DeliveryWorker
 from .fanout import FanoutStage
 from .tables import ALL as ALL_TABLES
 from .tables import subscriptions as view
+from .topics import CONTROL, DELIVERIES, DELIVERY_LOG, DLQ, RETRY_TOPICS, domain_topic
 
 log = logging.getLogger(__name__)
+
+LAG_INTERVAL_S = 10.0
+
+
+def retry_topics() -> list[str]:
+    return [settings.topic(t) for t in RETRY_TOPICS]
+
+
+def lag_groups() -> dict[str, list[str]]:
+    """Each consumer group of the pipeline and the topics it reads."""
+    p = settings.topic_prefix
+    return {
+        f"{p}{FanoutStage.group}": [settings.topic(domain_topic(f)) for f in settings.families],
+        f"{p}{DeliveryWorker.group}": [settings.topic(DELIVERIES), *retry_topics()],
+        f"{p}hookstream": [settings.topic(CONTROL), settings.topic(DLQ),
+                           settings.topic(DELIVERY_LOG)],
+    }
 
 
 @app.service
@@ -39,6 +59,18 @@ class Pipeline(mode.Service):
         self.delivery = DeliveryWorker(settings, view)
         await self.fanout.start()
         await self.delivery.start()
+
+    @mode.Service.task
+    async def _measure_lag(self) -> None:
+        """Consumer lag and retry backlog for /metrics, every LAG_INTERVAL_S."""
+        probe = metrics.LagProbe(settings.bootstrap_servers)
+        try:
+            while not self.should_stop:
+                await asyncio.to_thread(probe.refresh, lag_groups(), retry_topics(),
+                                        f"{settings.topic_prefix}{DeliveryWorker.group}")
+                await self.sleep(LAG_INTERVAL_S)
+        finally:
+            probe.close()
 
     async def on_stop(self) -> None:
         for stage in (self.fanout, self.delivery):
@@ -73,6 +105,17 @@ async def readyz(_web, request):  # type: ignore[no-untyped-def]
              and checks["control_partitions"] > 0 and checks["fanout_partitions"] > 0
              and checks["delivery_partitions"] > 0)
     return _web.json({"ready": ready, **checks}, status=200 if ready else 503)
+
+
+@app.page("/metrics")
+async def metrics_page(_web, request):  # type: ignore[no-untyped-def]
+    """Prometheus text format."""
+    states = {"active": 0, "disabled": 0}
+    for sub in view.index.all():
+        states["active" if sub.active else "disabled"] += 1
+    for state, count in states.items():
+        metrics.SUBSCRIPTIONS.labels(state=state).set(count)
+    return _web.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
 
 
 @app.page("/internal/subscriptions/{webhook_id}")

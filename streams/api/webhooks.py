@@ -19,7 +19,7 @@ import httpx
 from aiohttp.web import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
 
-from .. import catalog, history
+from .. import catalog, history, metrics
 from ..app import app, settings
 from ..control.apikeys import Principal, authenticate
 from ..control.commands import Command, Subscription, generate_secret
@@ -279,6 +279,7 @@ class WebhookTest(View):
         outcome = await attempt(_client, sub, job, timeout=settings.delivery_timeout,
                                 allow_insecure=settings.allow_insecure_targets, box=box)
         status = SUCCESS if outcome.ok else FAILED
+        metrics.DELIVERIES.labels(outcome=status, stage="test").inc()
         record = AttemptRecord.of(job, outcome, status)
         await (await log_topic.send(key=sub.id.encode(), value=record.encode(), force=True))
         return 200, {"status": status, "response_code": outcome.response_code,

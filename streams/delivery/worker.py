@@ -12,20 +12,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import httpx
 from aiokafka import TopicPartition
 
+from .. import metrics
+from ..policy import retry_after
 from ..schemas import SchemaError
 from ..settings import Settings
 from ..stage import Record, Stage
 from ..subscriptions.view import SubscriptionsView
-from ..timeutil import now_ms
+from ..timeutil import now_ms, parse_iso
 from ..topics import DELIVERIES, RETRY_TOPICS
 from .client import create_client
-from .models import WEBHOOK_DELETED, WEBHOOK_DISABLED, DeliveryJob
+from .models import (
+    ATTEMPTS_EXHAUSTED,
+    DEAD,
+    DISABLED,
+    RETRYING,
+    SUCCESS,
+    WEBHOOK_DELETED,
+    WEBHOOK_DISABLED,
+    DeliveryJob,
+    Outcome,
+)
 from .routing import (
     DUE_AT_HEADER,
     Origin,
@@ -77,13 +90,17 @@ class DeliveryWorker(Stage):
         except SchemaError as exc:
             log.warning("quarantined %s[%d]@%d: %s", origin.topic, origin.partition,
                         origin.offset, exc)
+            metrics.INVALID.labels(topic=metrics.stage_of(origin.topic)).inc()
             return [quarantined(origin, record.key, record.value or b"",
                                 f"invalid delivery job: {exc}")]
+        stage = metrics.stage_of(origin.topic)
         sub = self.view.index.get(job.webhook_id)
         if sub is None or not sub.active:
             reason = WEBHOOK_DELETED if sub is None else WEBHOOK_DISABLED
             log.info("delivery %s to webhook %s dead-lettered: %s", job.delivery_id,
-                     job.webhook_id, reason)
+                     job.webhook_id, reason, extra=_ids(job))
+            metrics.DELIVERIES.labels(outcome=DISABLED if sub else DEAD, stage=stage).inc()
+            metrics.DEAD_LETTERS.labels(reason=reason).inc()
             return undeliverable(job, reason, origin, now_ms())
         assert self._client is not None
         async with self._webhook_slot(job.webhook_id), self._slots:
@@ -93,8 +110,24 @@ class DeliveryWorker(Stage):
             )
         log.info("delivery %s to webhook %s attempt %d: %s %s %dms", job.delivery_id,
                  job.webhook_id, outcome.attempt, "success" if outcome.ok else "failed",
-                 outcome.response_code or outcome.error, outcome.response_time_ms)
+                 outcome.response_code or outcome.error, outcome.response_time_ms,
+                 extra=_ids(job))
+        self._observe(job, outcome, stage)
         return after_attempt(job, outcome, self.settings.retry_delays, origin)
+
+    def _observe(self, job: DeliveryJob, outcome: Outcome, stage: str) -> None:
+        metrics.ATTEMPT.observe(outcome.response_time_ms / 1000)
+        if outcome.ok:
+            status = SUCCESS
+            with contextlib.suppress(ValueError):
+                happened = parse_iso(job.event_timestamp).timestamp()
+                metrics.END_TO_END.observe(max(0.0, time.time() - happened))
+        elif retry_after(job.attempt, self.settings.retry_delays) is not None:
+            status = RETRYING
+        else:
+            status = DEAD
+            metrics.DEAD_LETTERS.labels(reason=ATTEMPTS_EXHAUSTED).inc()
+        metrics.DELIVERIES.labels(outcome=status, stage=stage).inc()
 
     @contextlib.asynccontextmanager
     async def _webhook_slot(self, webhook_id: str) -> AsyncIterator[None]:
@@ -111,6 +144,12 @@ class DeliveryWorker(Stage):
             if not self._per_webhook_users[webhook_id]:
                 del self._per_webhook_users[webhook_id]
                 del self._per_webhook[webhook_id]
+
+
+def _ids(job: DeliveryJob) -> dict[str, str]:
+    """Fields every delivery log line carries, for structured logs."""
+    return {"delivery_id": job.delivery_id, "webhook_id": job.webhook_id,
+            "event_id": job.event_id}
 
 
 def _due_at(record: Record) -> int | None:

@@ -217,3 +217,33 @@ def test_bad_events_and_commands_are_quarantined_and_traffic_flows_on(dep: Deplo
         assert headers["hookstream-source-topic"].decode() in (project_topic, control_topic)
         assert int(headers["hookstream-source-offset"]) >= 0
         assert headers["hookstream-error"]
+
+
+def test_metrics_count_what_happened(dep: Deployment) -> None:
+    """Runs after the other tests of this module: deliveries, failures and poison happened."""
+    import urllib.request
+
+    from ..support.waiting import wait_until
+
+    def scrape() -> dict[str, float]:
+        url = f"http://127.0.0.1:{dep.workers[0].port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    values = wait_until(lambda: (v := scrape()).get(
+        'hookstream_consumer_lag{group="%shookstream-delivery",topic="%shookstream.deliveries"}'
+        % (dep.prefix, dep.prefix)) is not None and v, timeout=30, what="lag measured")
+    assert values['hookstream_deliveries_total{outcome="success",stage="deliveries"}'] >= 10
+    assert values['hookstream_deliveries_total{outcome="retrying",stage="deliveries"}'] >= 1
+    assert values["hookstream_end_to_end_seconds_count"] >= 10
+    assert values["hookstream_attempt_seconds_count"] >= 11
+    assert sum(v for k, v in values.items() if k.startswith("hookstream_invalid_messages_total")
+               ) >= 4
+    assert values['hookstream_subscriptions{state="active"}'] >= 5
+    assert 'hookstream_retry_backlog{topic="retry.1m"}' in values
