@@ -236,9 +236,10 @@ def test_metrics_count_what_happened(dep: Deployment) -> None:
                 values[name] = float(value)
         return values
 
-    values = wait_until(lambda: (v := scrape()).get(
-        'hookstream_consumer_lag{group="%shookstream-delivery",topic="%shookstream.deliveries"}'
-        % (dep.prefix, dep.prefix)) is not None and v, timeout=30, what="lag measured")
+    lag = (f'hookstream_consumer_lag{{group="{dep.prefix}hookstream-delivery",'
+           f'topic="{dep.prefix}hookstream.deliveries"}}')
+    values = wait_until(lambda: (v := scrape()).get(lag) is not None and v, timeout=30,
+                        what="lag measured")
     assert values['hookstream_deliveries_total{outcome="success",stage="deliveries"}'] >= 10
     assert values['hookstream_deliveries_total{outcome="retrying",stage="deliveries"}'] >= 1
     assert values["hookstream_end_to_end_seconds_count"] >= 10
