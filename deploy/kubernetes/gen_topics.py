@@ -1,0 +1,33 @@
+"""Writes topics.yaml (Strimzi KafkaTopic resources) from streams/topics.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from streams.settings import Settings  # noqa: E402
+from streams.topics import all_topics  # noqa: E402
+
+PARTITIONS, REPLICAS = 24, 3
+
+
+def render() -> str:
+    settings = Settings(partitions=PARTITIONS, replication_factor=REPLICAS)
+    docs = ["# Every hookstream topic as a Strimzi KafkaTopic (production sizes).\n"
+            "# Generated from streams/topics.py by `python deploy/kubernetes/gen_topics.py`;"
+            " do not edit."]
+    for spec in all_topics(settings):
+        config = {**spec.config, "min.insync.replicas": "2"}
+        lines = ["apiVersion: kafka.strimzi.io/v1beta2", "kind: KafkaTopic", "metadata:",
+                 f"  name: {spec.name.replace('.', '-')}", "  labels:",
+                 "    strimzi.io/cluster: hookstream", "spec:", f"  topicName: {spec.name}",
+                 f"  partitions: {spec.partitions}", f"  replicas: {REPLICAS}", "  config:"]
+        lines += [f'    {key}: "{value}"' for key, value in sorted(config.items())]
+        docs.append("\n".join(lines))
+    return "\n---\n".join(docs) + "\n"
+
+
+if __name__ == "__main__":
+    (Path(__file__).parent / "topics.yaml").write_text(render())
