@@ -161,8 +161,8 @@ class Webhooks(View):
     async def post(self, request: Request, principal: Principal) -> tuple[int, Any]:
         body = await _body(request)
         workspace = body.get("workspace_id") if principal.is_admin else principal.workspace_id
-        if not principal.is_admin and "workspace_id" in body:
-            raise v.invalid("workspace_id", "only the admin key may name a workspace")
+        if not principal.is_admin and body.get("workspace_id") not in (None, workspace):
+            raise v.invalid("workspace_id", "a workspace key acts for its own workspace only")
         if not isinstance(workspace, str) or not workspace:
             raise v.invalid("workspace_id", "is required with the admin key")
         fields = v.create_body(body, allow_insecure=settings.allow_insecure_targets)

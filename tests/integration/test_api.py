@@ -272,3 +272,36 @@ def test_no_plaintext_secret_in_any_topic_or_log(api: Api) -> None:
             assert needle not in (message.key() or b""), name
     for worker in api.dep.workers:
         assert secret not in worker.log_text()
+
+
+def test_the_cli_manages_webhooks_through_the_api(api: Api) -> None:
+    env = {**api.dep.env, "HOOKSTREAM_URL": f"http://127.0.0.1:{api.dep.workers[1].port}",
+           "HOOKSTREAM_API_KEY": api.key_a}
+
+    def cli(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "streams", *args], capture_output=True,
+                                text=True, timeout=60, env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    created = json.loads(cli("webhooks", "create", "--workspace", "ws_a", "--url",
+                             api.dep.receiver.url("/cli"), "--events", "task.created", "--json"))
+    wh, secret = created["id"], created["secret"]
+    assert secret.startswith("whsec_")
+    assert wh in [w["id"] for w in json.loads(cli("webhooks", "list", "--json"))]
+    assert json.loads(cli("webhooks", "show", wh, "--json"))["events"] == ["task.created"]
+    cli("webhooks", "update", wh, "--events", "task.*,comment.created")
+    assert json.loads(cli("webhooks", "show", wh, "--json"))["events"] == [
+        "task.*", "comment.created"]
+    cli("webhooks", "disable", wh, "--reason", "cli")
+    assert json.loads(cli("webhooks", "show", wh, "--json"))["disabled_reason"] == "cli"
+    assert "success: 200" in cli("webhooks", "test", wh)
+    cli("webhooks", "enable", wh)
+    rotated = json.loads(cli("webhooks", "rotate-secret", wh, "--json"))
+    assert rotated["secret"] != secret
+    attempts = wait_until(lambda: json.loads(cli("deliveries", wh, "--json")), what="history")
+    assert attempts[0]["event"] == "webhook.test" and attempts[0]["status"] == "success"
+    assert "deleted" in cli("webhooks", "delete", wh)
+    gone = subprocess.run([sys.executable, "-m", "streams", "webhooks", "show", wh],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert gone.returncode != 0 and gone.stderr.startswith("error: 404 not_found")

@@ -1,0 +1,50 @@
+"""The `hookstream` command. Errors are one line on stderr and a non-zero exit.
+
+kafka, topics, publish, status, dlq, apikeys, worker and dev talk to Kafka;
+webhooks and deliveries talk to the HTTP API (HOOKSTREAM_URL, HOOKSTREAM_API_KEY).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .common import CliError
+from .kafka import kafka_cli, topics_cli
+from .operators import apikeys_cli, dlq_cli
+from .processes import register
+from .webhooks import deliveries, webhooks_cli
+
+cli = typer.Typer(
+    name="hookstream", help="Webhook delivery on Apache Kafka.", no_args_is_help=True,
+    pretty_exceptions_enable=False, add_completion=False,
+)
+cli.add_typer(kafka_cli, name="kafka")
+cli.add_typer(topics_cli, name="topics")
+cli.add_typer(webhooks_cli, name="webhooks")
+cli.command("deliveries")(deliveries)
+cli.add_typer(dlq_cli, name="dlq")
+cli.add_typer(apikeys_cli, name="apikeys")
+register(cli)
+
+#: Typer vendors click; its usage errors derive from this class (public via BadParameter).
+_ClickException: type[Exception] = typer.BadParameter.__mro__[2]
+
+
+def main() -> None:
+    try:
+        code = cli(standalone_mode=False)
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    except _ClickException as exc:
+        message = exc.format_message()  # type: ignore[attr-defined]
+        sys.stderr.write(f"error: {' '.join(message.split())}\n")
+        sys.exit(getattr(exc, "exit_code", 2) or 2)
+    except CliError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,174 @@
+"""`hookstream dlq` and `hookstream apikeys`: read and write Kafka directly."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from .common import CliError, group, out, print_json, quiet_kafka_logger, settings
+
+dlq_cli = group("Inspect and replay dead letters.")
+apikeys_cli = group("API keys of workspaces (stored as hashes).")
+
+
+# -- dead letters --------------------------------------------------------------------
+def _time_ms(raw: str | None, option: str) -> int | None:
+    from ..timeutil import parse_iso
+
+    if raw is None:
+        return None
+    try:
+        return int(parse_iso(raw).timestamp() * 1000)
+    except ValueError as exc:
+        raise CliError(f"{option} must be an ISO 8601 time with a zone: {exc}") from None
+
+
+def _letters(webhook: str | None, since: str | None, until: str | None) -> list[Any]:
+    from ..replay import list_dead_letters
+
+    try:
+        return list_dead_letters(settings(), webhook, _time_ms(since, "--since"),
+                                 _time_ms(until, "--until"))
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+
+
+@dlq_cli.command("list")
+def dlq_list(
+    webhook: Annotated[str | None, typer.Option(help="Only this webhook's dead letters.")]
+    = None,
+    since: Annotated[str | None, typer.Option(help="Dead at or after (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Dead at or before (ISO 8601).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
+) -> None:
+    """List dead letters: delivery id, event, reason, last error, time."""
+    from ..timeutil import iso_from_ms
+
+    letters = _letters(webhook, since, until)
+    rows = [{"delivery_id": s.letter.job.delivery_id, "webhook_id": s.letter.job.webhook_id,
+             "event": s.letter.job.event_type, "event_id": s.letter.job.event_id,
+             "reason": s.letter.reason, "error": s.letter.error,
+             "dead_at": iso_from_ms(s.letter.dead_at), "replayed": s.replayed}
+            for s in letters]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("delivery", "webhook", "event", "reason", "last error", "dead at", "replayed")
+    for r in rows:
+        table.add_row(r["delivery_id"], r["webhook_id"], r["event"], r["reason"],
+                      (r["error"] or "")[:60], r["dead_at"], "yes" if r["replayed"] else "")
+    out.print(table)
+    out.print(f"{len(rows)} dead letter(s)")
+
+
+@dlq_cli.command("replay")
+def dlq_replay(
+    webhook: Annotated[str, typer.Option(help="The webhook whose dead letters to replay.")],
+    since: Annotated[str | None, typer.Option(help="Dead at or after (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Dead at or before (ISO 8601).")] = None,
+) -> None:
+    """Re-queue dead letters with their original delivery ids (each letter only once)."""
+    from rich.progress import Progress
+
+    from ..producer import PublishError
+    from ..replay import replay
+
+    letters = _letters(webhook, since, until)
+    todo = [s for s in letters if not s.replayed]
+    with Progress(console=out, transient=True) as progress:
+        task = progress.add_task("replaying", total=len(todo))
+        try:
+            count = replay(settings(), todo, lambda n: progress.advance(task, n))
+        except PublishError as exc:
+            raise CliError(str(exc)) from None
+    out.print(f"replayed {count} dead letter(s) of webhook {webhook}"
+              f" ({len(letters) - len(todo)} already replayed)")
+
+
+# -- API keys ------------------------------------------------------------------------
+def _stored_keys() -> dict[str, Any]:
+    from ..control.apikeys import ApiKey
+    from ..reader import read_topic
+    from ..topics import API_KEYS
+
+    keys: dict[str, Any] = {}
+    try:
+        for _, _, key, value in read_topic(settings(), API_KEYS):
+            if key is not None:
+                if value is None:
+                    keys.pop(key.decode(), None)
+                else:
+                    keys[key.decode()] = ApiKey.decode(value)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    return keys
+
+
+def _store_key(record: Any) -> None:
+    from ..producer import Publisher, PublishError
+    from ..topics import API_KEYS
+
+    current = settings()
+    publisher = Publisher(current, logger=quiet_kafka_logger())
+    try:
+        publisher.publish_raw(current.topic(API_KEYS), record.key_id, record.encode())
+        publisher.flush()
+    except PublishError as exc:
+        raise CliError(str(exc)) from None
+
+
+@apikeys_cli.command("create")
+def apikeys_create(
+    workspace: Annotated[str, typer.Option(help="The workspace the key acts for.")],
+    description: Annotated[str | None, typer.Option(help="A note for humans.")] = None,
+) -> None:
+    """Create an API key. It is printed once: only its hash is stored."""
+    from ..control.apikeys import new_key
+    from ..timeutil import now_ms
+
+    if not workspace.strip():
+        raise CliError("--workspace must not be empty")
+    key, record = new_key(workspace, now_ms(), description)
+    _store_key(record)
+    out.print(f"api key {record.key_id} created for workspace {workspace}")
+    out.print(f"key (shown once): {key}")
+
+
+@apikeys_cli.command("list")
+def apikeys_list(
+    workspace: Annotated[str | None, typer.Option(help="Only this workspace's keys.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+) -> None:
+    """List API keys (ids and workspaces, never the keys)."""
+    from ..timeutil import iso_from_ms
+
+    rows = [{"key_id": k.key_id, "workspace_id": k.workspace_id, "description": k.description,
+             "created_at": iso_from_ms(k.created_at),
+             "revoked_at": iso_from_ms(k.revoked_at) if k.revoked_at else None}
+            for k in _stored_keys().values() if workspace in (None, k.workspace_id)]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("key id", "workspace", "description", "created", "revoked")
+    for r in rows:
+        table.add_row(r["key_id"], r["workspace_id"], r["description"] or "",
+                      r["created_at"], r["revoked_at"] or "")
+    out.print(table)
+
+
+@apikeys_cli.command("revoke")
+def apikeys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to revoke.")]) -> None:
+    """Revoke an API key: it stops working on every worker within a moment."""
+    from dataclasses import replace
+
+    from ..timeutil import now_ms
+
+    record = _stored_keys().get(key_id)
+    if record is None:
+        raise CliError(f"no API key {key_id}")
+    _store_key(replace(record, revoked_at=now_ms()))
+    out.print(f"api key {key_id} revoked")
+
+

@@ -1,0 +1,217 @@
+"""`hookstream webhooks` and `hookstream deliveries`: the HTTP API, from a terminal.
+
+HOOKSTREAM_URL (default http://127.0.0.1:<HOOKSTREAM_WEB_PORT or 6066>) and
+HOOKSTREAM_API_KEY (a workspace key; HOOKSTREAM_ADMIN_KEY is used when it is unset).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.table import Table
+
+from .. import catalog
+from ..policy import UrlPolicyError, check_url
+from .common import CliError, group, out, print_json, settings
+
+webhooks_cli = group("Manage webhooks through the HTTP API.")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
+IdArgument = Annotated[str, typer.Argument(help="Webhook id.")]
+
+
+def _call(method: str, path: str, body: dict[str, Any] | None = None,
+          params: dict[str, Any] | None = None) -> Any:
+    s = settings()
+    base = os.environ.get("HOOKSTREAM_URL", "").strip() or f"http://127.0.0.1:{s.web_port}"
+    key = (os.environ.get("HOOKSTREAM_API_KEY", "").strip() or s.admin_key or "")
+    if not key:
+        raise CliError("set HOOKSTREAM_API_KEY (create one with `hookstream apikeys create`)")
+    try:
+        response = httpx.request(method, f"{base.rstrip('/')}{path}", json=body,
+                                 params={k: v for k, v in (params or {}).items() if v is not None},
+                                 headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the API at {base}: {exc}") from None
+    if response.status_code == 204:
+        return None
+    try:
+        payload = response.json()
+    except ValueError:
+        raise CliError(f"the API answered {response.status_code} without JSON") from None
+    if response.status_code >= 400:
+        error = payload.get("error", {}) if isinstance(payload, dict) else {}
+        raise CliError(f"{response.status_code} {error.get('code', '')}: "
+                       f"{error.get('message', payload)}")
+    return payload
+
+
+def _events(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    events = [e.strip() for e in raw.split(",") if e.strip()]
+    if not events:
+        raise CliError("--events needs at least one event type")
+    for pattern in events:
+        if not catalog.is_valid_pattern(pattern):
+            raise CliError(f"--events: unknown event type {pattern!r}")
+    return events
+
+
+def _url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return check_url(raw, allow_insecure=True)  # the API applies the deployment's rules
+    except UrlPolicyError as exc:
+        raise CliError(f"--url {exc}") from None
+
+
+def _show(webhook: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(webhook)
+        return
+    table = Table(show_header=False)
+    for key, value in webhook.items():
+        if key != "secret":
+            table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    out.print(table)
+    if "secret" in webhook:
+        out.print(f"secret (shown once): {webhook['secret']}")
+
+
+@webhooks_cli.command("list")
+def list_(
+    workspace: Annotated[str | None, typer.Option(help="Only this workspace (admin).")] = None,
+    limit: Annotated[int, typer.Option(help="Page size.", min=1, max=100)] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """List webhooks, every page."""
+    webhooks: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = _call("GET", "/v1/webhooks", params={"workspace_id": workspace, "limit": limit,
+                                                     "cursor": cursor})
+        webhooks += page["data"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    if as_json:
+        print_json(webhooks)
+        return
+    table = Table("id", "workspace", "url", "events", "active", "disabled reason")
+    for w in webhooks:
+        table.add_row(w["id"], w["workspace_id"], w["url"], ", ".join(w["events"]),
+                      "yes" if w["active"] else "no", w["disabled_reason"] or "")
+    out.print(table)
+
+
+@webhooks_cli.command("show")
+def show(webhook_id: IdArgument, as_json: JsonOption = False) -> None:
+    """One webhook's settings (never its secret)."""
+    _show(_call("GET", f"/v1/webhooks/{webhook_id}"), as_json)
+
+
+@webhooks_cli.command("create")
+def create(
+    url: Annotated[str, typer.Option(help="Where to POST events (https).")],
+    events: Annotated[str, typer.Option(help="Comma-separated types; task.* and * work.")],
+    workspace: Annotated[str | None, typer.Option(help="Workspace (admin key only).")] = None,
+    secret: Annotated[str | None, typer.Option(help="Signing secret (default: generated).")]
+    = None,
+    description: Annotated[str | None, typer.Option(help="A note for humans.")] = None,
+    scheme: Annotated[str, typer.Option(help="hookstream or standard-webhooks.")]
+    = "hookstream",
+    inactive: Annotated[bool, typer.Option("--inactive", help="Create it disabled.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a webhook. Its secret is printed once: store it now."""
+    body: dict[str, Any] = {"url": _url(url), "events": _events(events), "active": not inactive,
+                            "signature_scheme": scheme}
+    for name, value in (("workspace_id", workspace), ("secret", secret),
+                        ("description", description)):
+        if value is not None:
+            body[name] = value
+    _show(_call("POST", "/v1/webhooks", body), as_json)
+
+
+@webhooks_cli.command("update")
+def update(
+    webhook_id: IdArgument,
+    url: Annotated[str | None, typer.Option(help="New URL.")] = None,
+    events: Annotated[str | None, typer.Option(help="New comma-separated event list.")] = None,
+    description: Annotated[str | None, typer.Option(help="New description.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a webhook's URL, events or description."""
+    body = {k: v for k, v in {"url": _url(url), "events": _events(events),
+                              "description": description}.items() if v is not None}
+    if not body:
+        raise CliError("nothing to update: give --url, --events or --description")
+    _show(_call("PATCH", f"/v1/webhooks/{webhook_id}", body), as_json)
+
+
+@webhooks_cli.command("delete")
+def delete(webhook_id: IdArgument) -> None:
+    """Delete a webhook."""
+    _call("DELETE", f"/v1/webhooks/{webhook_id}")
+    out.print(f"webhook {webhook_id} deleted")
+
+
+@webhooks_cli.command("enable")
+def enable(webhook_id: IdArgument) -> None:
+    """Re-enable a webhook (after fixing and testing its endpoint)."""
+    _call("POST", f"/v1/webhooks/{webhook_id}/enable")
+    out.print(f"webhook {webhook_id} enabled")
+
+
+@webhooks_cli.command("disable")
+def disable(webhook_id: IdArgument,
+            reason: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
+            ) -> None:
+    """Disable a webhook: its events are dead-lettered (replayable), not sent."""
+    _call("POST", f"/v1/webhooks/{webhook_id}/disable", {"reason": reason} if reason else None)
+    out.print(f"webhook {webhook_id} disabled")
+
+
+@webhooks_cli.command("test")
+def test(webhook_id: IdArgument, as_json: JsonOption = False) -> None:
+    """Send a signed webhook.test now (works on a disabled webhook); non-zero if it failed."""
+    result = _call("POST", f"/v1/webhooks/{webhook_id}/test")
+    if as_json:
+        print_json(result)
+    else:
+        out.print(f"{result['status']}: {result['response_code'] or result['error']} "
+                  f"in {result['response_time_ms']} ms")
+    if result["status"] != "success":
+        raise typer.Exit(1)
+
+
+@webhooks_cli.command("rotate-secret")
+def rotate_secret(webhook_id: IdArgument, as_json: JsonOption = False) -> None:
+    """New secret (printed once); the old one also signs for the grace period."""
+    _show(_call("POST", f"/v1/webhooks/{webhook_id}/rotate-secret"), as_json)
+
+
+def deliveries(
+    webhook_id: IdArgument,
+    status: Annotated[str | None, typer.Option(
+        help="success, retrying, dead, disabled or failed.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.", min=1, max=100)] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """A webhook's recent attempts, newest first."""
+    page = _call("GET", f"/v1/webhooks/{webhook_id}/deliveries",
+                 params={"status": status, "limit": limit})
+    if as_json:
+        print_json(page["data"])
+        return
+    table = Table("delivery", "event", "time", "attempt", "status", "code", "ms", "error")
+    for d in page["data"]:
+        table.add_row(d["id"], d["event"], d["timestamp"], str(d["attempt"]), d["status"],
+                      str(d["response_code"] or ""), str(d["response_time_ms"]),
+                      (d["error"] or "")[:50])
+    out.print(table)
