@@ -66,11 +66,14 @@ class Registry:
         self.fingerprints: dict[str, bytes] = {}
         self.by_fingerprint: dict[bytes, Any] = {}
         for name, parsed in self.by_name.items():
-            fp = bytes.fromhex(
-                fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
-            )
+            fp = _fingerprint(parsed)
             self.fingerprints[name] = fp
             self.by_fingerprint[fp] = parsed
+        # Earlier versions stay readable: records they wrote (on a compacted topic they live
+        # for ever) resolve to the current schema through Avro's schema resolution.
+        for path in sorted((directory / "previous").glob("*.avsc")):
+            old: Any = parse_schema(json.loads(path.read_text()), named_schemas={})
+            self.by_fingerprint.setdefault(_fingerprint(old), old)
 
     def encode(self, name: str, record: Any) -> bytes:
         """Single-object encoding of `record` with schema `name`."""
@@ -94,6 +97,9 @@ class Registry:
         if writer is None:
             raise SchemaError(f"unknown schema fingerprint {payload[2:10].hex()}")
         reader = self.by_name[name]
+        if writer["name"] != reader["name"]:
+            raise SchemaError(f"a {writer['name'].rsplit('.', 1)[-1]}, "
+                              f"not a {name.rsplit('.', 1)[-1]}")
         buf = io.BytesIO(payload[10:])
         try:
             record = fastavro.schemaless_reader(
@@ -105,6 +111,10 @@ class Registry:
         if buf.tell() != len(payload) - 10:
             raise SchemaError("trailing bytes after the Avro body")
         return record
+
+
+def _fingerprint(parsed: Any) -> bytes:
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
 
 
 def is_single_object(payload: bytes) -> bool:

@@ -12,7 +12,7 @@ import typer
 
 from .common import CliError
 from .kafka import kafka_cli, topics_cli
-from .operators import apikeys_cli, dlq_cli
+from .operators import apikeys_cli, dlq_cli, status
 from .processes import register
 from .webhooks import deliveries, webhooks_cli
 
@@ -26,6 +26,7 @@ cli.add_typer(webhooks_cli, name="webhooks")
 cli.command("deliveries")(deliveries)
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(apikeys_cli, name="apikeys")
+cli.command("status")(status)
 register(cli)
 
 #: Typer vendors click; its usage errors derive from this class (public via BadParameter).

@@ -172,3 +172,65 @@ def apikeys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to rev
     out.print(f"api key {key_id} revoked")
 
 
+
+
+def status(as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+           ) -> None:
+    """Lag and backlog per stage, and the disabled webhooks, read from Kafka."""
+    from ..control.commands import Subscription
+    from ..metrics import LagProbe
+    from ..reader import read_topic
+    from ..schemas import SchemaError
+    from ..topics import (
+        CONTROL,
+        DELIVERIES,
+        DELIVERY_LOG,
+        DLQ,
+        RETRY_TOPICS,
+        SUBSCRIPTIONS,
+        domain_topic,
+    )
+
+    s = settings()
+    p = s.topic_prefix
+    stages = {
+        "fan-out": (f"{p}hookstream-fanout", [s.topic(domain_topic(f)) for f in s.families]),
+        "delivery": (f"{p}hookstream-delivery", [s.topic(DELIVERIES)]),
+        **{t.rsplit(".", 1)[-1] + " retry": (f"{p}hookstream-delivery", [s.topic(t)])
+           for t in RETRY_TOPICS},
+        "control": (f"{p}hookstream", [s.topic(CONTROL)]),
+        "dead letters": (f"{p}hookstream", [s.topic(DLQ)]),
+        "history": (f"{p}hookstream", [s.topic(DELIVERY_LOG)]),
+    }
+    probe = LagProbe(s.bootstrap_servers)
+    try:
+        lag = {name: sum(probe.lag(group, topics).values())
+               for name, (group, topics) in stages.items()}
+    except Exception as exc:
+        raise CliError(f"cannot read consumer lag from {s.bootstrap_servers}: {exc}") from None
+    finally:
+        probe.close()
+    current: dict[str, Subscription | None] = {}
+    try:
+        for _, _, key, record in read_topic(s, SUBSCRIPTIONS):
+            if key is not None:
+                current[key.decode()] = Subscription.decode(record) if record else None
+    except (RuntimeError, SchemaError) as exc:
+        raise CliError(f"reading {s.topic(SUBSCRIPTIONS)}: {exc}") from None
+    disabled = [sub for sub in current.values() if sub is not None and not sub.active]
+    if as_json:
+        print_json({"lag": lag, "disabled": [
+            {"id": d.id, "workspace_id": d.workspace_id, "reason": d.disabled_reason}
+            for d in disabled]})
+        return
+    table = Table("stage", "waiting")
+    for name, waiting in lag.items():
+        table.add_row(name, str(waiting))
+    out.print(table)
+    if disabled:
+        table = Table("disabled webhook", "workspace", "reason")
+        for d in disabled:
+            table.add_row(d.id, d.workspace_id, d.disabled_reason or "")
+        out.print(table)
+    else:
+        out.print("no disabled webhooks")

@@ -305,3 +305,12 @@ def test_the_cli_manages_webhooks_through_the_api(api: Api) -> None:
     gone = subprocess.run([sys.executable, "-m", "streams", "webhooks", "show", wh],
                           capture_output=True, text=True, timeout=60, env=env)
     assert gone.returncode != 0 and gone.stderr.startswith("error: 404 not_found")
+
+
+def test_status_shows_lag_per_stage_and_disabled_webhooks(api: Api) -> None:
+    wh = api.create(api.key_b, "/status")["id"]
+    api.on(0, "POST", f"/v1/webhooks/{wh}/disable", api.key_b, {"reason": "for status"})
+    status = json.loads(_cli(api.dep, "status", "--json"))
+    assert set(status["lag"]) >= {"fan-out", "delivery", "1m retry", "5m retry", "30m retry"}
+    assert all(isinstance(v, int) and v >= 0 for v in status["lag"].values())
+    assert {"id": wh, "workspace_id": "ws_b", "reason": "for status"} in status["disabled"]

@@ -336,3 +336,26 @@ def test_evolution_changes_the_fingerprint() -> None:
     fp2 = fingerprint(to_parsing_canonical_form(v2), "CRC-64-AVRO")
     assert fp1 != fp2
     assert bytes.fromhex(fp1) == registry().fingerprints[FAMILY_DATA["task"]]
+
+
+def test_records_written_by_a_previous_schema_version_still_decode() -> None:
+    """A compacted topic keeps old records: the v1 Subscription must read as the current one."""
+    import json as _json
+
+    from fastavro.schema import fingerprint as _fp
+    from fastavro.schema import parse_schema as _parse
+    from fastavro.schema import to_parsing_canonical_form as _pcf
+
+    from streams.control.commands import Subscription
+    from streams.schemas import schemas_dir
+
+    v1 = _parse(_json.loads((schemas_dir() / "previous" / "subscription.v1.avsc").read_text()),
+                named_schemas={})
+    buf = io.BytesIO()
+    buf.write(b"\xc3\x01" + bytes.fromhex(_fp(_pcf(v1), "CRC-64-AVRO")))
+    fastavro.schemaless_writer(buf, v1, {
+        "id": "wh_1", "workspace_id": "ws_1", "url": "https://example.com/h", "events": ["*"],
+        "secret": "enc:v1:k1:x", "active": True, "created_at": 1, "updated_at": 2,
+        "disabled_reason": None, "description": None})
+    sub = Subscription.decode(buf.getvalue())
+    assert (sub.id, sub.signature_scheme, sub.last_command) == ("wh_1", "hookstream", None)
