@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import faust
 import mode
@@ -21,6 +22,7 @@ from .app import app, settings
 from .control import agent as _control_agent  # noqa: F401 - registers the agent
 from .delivery.worker import DeliveryWorker
 from .fanout import FanoutStage
+from .logs import logging_config
 from .tables import ALL as ALL_TABLES
 from .tables import subscriptions as view
 from .topics import CONTROL, DELIVERIES, DELIVERY_LOG, DLQ, RETRY_TOPICS, domain_topic
@@ -131,5 +133,8 @@ async def subscription_state(_web, request, webhook_id: str):  # type: ignore[no
 
 def run_worker() -> None:
     create_topics(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    json_logs = os.environ.get("HOOKSTREAM_LOG_FORMAT", "json").strip().lower() != "text"
+    worker = faust.Worker(
+        app, loglevel=settings.log_level, quiet=True,
+        logging_config=logging_config(settings.log_level) if json_logs else None)
     worker.execute_from_commandline()

@@ -248,3 +248,14 @@ def test_metrics_count_what_happened(dep: Deployment) -> None:
                ) >= 4
     assert values['hookstream_subscriptions{state="active"}'] >= 5
     assert 'hookstream_retry_backlog{topic="retry.1m"}' in values
+
+
+def test_worker_logs_are_json_with_ids_and_no_payloads(dep: Deployment) -> None:
+    lines = [json.loads(line) for line in dep.workers[0].log_text().splitlines()
+             if line.startswith("{")]
+    deliveries = [e for e in lines if e["message"].startswith("delivery dlv_")]
+    assert deliveries, "no delivery log lines"
+    assert all({"time", "level", "logger", "delivery_id", "webhook_id", "event_id"} <= set(e)
+               for e in deliveries)
+    # The signing test sent this data; payloads never reach the log.
+    assert "Überschrift" not in dep.workers[0].log_text()
