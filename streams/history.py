@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import faust
 
+from .api.auth import may_see, principal_of
 from .app import app, settings
 from .delivery.models import AttemptRecord
 from .quarantine import quarantine
@@ -90,10 +91,35 @@ def page(webhook_id: str, *, status: str | None = None, limit: int = 50,
     return Page(found, seq + 1 if seq >= oldest else None)
 
 
+def summary(webhook_id: str, window: int = 100) -> dict[str, object]:
+    """Last success, last failure and failures among the last `window` attempts."""
+    last_success = last_failure = None
+    failures = 0
+    for record in page(webhook_id, limit=window).records:
+        if record.status == "success":
+            last_success = last_success or record.attempted_at
+        else:
+            failures += 1
+            last_failure = last_failure or record.attempted_at
+    return {"last_success_at": last_success, "last_failure_at": last_failure,
+            "recent_failures": failures}
+
+
+@app.page("/internal/webhooks/{webhook_id}/summary")
+@app.table_route(table=history, match_info="webhook_id")
+async def summary_view(web, request, webhook_id: str):  # type: ignore[no-untyped-def]
+    """For the console's list: routed to the worker holding the webhook's history."""
+    if not may_see(principal_of(request), webhook_id):
+        return web.json({"error": "not found"}, status=404)
+    return web.json(summary(webhook_id))
+
+
 @app.page("/internal/webhooks/{webhook_id}/attempts")
 @app.table_route(table=history, match_info="webhook_id")
 async def attempts_view(web, request, webhook_id: str):  # type: ignore[no-untyped-def]
     """History of one webhook, routed to the worker that owns it (for the API and tests)."""
+    if not may_see(principal_of(request), webhook_id):
+        return web.json({"error": "not found"}, status=404)
     try:
         limit = int(request.query.get("limit", "50"))
         cursor = int(request.query["cursor"]) if "cursor" in request.query else None

@@ -45,6 +45,37 @@ RETRY_BACKLOG = Gauge("hookstream_retry_backlog", "Jobs waiting in a retry topic
                       registry=REGISTRY)
 
 
+class Throughput:
+    """Recent deliveries per second and success ratio, sampled from the counters."""
+
+    def __init__(self, keep: int = 90) -> None:
+        self.samples: list[tuple[float, float, float]] = []  # (time, successes, others)
+        self._keep = keep
+
+    def sample(self, now: float) -> None:
+        ok = other = 0.0
+        for metric in DELIVERIES.collect():
+            for s in metric.samples:
+                if s.name.endswith("_total"):
+                    if s.labels.get("outcome") == "success":
+                        ok += s.value
+                    else:
+                        other += s.value
+        self.samples = [*self.samples, (now, ok, other)][-self._keep:]
+
+    def rates(self) -> list[tuple[float, float, float | None]]:
+        """(time, deliveries/s, success ratio or None) between consecutive samples."""
+        out = []
+        for (t0, ok0, other0), (t1, ok1, other1) in zip(self.samples, self.samples[1:],
+                                                         strict=False):
+            done = (ok1 - ok0) + (other1 - other0)
+            out.append((t1, done / max(t1 - t0, 1e-9), (ok1 - ok0) / done if done else None))
+        return out
+
+
+THROUGHPUT = Throughput()
+
+
 def render() -> bytes:
     return generate_latest(REGISTRY)
 

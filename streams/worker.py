@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 
 import faust
 import mode
@@ -18,7 +19,9 @@ from . import history as _history  # noqa: F401 - registers the agent and its vi
 from . import metrics
 from .admin import create_topics
 from .api import webhooks as _api  # noqa: F401 - registers the API views
+from .api.auth import may_see, principal_of
 from .app import app, settings
+from .console import pages as _console  # noqa: F401 - registers the console pages
 from .control import agent as _control_agent  # noqa: F401 - registers the agent
 from .delivery.worker import DeliveryWorker
 from .fanout import FanoutStage
@@ -68,6 +71,7 @@ class Pipeline(mode.Service):
         probe = metrics.LagProbe(settings.bootstrap_servers)
         try:
             while not self.should_stop:
+                metrics.THROUGHPUT.sample(time.time())
                 await asyncio.to_thread(probe.refresh, lag_groups(), retry_topics(),
                                         f"{settings.topic_prefix}{DeliveryWorker.group}")
                 await self.sleep(LAG_INTERVAL_S)
@@ -124,7 +128,7 @@ async def metrics_page(_web, request):  # type: ignore[no-untyped-def]
 async def subscription_state(_web, request, webhook_id: str):  # type: ignore[no-untyped-def]
     """This worker's view of one webhook, without its secret (for probes and tests)."""
     sub = view.index.get(webhook_id)
-    if sub is None:
+    if sub is None or not may_see(principal_of(request), webhook_id):
         return _web.json({"error": "not found"}, status=404)
     state = sub.to_record()
     del state["secret"]

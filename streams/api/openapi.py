@@ -172,6 +172,18 @@ def document() -> dict[str, Any]:
                                {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
                 "responses": {"200": _json(_ref("DeliveryPage"), "A page"),
                               **_errors(400, 401, 404)}}},
+            "/v1/dead-letters": {"get": {
+                "summary": "Dead letters of your webhooks",
+                "parameters": [{"name": "webhook_id", "in": "query", "schema": {"type": "string"}},
+                               {"name": "reason", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object", "required": ["data"], "properties": {
+                    "data": {"type": "array", "items": {"type": "object", "properties": {
+                        "delivery_id": {"type": "string"}, "webhook_id": {"type": "string"},
+                        "workspace_id": {"type": "string"}, "event": {"type": "string"},
+                        "event_id": {"type": "string"}, "reason": {"type": "string"},
+                        "error": optional_string, "attempts": {"type": "integer"},
+                        "dead_at": {"type": "string"}, "replayed": {"type": "boolean"}}}}}},
+                    "Dead letters"), **_errors(400, 401, 404)}}},
             "/v1/event-types": {"get": {
                 "summary": "The event catalog", "security": [],
                 "responses": {"200": _json({"type": "object", "properties": {"data": {

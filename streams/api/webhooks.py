@@ -21,7 +21,7 @@ from faust.web import Request, Response, View
 
 from .. import catalog, history, metrics
 from ..app import app, settings
-from ..control.apikeys import Principal, authenticate
+from ..control.apikeys import Principal
 from ..control.commands import Command, Subscription, generate_secret
 from ..delivery.client import create_client
 from ..delivery.models import FAILED, SUCCESS, AttemptRecord, DeliveryJob, delivery_id_for
@@ -29,11 +29,12 @@ from ..delivery.sender import attempt
 from ..payload import dumps
 from ..policy import is_public_address, literal_address
 from ..replay import list_dead_letters, replay
-from ..tables import api_keys, idempotency, subscriptions
+from ..tables import idempotency, subscriptions
 from ..timeutil import iso_from_ms, now_ms, parse_iso
 from ..topics import CONTROL, DELIVERY_LOG, IDEMPOTENCY
 from . import openapi
 from . import validation as v
+from .auth import principal_of
 from .validation import ApiError
 
 APPLY_TIMEOUT_S = 10.0
@@ -80,10 +81,7 @@ def api(handler: Handler) -> ViewMethod:
 
 
 def _principal(request: Request) -> Principal:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    principal = (authenticate(token.strip(), api_keys.keys, settings.admin_key)
-                 if scheme.lower() == "bearer" and token.strip() else None)
+    principal = principal_of(request)
     if principal is None:
         raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer)")
     return principal
@@ -341,6 +339,33 @@ async def deliveries(web: View, request: Request, webhook_id: str) -> Response:
         } for r in page.records],
         "next_cursor": str(page.next_cursor) if page.next_cursor else None,
     })
+
+
+@app.page("/v1/dead-letters")
+class DeadLetters(View):
+    @api
+    async def get(self, request: Request, principal: Principal) -> tuple[int, Any]:
+        """Dead letters of the caller's webhooks (all, for the admin), oldest first."""
+        webhook_id = request.query.get("webhook_id")
+        reason = request.query.get("reason")
+        if webhook_id is not None:
+            await subscriptions.sync()
+            _visible(principal, webhook_id)
+        letters = await asyncio.to_thread(list_dead_letters, settings, webhook_id)
+        rows = []
+        for stored in letters:
+            job = stored.letter.job
+            if not principal.may_see(job.workspace_id):
+                continue
+            if reason is not None and stored.letter.reason != reason:
+                continue
+            rows.append({"delivery_id": job.delivery_id, "webhook_id": job.webhook_id,
+                         "workspace_id": job.workspace_id, "event": job.event_type,
+                         "event_id": job.event_id, "reason": stored.letter.reason,
+                         "error": stored.letter.error, "attempts": len(job.outcomes),
+                         "dead_at": iso_from_ms(stored.letter.dead_at),
+                         "replayed": stored.replayed})
+        return 200, {"data": rows}
 
 
 @app.page("/v1/event-types")

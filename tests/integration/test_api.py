@@ -159,6 +159,11 @@ def test_tenant_isolation(api: Api) -> None:
     assert theirs not in [w["id"] for w in
                           api.on(0, "GET", "/v1/webhooks?limit=100", api.key_a).body["data"]]
     assert api.on(0, "GET", f"/v1/webhooks/{theirs}", api.admin).status == 200
+    for internal in (f"/internal/subscriptions/{theirs}", f"/internal/webhooks/{theirs}/summary",
+                     f"/internal/webhooks/{theirs}/attempts"):
+        assert api.on(1, "GET", internal, api.key_a).status == 404, internal
+        assert api.on(1, "GET", internal, None).status == 404, internal
+        assert api.on(1, "GET", internal, api.key_b).status == 200, internal
     # B's events never reach A's endpoints.
     mine = api.create(api.key_a, "/iso/a", events=["*"])["id"]
     api.dep.publish("task.created", "ws_b", {"id": "b-only"})

@@ -89,18 +89,19 @@ def test_sigkill_mid_run_then_restart_loses_nothing(dep: Deployment) -> None:
     restarted = dep.start_worker()
     duplicates = _check_all_delivered(dep, run, expected)
     # The history table came back from its changelog: every event is in it.
-    wait_until(lambda: {r["event_id"] for r in _history(restarted.port, hooks[0])}
+    wait_until(lambda: {r["event_id"] for r in _history(dep, restarted.port, hooks[0])}
                >= {e for e, wh in expected if wh == hooks[0]}, what="history recovered")
     print(f"\nkill test: {len(expected)} pairs, killed at {seen_at_kill}, "
           f"{duplicates} duplicates, {time.monotonic() - started:.1f}s")
 
 
-def _history(port: int, webhook_id: str) -> list[dict[str, object]]:
-    import urllib.request
+def _history(dep: Deployment, port: int, webhook_id: str) -> list[dict[str, object]]:
+    from ..support.api import call
 
-    url = f"http://127.0.0.1:{port}/internal/webhooks/{webhook_id}/attempts?limit=1000"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return list(json.loads(response.read())["data"])
+    answer = call(port, "GET", f"/internal/webhooks/{webhook_id}/attempts?limit=1000",
+                  dep.env["HOOKSTREAM_ADMIN_KEY"])
+    assert answer.status == 200, answer.body
+    return list(answer.body["data"])
 
 
 def test_one_of_two_workers_killed_loses_nothing(dep: Deployment) -> None:

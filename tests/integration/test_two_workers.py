@@ -30,6 +30,7 @@ def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     second = deployment.start_worker(wait=False)
     first.wait_ready()
     second.wait_ready()
+    ADMIN["key"] = deployment.env["HOOKSTREAM_ADMIN_KEY"]
     yield deployment
     deployment.close()
 
@@ -73,14 +74,19 @@ def test_two_workers_share_the_load_and_deliver_every_pair(dep: Deployment) -> N
     assert all(count > 0 for count in counts), counts
 
 
+ADMIN: dict[str, str] = {}
+
+
 def _attempts(port: int, webhook_id: str, **query: object) -> dict:
     import urllib.parse
-    import urllib.request
+
+    from ..support.api import call
 
     qs = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
-    url = f"http://127.0.0.1:{port}/internal/webhooks/{webhook_id}/attempts?{qs}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return dict(json.loads(response.read()))
+    answer = call(port, "GET", f"/internal/webhooks/{webhook_id}/attempts?{qs}",
+                  ADMIN["key"])
+    assert answer.status == 200, answer.body
+    return dict(answer.body)
 
 
 def test_history_keeps_the_last_1000_attempts_newest_first_from_any_worker(

@@ -94,8 +94,10 @@ def wait_webhook_state(deployment: Deployment, webhook_id: str, expect: dict[str
     for worker in deployment.workers:
         while True:
             url = f"http://127.0.0.1:{worker.port}/internal/subscriptions/{webhook_id}"
+            request = urllib.request.Request(url, headers={
+                "Authorization": f"Bearer {deployment.env['HOOKSTREAM_ADMIN_KEY']}"})
             try:
-                with urllib.request.urlopen(url, timeout=2) as response:
+                with urllib.request.urlopen(request, timeout=2) as response:
                     state: dict[str, Any] | None = json.loads(response.read())
             except urllib.error.HTTPError as exc:
                 state = None if exc.code == 404 else {"error": exc.code}
