@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install dev test test-unit lint kafka-up kafka-down clean
+.PHONY: help install browser dev test test-unit lint kafka-up kafka-down clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -20,7 +20,10 @@ install: $(STAMP)  ## Create the virtualenv and install hookstream with dev tool
 dev: install  ## Local Kafka + worker + demo receiver + demo webhook and events (Ctrl-C stops)
 	$(VENV)/bin/hookstream dev
 
-test: install  ## Everything from nothing: deps, lint, Kafka jars, broker, the whole suite
+browser:  ## Debian's Chromium, for the console's browser test (root, or already installed)
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: install browser  ## Everything from nothing: deps, lint, Kafka jars, broker, the whole suite
 	$(VENV)/bin/ruff check streams tests
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -p no:cacheprovider -q

@@ -32,7 +32,8 @@ from .topics import CONTROL, DELIVERIES, DELIVERY_LOG, DLQ, RETRY_TOPICS, domain
 
 log = logging.getLogger(__name__)
 
-LAG_INTERVAL_S = 10.0
+#: Seconds between samples of lag, backlog and throughput (metrics and the console's charts).
+LAG_INTERVAL_S = float(os.environ.get("HOOKSTREAM_SAMPLE_INTERVAL", "") or 10.0)
 
 
 def retry_topics() -> list[str]:

@@ -325,7 +325,7 @@ class Health(View):
         rates = metrics.THROUGHPUT.rates()
         charts = (sparkline([r[1] for r in rates], label="Deliveries per second (this worker)")
                   + sparkline([r[2] for r in rates], label="Success ratio"))
-        body = (f'<p class="muted">Sampled every 10 s; as of '
+        body = (f'<p class="muted">Sampled every few seconds; as of '
                 f'{e(time.strftime("%H:%M:%S"))}.</p>{charts}<h2>Consumer lag per stage</h2>'
                 + table(["Group", "Topic", "Waiting"], lag_rows, "Measuring…")
                 + "<h2>Retry backlog</h2>" + table(["Retry topic", "Jobs"], backlog_rows,
