@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from .common import CliError, group, out, settings
+from .common import CliError, group, out, print_json, settings
 
 kafka_cli = group("Run a local single-node Kafka (KRaft) for development.")
 topics_cli = group("Create and describe hookstream's topics.")
@@ -41,19 +41,25 @@ def kafka_down() -> None:
 
 
 @kafka_cli.command("status")
-def kafka_status() -> None:
+def kafka_status(as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
+                 = False) -> None:
     """Say whether the local broker runs, and where."""
     from ..localkafka import LocalKafka
 
     status = LocalKafka.from_env().status()
-    out.print(status.detail)
+    if as_json:
+        print_json({"running": status.running, "pid": status.pid,
+                    "bootstrap": status.bootstrap, "detail": status.detail})
+    else:
+        out.print(status.detail)
     if not status.running:
         raise typer.Exit(1)
 
 
 # -- topics --------------------------------------------------------------------------
 @topics_cli.command("create")
-def topics_create() -> None:
+def topics_create(as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
+                  = False) -> None:
     """Create every topic that is missing (idempotent)."""
     from ..admin import AdminError, create_topics
 
@@ -61,9 +67,56 @@ def topics_create() -> None:
         states = create_topics(settings())
     except AdminError as exc:
         raise CliError(str(exc)) from None
+    if as_json:
+        print_json([{"topic": t.name, "partitions": t.partitions, "created": t.created}
+                    for t in states])
+        return
     table = Table("topic", "partitions", "state")
     for state in states:
         table.add_row(state.name, str(state.partitions), "created" if state.created else "exists")
     out.print(table)
 
 
+
+
+@topics_cli.command("describe")
+def topics_describe(as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
+                    = False) -> None:
+    """Every topic: whether it exists, partitions, records held, cleanup policy."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    from ..admin import admin_client
+    from ..topics import all_topics
+
+    current = settings()
+    try:
+        existing = admin_client(current).list_topics(timeout=15).topics
+    except KafkaException as exc:
+        raise CliError(f"cannot reach Kafka at {current.bootstrap_servers}: {exc}") from None
+    consumer = Consumer({"bootstrap.servers": current.bootstrap_servers,
+                         "group.id": "hookstream-describe", "enable.auto.commit": False})
+    rows: list[dict[str, Any]] = []
+    try:
+        for spec in all_topics(current):
+            found = existing.get(spec.name)
+            records = None
+            if found is not None:
+                records = 0
+                for p in found.partitions:
+                    low, high = consumer.get_watermark_offsets(TopicPartition(spec.name, p),
+                                                               timeout=10)
+                    records += high - low
+            rows.append({"topic": spec.name, "exists": found is not None,
+                         "partitions": len(found.partitions) if found else spec.partitions,
+                         "records": records,
+                         "cleanup_policy": spec.config.get("cleanup.policy", "delete")})
+    finally:
+        consumer.close()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("topic", "exists", "partitions", "records", "cleanup")
+    for r in rows:
+        table.add_row(r["topic"], "yes" if r["exists"] else "NO", str(r["partitions"]),
+                      "" if r["records"] is None else str(r["records"]), r["cleanup_policy"])
+    out.print(table)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 import uuid
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -19,37 +21,81 @@ def register(cli: typer.Typer) -> None:
 
 # -- publish -------------------------------------------------------------------------
 def publish(
-    event: Annotated[str, typer.Argument(help="Event type, e.g. task.created.")],
-    workspace: Annotated[str, typer.Option(help="Workspace id (the message key).")],
+    event: Annotated[str | None, typer.Argument(help="Event type, e.g. task.created.")] = None,
+    workspace: Annotated[str | None, typer.Option(help="Workspace id (the message key).")]
+    = None,
     data: Annotated[str, typer.Option(help="The event's data as a JSON object.")] = "{}",
     event_id: Annotated[str | None, typer.Option("--id", help="Event id (default: new).")]
     = None,
     timestamp: Annotated[str | None, typer.Option(help="ISO 8601 time (default: now).")]
     = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", help="Publish many: one JSON event object a line ('-' for stdin).")] = None,
 ) -> None:
-    """Validate and publish one domain event (Avro) to its family's topic."""
+    """Validate and publish domain events (Avro) to their families' topics.
+
+    One event from the arguments, or many from --file, all validated before any is sent.
+    """
+    from rich.progress import Progress
+
     from ..events import InvalidEvent, validate_event
     from ..producer import Publisher, PublishError
     from ..timeutil import iso_from_ms, now_ms
 
-    try:
-        payload = json.loads(data)
-    except ValueError as exc:
-        raise CliError(f"--data is not JSON: {exc}") from None
-    record = {"id": event_id or f"evt_{uuid.uuid4().hex}", "event": event,
-              "workspace_id": workspace, "timestamp": timestamp or iso_from_ms(now_ms()),
-              "data": payload}
-    try:
-        validate_event(record)  # refuse bad input before touching Kafka
-    except InvalidEvent as exc:
-        raise CliError(str(exc)) from None
+    if file is not None:
+        records = _read_events(file)
+    else:
+        if event is None or workspace is None:
+            raise CliError("give EVENT and --workspace, or --file")
+        try:
+            payload = json.loads(data)
+        except ValueError as exc:
+            raise CliError(f"--data is not JSON: {exc}") from None
+        records = [{"id": event_id, "event": event, "workspace_id": workspace,
+                    "timestamp": timestamp or iso_from_ms(now_ms()), "data": payload}]
+    for number, record in enumerate(records, 1):
+        record["id"] = record.get("id") or f"evt_{uuid.uuid4().hex}"
+        try:
+            validate_event(record)  # refuse bad input before touching Kafka
+        except InvalidEvent as exc:
+            where = f"line {number}: " if file is not None else ""
+            raise CliError(f"{where}{exc}") from None
     publisher = Publisher(settings(), logger=quiet_kafka_logger())
     try:
-        published = publisher.publish_event(record)
-        publisher.flush()
+        with Progress(console=out, transient=True, disable=len(records) < 100) as progress:
+            task = progress.add_task("publishing", total=len(records))
+            for record in records:
+                published = publisher.publish_event(record)
+                progress.advance(task)
+            publisher.flush()
     except (InvalidEvent, PublishError) as exc:
         raise CliError(str(exc)) from None
-    out.print(f"published {published.type} {published.id} for workspace {workspace}")
+    if len(records) == 1:
+        out.print(f"published {published.type} {published.id} for workspace "
+                  f"{published.workspace_id}")
+    else:
+        out.print(f"published {len(records)} events")
+
+
+def _read_events(file: Path) -> list[dict[str, Any]]:
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text()
+    except OSError as exc:
+        raise CliError(f"--file: {exc.strerror}: {file}") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise CliError(f"line {number}: not JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise CliError(f"line {number}: must be a JSON object")
+        records.append(record)
+    if not records:
+        raise CliError("--file holds no events")
+    return records
 
 
 # -- processes -----------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,8 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 @pytest.mark.parametrize("args, message", [
     (["publish", "task.bogus", "--workspace", "ws_1"], "unknown event type 'task.bogus'"),
     (["publish", "task.created", "--workspace", "ws_1", "--data", "{nope"], "--data is not JSON"),
-    (["publish", "task.created"], "Missing option '--workspace'"),
+    (["publish", "task.created"], "give EVENT and --workspace, or --file"),
+    (["publish", "--file", "/nonexistent/events.jsonl"], "--file: No such file"),
     (["publish", "task.created", "--workspace", "ws", "--data", '{"name": "x"}'],
      "'data.id' is required"),
     (["webhooks", "create", "--workspace", "ws", "--url", "ftp://x", "--events", "task.created"],
@@ -58,6 +61,29 @@ def test_publish_talks_to_the_real_broker(kafka_bootstrap: str) -> None:
                     '{"id":"task_789","name":"Design homepage"}', env=env)
     assert published.returncode == 0, published.stderr
     assert "published task.created evt_" in published.stdout
+
+
+def test_bulk_publish_validates_every_line_first(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "HOOKSTREAM_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}."}
+    create_topics(Settings.from_env(env))
+    good = {"event": "task.created", "workspace_id": "ws", "timestamp": "2025-10-14T10:30:00Z",
+            "data": {"id": "t"}}
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(json.dumps({**good, "data": {"id": f"t{i}"}})
+                                for i in range(250)))
+    published = run("publish", "--file", str(events), env=env)
+    assert published.returncode == 0, published.stderr
+    assert "published 250 events" in published.stdout
+    described = json.loads(run("topics", "describe", "--json", env=env).stdout)
+    task = next(t for t in described if t["topic"].endswith("domain.task"))
+    assert task["exists"] and task["records"] == 250
+    events.write_text(json.dumps(good) + "\n" + json.dumps({**good, "event": "task.nope"}))
+    refused = run("publish", "--file", str(events), env=env)
+    assert refused.returncode != 0
+    assert refused.stderr.strip() == "error: line 2: field 'event': unknown event type 'task.nope'"
+    described = json.loads(run("topics", "describe", "--json", env=env).stdout)
+    assert next(t for t in described if t["topic"].endswith("domain.task"))["records"] == 250
 
 
 def test_webhook_commands_without_an_api_say_so_in_one_line() -> None:
