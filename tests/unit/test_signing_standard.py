@@ -150,6 +150,15 @@ NOW_S = _now()
 GRACE_UNTIL_MS = (NOW_S + 3600) * 1000
 
 
+@pytest.fixture(autouse=True)
+def _fresh_clock() -> None:
+    """Each test reads the clock when it runs: the suite may run minutes after import, and
+    the library refuses timestamps 5 minutes old."""
+    global NOW_S, GRACE_UNTIL_MS
+    NOW_S = _now()
+    GRACE_UNTIL_MS = (NOW_S + 3600) * 1000
+
+
 def _sub(secret: str, scheme: str = "hookstream", previous: str | None = None,
          until: int | None = None) -> Subscription:
     return Subscription(
