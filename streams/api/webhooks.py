@@ -107,6 +107,12 @@ def _visible(principal: Principal, webhook_id: str) -> Subscription:
     return sub
 
 
+async def _current(principal: Principal, webhook_id: str) -> Subscription:
+    """The webhook as of now (caught up with the table), if the caller may see it."""
+    await subscriptions.sync()
+    return _visible(principal, webhook_id)
+
+
 async def _resolves_publicly(url: str) -> None:
     """Secure mode: every address the host resolves to must be public (checked again at
     delivery, where the connection goes to a vetted address)."""
@@ -193,16 +199,13 @@ class Webhook(View):
     @api
     async def get(self, request: Request, principal: Principal,
                   webhook_id: str) -> tuple[int, Any]:
-        await subscriptions.sync()
-        return 200, _shown(_visible(principal, webhook_id))
+        return 200, _shown(await _current(principal, webhook_id))
 
     @api
     async def patch(self, request: Request, principal: Principal,
                     webhook_id: str) -> tuple[int, Any]:
-        await subscriptions.sync()
-        _visible(principal, webhook_id)
+        sub = await _current(principal, webhook_id)
         fields = v.patch_body(await _body(request), allow_insecure=settings.allow_insecure_targets)
-        sub = _visible(principal, webhook_id)
         if fields.get("signature_scheme") == "standard-webhooks" != sub.signature_scheme:
             try:
                 v.secret(box.open(sub.secret), "standard-webhooks")
@@ -217,8 +220,7 @@ class Webhook(View):
     @api
     async def delete(self, request: Request, principal: Principal,
                      webhook_id: str) -> tuple[int, Any]:
-        await subscriptions.sync()
-        _visible(principal, webhook_id)
+        await _current(principal, webhook_id)
         await _command("delete", webhook_id, principal=principal)
         return 204, None
 
@@ -228,8 +230,7 @@ def _action(op: str) -> type[View]:
         @api
         async def post(self, request: Request, principal: Principal,
                        webhook_id: str) -> tuple[int, Any]:
-            await subscriptions.sync()
-            _visible(principal, webhook_id)
+            await _current(principal, webhook_id)
             body = await _body(request, required=False)
             if op == "rotate_secret":
                 v._unknown(body, set())
@@ -262,8 +263,7 @@ class WebhookTest(View):
                    webhook_id: str) -> tuple[int, Any]:
         """Send a signed webhook.test now, once, even to a disabled webhook."""
         global _client
-        await subscriptions.sync()
-        sub = _visible(principal, webhook_id)
+        sub = await _current(principal, webhook_id)
         v._unknown(await _body(request, required=False), set())
         event_id = f"evt_test_{uuid.uuid4().hex[:16]}"
         job = DeliveryJob(
@@ -289,8 +289,7 @@ class WebhookReplay(View):
     @api
     async def post(self, request: Request, principal: Principal,
                    webhook_id: str) -> tuple[int, Any]:
-        await subscriptions.sync()
-        _visible(principal, webhook_id)
+        await _current(principal, webhook_id)
         body = await _body(request, required=False)
         v._unknown(body, {"since", "until"})
         bounds = {}
@@ -314,8 +313,7 @@ async def deliveries(web: View, request: Request, webhook_id: str) -> Response:
     """Recent attempts, newest first: answered by the worker holding this webhook's history."""
     try:
         principal = _principal(request)
-        await subscriptions.sync()
-        _visible(principal, webhook_id)
+        await _current(principal, webhook_id)
         limit = v.limit(request.query.get("limit"))
         status = request.query.get("status")
         if status is not None and status not in ("success", "retrying", "dead", "disabled",
@@ -349,8 +347,7 @@ class DeadLetters(View):
         webhook_id = request.query.get("webhook_id")
         reason = request.query.get("reason")
         if webhook_id is not None:
-            await subscriptions.sync()
-            _visible(principal, webhook_id)
+            await _current(principal, webhook_id)
         letters = await asyncio.to_thread(list_dead_letters, settings, webhook_id)
         rows = []
         for stored in letters:
