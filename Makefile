@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install browser dev test test-unit lint kafka-up kafka-down clean
+.PHONY: help install browser dev test test-unit bench lint kafka-up kafka-down clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test: install browser  ## Everything from nothing: deps, lint, Kafka jars, broke
 	$(VENV)/bin/ruff check streams tests
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -p no:cacheprovider -q
+
+bench: install  ## Benchmarks against the local broker (scenarios a, b so far); JSON in bench/results/
+	$(PY) -m streams.bench
 
 test-unit: install  ## The pure core only, no broker (seconds)
 	$(PY) -m pytest -p no:cacheprovider -q tests/unit

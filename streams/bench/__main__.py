@@ -1,0 +1,54 @@
+"""`python -m streams.bench` (also `hookstream bench`, `make bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..localkafka import LocalKafka
+from . import run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scenarios", default="a,b", help="comma-separated: a (throughput), "
+                        "b (latency)")
+    parser.add_argument("--events", type=int, default=20_000, help="events for (a)")
+    parser.add_argument("--fanout", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=200.0, help="events/s offered in (b)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="duration of (b)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    kafka = LocalKafka.from_env()
+    status, _ = kafka.up()
+    home = Path(".hookstream/bench")
+    home.mkdir(parents=True, exist_ok=True)
+    results = []
+    for scenario in args.scenarios.split(","):
+        if scenario == "a":
+            results.append(run.throughput(status.bootstrap, home, args.events, args.fanout))
+        elif scenario == "b":
+            results.append(run.latency(status.bootstrap, home, args.rate, args.seconds,
+                                       args.fanout))
+        else:
+            parser.error(f"unknown scenario {scenario!r}")
+    console = Console()
+    for result in results:
+        table = Table(title=result["scenario"], show_header=False)
+        for key, value in result.items():
+            if key != "scenario":
+                table.add_row(key, str(value))
+        console.print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    console.print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""The benchmark scenarios. Each starts its own worker on a fresh topic prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ..admin import create_topics
+from ..control.commands import Command, generate_secret
+from ..payload import webhook_body
+from ..producer import Publisher
+from ..secretbox import generate_master_key
+from ..settings import Settings
+from ..signing import sign
+from ..timeutil import iso_from_ms
+
+CONCURRENCY = 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> Any:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _wait(probe: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(v for v in values if not math.isnan(v))
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Stack:
+    """A receiver and a worker on a fresh prefix of the local broker."""
+
+    bootstrap: str
+    home: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.prefix = f"bench{uuid.uuid4().hex[:6]}."
+        self.receiver_port = _free_port()
+        self.web_port = _free_port()
+        self.env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                    "HOOKSTREAM_TOPIC_PREFIX": self.prefix, "HOOKSTREAM_WEB_PORT":
+                    str(self.web_port), "HOOKSTREAM_ALLOW_INSECURE_TARGETS": "1",
+                    "HOOKSTREAM_HOME": str(self.home), "HOOKSTREAM_LOG_LEVEL": "warning",
+                    "HOOKSTREAM_MASTER_KEY": generate_master_key("bench"),
+                    "HOOKSTREAM_ADMIN_KEY": f"admin_{uuid.uuid4().hex}", **self.extra_env}
+        self.settings = Settings.from_env(self.env)
+        create_topics(self.settings)
+        self.publisher = Publisher(self.settings)
+        self.receiver = subprocess.Popen(
+            [sys.executable, "-m", "streams.bench.receiver", str(self.receiver_port)],
+            env=self.env)
+        self.worker: subprocess.Popen[bytes] | None = None
+        _wait(lambda: self._answers(f"http://127.0.0.1:{self.receiver_port}/stats"), 30,
+              "the receiver")
+
+    @staticmethod
+    def _answers(url: str) -> bool:
+        try:
+            _get(url)
+        except OSError:
+            return False
+        return True
+
+    def start_worker(self) -> float:
+        """Start the worker; return seconds until it was ready."""
+        started = time.monotonic()
+        log = (self.home / f"{self.prefix}worker.log").open("ab")
+        self.worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"],
+                                       env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+        def ready() -> bool:
+            try:
+                return bool(_get(f"http://127.0.0.1:{self.web_port}/readyz").get("ready"))
+            except OSError:
+                return False
+
+        _wait(ready, 120, "the worker")
+        return time.monotonic() - started
+
+    def webhooks(self, count: int, workspaces: int, path: Callable[[int], str]) -> list[str]:
+        ids = [f"wh_{i}" for i in range(count)]
+        for i, wh in enumerate(ids):
+            self.publisher.send_command(Command(
+                op="create", webhook_id=wh, workspace_id=f"ws_{i % workspaces}",
+                webhook={"url": f"http://127.0.0.1:{self.receiver_port}{path(i)}",
+                         "events": ["*"], "secret": generate_secret()}))
+        self.publisher.flush()
+        admin = {"Authorization": f"Bearer {self.env['HOOKSTREAM_ADMIN_KEY']}"}
+        _wait(lambda: self._known(ids[-1], admin), 300, "the webhooks")
+        return ids
+
+    def _known(self, webhook_id: str, headers: dict[str, str]) -> bool:
+        try:
+            _get(f"http://127.0.0.1:{self.web_port}/internal/subscriptions/{webhook_id}",
+                 headers)
+        except OSError:
+            return False
+        return True
+
+    def publish(self, workspaces: int, events: int, rate: float | None = None) -> float:
+        """Publish events round-robin over workspaces (at `rate`/s if given); return start."""
+        started = time.time()
+        for n in range(events):
+            if rate is not None:
+                delay = started + n / rate - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+            self.publisher.publish_event({
+                "event": "task.created", "workspace_id": f"ws_{n % workspaces}",
+                "timestamp": iso_from_ms(int(time.time() * 1000)),
+                "data": {"id": f"task_{n}", "name": "Benchmark task"}})
+        self.publisher.flush()
+        return started
+
+    def received(self) -> list[tuple[float, float, str]]:
+        rows = _get(f"http://127.0.0.1:{self.receiver_port}/stats")["received"]
+        return [(float(t), float(latency), str(path)) for t, latency, path in rows]
+
+    def worker_usage(self) -> tuple[float, int]:
+        """(CPU seconds, peak RSS bytes) of the worker process so far."""
+        assert self.worker is not None
+        stat = Path(f"/proc/{self.worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = (int(stat[11]) + int(stat[12])) / ticks
+        status = Path(f"/proc/{self.worker.pid}/status").read_text()
+        peak = next(int(line.split()[1]) * 1024 for line in status.splitlines()
+                    if line.startswith("VmHWM:"))
+        return cpu, peak
+
+    def close(self) -> None:
+        for process in (self.worker, self.receiver):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+async def _bare_client(port: int, total: int, concurrency: int = CONCURRENCY) -> float:
+    """The machine's limit: signed POSTs from a bare aiohttp loop. Returns requests/s."""
+    secret = generate_secret()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(total):
+        queue.put_nowait(n)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def sender() -> None:
+            while not queue.empty():
+                n = queue.get_nowait()
+                body = webhook_body(f"evt_{n}", "task.created",
+                                    iso_from_ms(int(time.time() * 1000)), "wh_bare",
+                                    '{"id":"task"}')
+                async with session.post(f"http://127.0.0.1:{port}/bare", data=body, headers={
+                        "Content-Type": "application/json",
+                        "X-Webhook-Signature": sign(body, secret)}) as response:
+                    await response.read()
+
+        started = time.monotonic()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        return total / (time.monotonic() - started)
+
+
+def throughput(bootstrap: str, home: Path, events: int, fanout: int) -> dict[str, Any]:
+    """(a) E events, fan-out F: sustained deliveries/s, first to last delivery."""
+    stack = Stack(bootstrap, home)
+    try:
+        limit = asyncio.run(_bare_client(stack.receiver_port, min(events * fanout, 20_000)))
+        _get_reset(stack)
+        stack.start_worker()
+        stack.webhooks(fanout, 1, lambda i: f"/a/{i}")
+        cpu0, _ = stack.worker_usage()
+        stack.publish(1, events)
+        expected = events * fanout
+        _wait(lambda: len(stack.received()) >= expected, 1800, f"{expected} deliveries")
+        cpu1, peak = stack.worker_usage()
+        times = sorted(r[0] for r in stack.received())
+        rate = (len(times) - 1) / (times[-1] - times[0])
+        return {"scenario": "a throughput", "events": events, "fanout": fanout,
+                "deliveries": len(times), "deliveries_per_s": round(rate, 1),
+                "bare_client_per_s": round(limit, 1), "ratio_to_limit": round(rate / limit, 3),
+                "target_ratio": 0.6,
+                "cpu_s_per_1000": round((cpu1 - cpu0) / len(times) * 1000, 3),
+                "peak_rss_mb": round(peak / 2**20, 1)}
+    finally:
+        stack.close()
+
+
+def _get_reset(stack: Stack) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{stack.receiver_port}/reset",
+                                     data=b"", method="POST")
+    urllib.request.urlopen(request, timeout=10).read()
+
+
+def latency(bootstrap: str, home: Path, rate: float, seconds: float,
+            fanout: int) -> dict[str, Any]:
+    """(b) A fixed offered rate: publish-to-receipt latency percentiles."""
+    stack = Stack(bootstrap, home)
+    try:
+        stack.start_worker()
+        stack.webhooks(fanout, 1, lambda i: f"/b/{i}")
+        events = int(rate * seconds)
+        stack.publish(1, events, rate=rate)
+        _wait(lambda: len(stack.received()) >= events * fanout, 600, "the deliveries")
+        lat = [r[1] * 1000 for r in stack.received()]
+        return {"scenario": "b latency", "offered_events_per_s": rate, "seconds": seconds,
+                "fanout": fanout, "p50_ms": round(_percentile(lat, 0.5), 1),
+                "p95_ms": round(_percentile(lat, 0.95), 1),
+                "p99_ms": round(_percentile(lat, 0.99), 1), "target_p99_ms": 100}
+    finally:
+        stack.close()
+
+
