@@ -1,4 +1,4 @@
-"""The faust.App, and nothing else. Agents and services import it.
+"""The faust.App, and how we declare its topics and tables. Agents and services import it.
 
 Configured once from the environment (streams.settings), so every worker started with the
 same settings joins the same consumer group and shares the partitions.
@@ -6,7 +6,10 @@ same settings joins the same consumer group and shares the partitions.
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
+from faust.types import TableT, TopicT
 
 from .settings import Settings
 
@@ -41,3 +44,20 @@ app = faust.App(
     broker_heartbeat_interval=3.0,
     autodiscover=False,
 )
+
+
+def raw_topic(name: str, **options: Any) -> TopicT:
+    """One of our topics (prefixed `name`) as bytes in, bytes out: we own the encoding."""
+    return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw",
+                     internal=False, **options)
+
+
+def raw_table(name: str, changelog: str) -> TableT[Any, Any]:
+    """A bytes table whose changelog is our compacted topic `changelog` (we create it)."""
+    return app.Table(
+        name,
+        schema=faust.Schema(key_type=bytes, value_type=bytes,
+                            key_serializer="raw", value_serializer="raw"),
+        partitions=settings.partitions,
+        changelog_topic=raw_topic(changelog, partitions=settings.partitions, compacting=True),
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from .app import app, settings
+from .app import app, raw_topic
 from .control.commands import Command
 from .delivery.models import ATTEMPTS_EXHAUSTED, DeadLetter
 from .quarantine import quarantine
@@ -21,12 +21,9 @@ from .topics import CONTROL, DLQ, OPERATIONS
 
 log = logging.getLogger(__name__)
 
-dlq_topic = app.topic(settings.topic(DLQ), key_serializer="raw", value_serializer="raw",
-                      internal=False)
-control_out = app.topic(settings.topic(CONTROL), key_serializer="raw",
-                        value_serializer="raw", internal=False)
-operations_topic = app.topic(settings.topic(OPERATIONS), key_serializer="raw",
-                             value_serializer="raw", internal=False)
+dlq_topic = raw_topic(DLQ)
+control_out = raw_topic(CONTROL)
+operations_topic = raw_topic(OPERATIONS)
 
 
 @app.agent(dlq_topic)

@@ -16,10 +16,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import faust
-
 from .api.auth import may_see, principal_of
-from .app import app, settings
+from .app import app, raw_table, raw_topic
 from .delivery.models import AttemptRecord
 from .quarantine import quarantine
 from .schemas import SchemaError
@@ -29,19 +27,8 @@ log = logging.getLogger(__name__)
 
 KEPT = 1000
 
-delivery_log = app.topic(settings.topic(DELIVERY_LOG), key_serializer="raw",
-                         value_serializer="raw", internal=False)
-
-history = app.Table(
-    "delivery-history",
-    schema=faust.Schema(key_type=bytes, value_type=bytes,
-                        key_serializer="raw", value_serializer="raw"),
-    partitions=settings.partitions,
-    changelog_topic=app.topic(
-        settings.topic(DELIVERY_HISTORY), key_serializer="raw", value_serializer="raw",
-        partitions=settings.partitions, compacting=True, internal=False,
-    ),
-)
+delivery_log = raw_topic(DELIVERY_LOG)
+history = raw_table("delivery-history", changelog=DELIVERY_HISTORY)
 
 
 def _head(webhook_id: str) -> bytes:

@@ -14,15 +14,13 @@ from typing import Any
 from faust.types import EventT
 
 from . import metrics
-from .app import app, settings
+from .app import raw_topic, settings
 from .delivery.routing import Origin, quarantined
 from .topics import INVALID
 
 log = logging.getLogger(__name__)
 
-invalid_topic = app.topic(
-    settings.topic(INVALID), key_serializer="raw", value_serializer="raw", internal=False
-)
+invalid_topic = raw_topic(INVALID)
 
 
 async def quarantine(event: EventT[Any], reason: str) -> None:

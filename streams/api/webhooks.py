@@ -20,7 +20,7 @@ from aiohttp.web import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
 
 from .. import catalog, history, metrics
-from ..app import app, settings
+from ..app import app, raw_topic, settings
 from ..control.apikeys import Principal
 from ..control.commands import Command, Subscription, generate_secret
 from ..delivery.client import create_client
@@ -39,12 +39,9 @@ from .validation import ApiError
 
 APPLY_TIMEOUT_S = 10.0
 box = settings.secret_box()
-control_topic = app.topic(settings.topic(CONTROL), key_serializer="raw",
-                          value_serializer="raw", internal=False)
-log_topic = app.topic(settings.topic(DELIVERY_LOG), key_serializer="raw",
-                      value_serializer="raw", internal=False)
-idempotency_topic = app.topic(settings.topic(IDEMPOTENCY), key_serializer="raw",
-                              value_serializer="raw", internal=False)
+control_topic = raw_topic(CONTROL)
+log_topic = raw_topic(DELIVERY_LOG)
+idempotency_topic = raw_topic(IDEMPOTENCY)
 _client: httpx.AsyncClient | None = None
 
 Handler = Callable[..., Awaitable[tuple[int, Any]]]

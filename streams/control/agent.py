@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-import faust
-
-from ..app import app, settings
+from ..app import app, raw_table, raw_topic, settings
 from ..quarantine import quarantine
 from ..schemas import SchemaError
 from ..timeutil import now_ms
@@ -24,20 +22,8 @@ log = logging.getLogger(__name__)
 
 box = settings.secret_box()
 
-control_topic = app.topic(
-    settings.topic(CONTROL), key_serializer="raw", value_serializer="raw", internal=False
-)
-
-subscriptions = app.Table(
-    "subscriptions",
-    schema=faust.Schema(key_type=bytes, value_type=bytes,
-                        key_serializer="raw", value_serializer="raw"),
-    partitions=settings.partitions,
-    changelog_topic=app.topic(
-        settings.topic(SUBSCRIPTIONS), key_serializer="raw", value_serializer="raw",
-        partitions=settings.partitions, compacting=True, internal=False,
-    ),
-)
+control_topic = raw_topic(CONTROL)
+subscriptions = raw_table("subscriptions", changelog=SUBSCRIPTIONS)
 
 
 @app.agent(control_topic)
