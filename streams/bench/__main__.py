@@ -16,12 +16,16 @@ from . import run
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scenarios", default="a,b", help="comma-separated: a (throughput), "
-                        "b (latency)")
+    parser.add_argument("--scenarios", default="a,b,c,e",
+                        help="comma-separated: a throughput, b latency, c slow endpoint, "
+                             "e retry timing")
     parser.add_argument("--events", type=int, default=20_000, help="events for (a)")
     parser.add_argument("--fanout", type=int, default=5)
     parser.add_argument("--rate", type=float, default=200.0, help="events/s offered in (b)")
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of (b)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="delivery timeout in (c)")
+    parser.add_argument("--retries", type=int, default=100,
+                        help="deliveries that fail in (e); each retries 3 times")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     kafka = LocalKafka.from_env()
@@ -35,6 +39,11 @@ def main() -> None:
         elif scenario == "b":
             results.append(run.latency(status.bootstrap, home, args.rate, args.seconds,
                                        args.fanout))
+        elif scenario == "c":
+            results.append(run.slow_endpoint(status.bootstrap, home, args.events // 4,
+                                              args.timeout))
+        elif scenario == "e":
+            results.append(run.retry_timing(status.bootstrap, home, args.retries, 5.0))
         else:
             parser.error(f"unknown scenario {scenario!r}")
     console = Console()

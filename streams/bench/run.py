@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -50,6 +51,10 @@ def _wait(probe: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(0.1)
+
+
+def _has(stack: Stack, count: int) -> bool:
+    return len(stack.received()) >= count
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -246,3 +251,81 @@ def latency(bootstrap: str, home: Path, rate: float, seconds: float,
         stack.close()
 
 
+
+
+def slow_endpoint(bootstrap: str, home: Path, events: int, timeout_s: float) -> dict[str, Any]:
+    """(c) 1 of 10 endpoints hangs until the timeout: the healthy ones' rate and p99, next to
+    the same run without the hanging one."""
+    out: dict[str, Any] = {"scenario": "c slow endpoint", "events": events,
+                           "delivery_timeout_s": timeout_s}
+    for hanging in (False, True):
+        stack = Stack(bootstrap, home, {"HOOKSTREAM_DELIVERY_TIMEOUT": str(timeout_s)})
+        try:
+            stack.start_worker()
+
+            def path(i: int, hang: bool = hanging) -> str:
+                return f"/slow/{i}" if hang and i == 0 else f"/c/{i}"
+
+            stack.webhooks(10, 1, path)
+            stack.publish(1, events)
+            _wait(functools.partial(_has, stack, events * 9), 900, "healthy deliveries")
+            healthy = [r for r in stack.received() if r[2].startswith("/c/")]
+            times = sorted(r[0] for r in healthy)
+            rate = (len(times) - 1) / (times[-1] - times[0])
+            label = "with_hanging" if hanging else "without_hanging"
+            out[f"{label}_healthy_per_s"] = round(rate, 1)
+            out[f"{label}_healthy_p99_ms"] = round(
+                _percentile([r[1] * 1000 for r in healthy], 0.99), 1)
+        finally:
+            stack.close()
+    out["rate_kept"] = round(out["with_hanging_healthy_per_s"]
+                             / out["without_hanging_healthy_per_s"], 3)
+    out["target_rate_kept"] = 0.9
+    out["target_p99_ms"] = 250
+    return out
+
+
+def retry_timing(bootstrap: str, home: Path, deliveries: int, delay_s: float) -> dict[str, Any]:
+    """(e) Retries of an always-failing endpoint: how late each fires after its due time."""
+    from ..delivery.models import AttemptRecord
+    from ..reader import read_topic
+    from ..topics import DELIVERY_LOG
+
+    stack = Stack(bootstrap, home, {"HOOKSTREAM_RETRY_DELAYS": f"{delay_s},{delay_s},"
+                                                               f"{delay_s}"})
+    try:
+        stack.start_worker()
+        # A path the receiver answers 404 on would be a success for it: use a closed port.
+        closed = _free_port()
+        stack.publisher.send_command(Command(
+            op="create", webhook_id="wh_fail", workspace_id="ws_0",
+            webhook={"url": f"http://127.0.0.1:{closed}/nothing", "events": ["*"],
+                     "secret": generate_secret()}))
+        stack.publisher.flush()
+        admin = {"Authorization": f"Bearer {stack.env['HOOKSTREAM_ADMIN_KEY']}"}
+        _wait(lambda: stack._known("wh_fail", admin), 60, "the webhook")
+        stack.publish(1, deliveries)
+
+        def attempts() -> list[AttemptRecord]:
+            return [AttemptRecord.decode(v) for _, _, _, v in read_topic(stack.settings,
+                                                                          DELIVERY_LOG) if v]
+
+        _wait(lambda: sum(1 for a in attempts() if a.attempt == 4) >= deliveries,
+              600 + 3 * delay_s, "every retry")
+        by_delivery: dict[str, dict[int, AttemptRecord]] = {}
+        for a in attempts():
+            by_delivery.setdefault(a.delivery_id, {})[a.attempt] = a
+        lateness = []
+        for tries in by_delivery.values():
+            for n in (2, 3, 4):
+                due = tries[n - 1].next_attempt_at
+                if n in tries and due is not None:
+                    lateness.append((tries[n].attempted_at - due) / 1000)
+        return {"scenario": "e retry timing", "retries": len(lateness),
+                "earliest_s": round(min(lateness), 3), "p50_late_s": round(
+                    _percentile(lateness, 0.5), 3), "p99_late_s": round(
+                    _percentile(lateness, 0.99), 3), "latest_s": round(max(lateness), 3),
+                "early": sum(1 for x in lateness if x < 0), "over_1s_late": sum(
+                    1 for x in lateness if x > 1), "target": "none early, none > 1 s late"}
+    finally:
+        stack.close()
