@@ -16,13 +16,15 @@ from . import run
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scenarios", default="a,b,c,e",
+    parser.add_argument("--scenarios", default="a,b,c,d,e",
                         help="comma-separated: a throughput, b latency, c slow endpoint, "
-                             "e retry timing")
+                             "d many subscriptions, e retry timing")
     parser.add_argument("--events", type=int, default=20_000, help="events for (a)")
     parser.add_argument("--fanout", type=int, default=5)
     parser.add_argument("--rate", type=float, default=200.0, help="events/s offered in (b)")
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of (b)")
+    parser.add_argument("--subscriptions", type=int, default=100_000,
+                        help="subscriptions in (d), over a tenth as many workspaces")
     parser.add_argument("--timeout", type=float, default=10.0, help="delivery timeout in (c)")
     parser.add_argument("--retries", type=int, default=100,
                         help="deliveries that fail in (e); each retries 3 times")
@@ -42,6 +44,9 @@ def main() -> None:
         elif scenario == "c":
             results.append(run.slow_endpoint(status.bootstrap, home, args.events // 4,
                                               args.timeout))
+        elif scenario == "d":
+            results.append(run.many_subscriptions(status.bootstrap, home, args.subscriptions,
+                                                  args.subscriptions // 10, args.events // 4))
         elif scenario == "e":
             results.append(run.retry_timing(status.bootstrap, home, args.retries, 5.0))
         else:

@@ -329,3 +329,38 @@ def retry_timing(bootstrap: str, home: Path, deliveries: int, delay_s: float) ->
                     1 for x in lateness if x > 1), "target": "none early, none > 1 s late"}
     finally:
         stack.close()
+
+
+def many_subscriptions(bootstrap: str, home: Path, subscriptions: int, workspaces: int,
+                       events: int) -> dict[str, Any]:
+    """(d) Throughput, RSS and restart-to-ready time with many subscriptions, next to few."""
+    out: dict[str, Any] = {"scenario": "d many subscriptions", "events": events}
+    for label, count, spaces in (("small", 100, 10), ("large", subscriptions, workspaces)):
+        stack = Stack(bootstrap, home)
+        try:
+            stack.start_worker()
+            started = time.monotonic()
+            # Ten webhooks a workspace in both runs; the events go to the first workspace.
+            stack.webhooks(count, spaces, lambda i: f"/d/{i}")
+            out[f"{label}_subscriptions"] = count
+            out[f"{label}_load_s"] = round(time.monotonic() - started, 1)
+            stack.received()  # warm
+            before = len(stack.received())
+            stack.publish(1, events)
+            fanout = math.ceil(count / spaces)
+            _wait(functools.partial(_has, stack, before + events * fanout), 900,
+                  "the deliveries")
+            times = sorted(r[0] for r in stack.received())[before:]
+            out[f"{label}_deliveries_per_s"] = round((len(times) - 1) / (times[-1] - times[0]),
+                                                     1)
+            out[f"{label}_peak_rss_mb"] = round(stack.worker_usage()[1] / 2**20, 1)
+            assert stack.worker is not None
+            stack.worker.send_signal(signal.SIGTERM)
+            stack.worker.wait(60)
+            out[f"{label}_restart_ready_s"] = round(stack.start_worker(), 1)
+        finally:
+            stack.close()
+    out["throughput_kept"] = round(out["large_deliveries_per_s"] / out["small_deliveries_per_s"],
+                                   3)
+    out["targets"] = "kept >= 0.8, large RSS <= 400 MB, ready <= 15 s"
+    return out
