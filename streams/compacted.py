@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -19,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 log = logging.getLogger(__name__)
 
 Apply = Callable[[bytes | None, bytes | None], None]
+T = TypeVar("T")
 
 
 class CompactedView:
@@ -116,3 +118,20 @@ async def _partitions_of(bootstrap: str, topic: str) -> list[int]:
         return sorted(found.partitions)
 
     return await asyncio.to_thread(describe)
+
+
+class KeyedView(CompactedView, Generic[T]):
+    """A compacted topic as a dict: message key -> decoded value; a tombstone deletes."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, decode: Callable[[bytes], T]) -> None:
+        self.current: dict[str, T] = {}
+        self._decode = decode
+        super().__init__(bootstrap_servers, topic, self._put)
+
+    def _put(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        if value is None:
+            self.current.pop(key.decode(), None)
+        else:
+            self.current[key.decode()] = self._decode(value)

@@ -14,8 +14,8 @@ import logging
 from .app import app, raw_topic
 from .control.commands import Command
 from .delivery.models import ATTEMPTS_EXHAUSTED, DeadLetter
-from .quarantine import quarantine
-from .schemas import OPERATIONAL_EVENT, SchemaError, registry
+from .quarantine import decoded
+from .schemas import OPERATIONAL_EVENT, registry
 from .timeutil import iso_from_ms, now_ms
 from .topics import CONTROL, DLQ, OPERATIONS
 
@@ -28,12 +28,7 @@ operations_topic = raw_topic(OPERATIONS)
 
 @app.agent(dlq_topic)
 async def dead_letters(stream):  # type: ignore[no-untyped-def]
-    async for event in stream.events():
-        try:
-            letter = DeadLetter.decode(event.value or b"")
-        except SchemaError as exc:
-            await quarantine(event, f"invalid dead letter: {exc}")
-            continue
+    async for _event, letter in decoded(stream, DeadLetter.decode, "dead letter"):
         if letter.reason != ATTEMPTS_EXHAUSTED:
             continue
         job = letter.job

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from .api.auth import may_see, principal_of
 from .app import app, raw_table, raw_topic
 from .delivery.models import AttemptRecord
-from .quarantine import quarantine
-from .schemas import SchemaError
+from .quarantine import decoded
 from .topics import DELIVERY_HISTORY, DELIVERY_LOG
 
 log = logging.getLogger(__name__)
@@ -41,12 +40,7 @@ def _slot(webhook_id: str, seq: int) -> bytes:
 
 @app.agent(delivery_log)
 async def record_history(stream):  # type: ignore[no-untyped-def]
-    async for event in stream.events():
-        try:
-            record = AttemptRecord.decode(event.value or b"")
-        except SchemaError as exc:
-            await quarantine(event, f"invalid attempt record: {exc}")
-            continue
+    async for event, record in decoded(stream, AttemptRecord.decode, "attempt record"):
         head = _head(record.webhook_id)
         seq = int(history.get(head, b"0")) + 1
         history[_slot(record.webhook_id, seq)] = event.value

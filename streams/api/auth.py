@@ -14,7 +14,7 @@ def principal_of(request: Any) -> Principal | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    return authenticate(token.strip(), api_keys.keys, settings.admin_key)
+    return authenticate(token.strip(), api_keys.current, settings.admin_key)
 
 
 def may_see(principal: Principal | None, webhook_id: str) -> bool:

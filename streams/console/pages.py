@@ -31,7 +31,7 @@ def _session(request: Request) -> tuple[str, str, str]:
     """(api key, cookie, who) of a signed-in request, else Signin."""
     cookie = request.cookies.get(session.COOKIE)
     key = session.open_session(box, cookie)
-    principal = authenticate(key, api_keys.keys, settings.admin_key) if key else None
+    principal = authenticate(key, api_keys.current, settings.admin_key) if key else None
     if principal is None or cookie is None or key is None:
         raise Signin
     who = "admin · all workspaces" if principal.is_admin else f"workspace {principal.workspace_id}"
@@ -102,7 +102,7 @@ class Login(View):
 
     async def post(self, request: Request) -> aioweb.Response:
         key = str((await request.post()).get("api_key", "")).strip()
-        if authenticate(key, api_keys.keys, settings.admin_key) is None:
+        if authenticate(key, api_keys.current, settings.admin_key) is None:
             return _html(page("Sign in", '<p class="flash">That key is not valid.</p>'
                               + _login_form(), None), 401)
         response = _redirect("/console")
