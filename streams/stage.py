@@ -75,7 +75,7 @@ class Stage:
         s = self.settings
         self._producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap_servers, acks="all", enable_idempotence=True,
-            linger_ms=5,
+            linger_ms=5, max_batch_size=1 << 20,
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
@@ -139,7 +139,9 @@ class Stage:
             self._consumer.resume(tp)
 
     def _spawn(self, tp: TopicPartition, record: Record) -> None:
-        tracker = self._trackers.setdefault(tp, OffsetTracker())
+        tracker = self._trackers.get(tp)
+        if tracker is None:
+            tracker = self._trackers[tp] = OffsetTracker()
         tracker.started(record.offset)
         task = asyncio.create_task(self._handle(tp, record))
         self._tasks[tp].add(task)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from streams.settings import Settings  # noqa: E402
-from streams.topics import all_topics  # noqa: E402
+from streams.settings import Settings
+from streams.topics import all_topics
 
 PARTITIONS, REPLICAS = 24, 3
 

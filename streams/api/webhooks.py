@@ -23,7 +23,7 @@ from .. import catalog, history, metrics
 from ..app import app, raw_topic, settings
 from ..control.apikeys import Principal
 from ..control.commands import Command, Subscription, generate_secret
-from ..delivery.client import create_client
+from ..delivery.client import DeliveryClient
 from ..delivery.models import FAILED, SUCCESS, AttemptRecord, DeliveryJob, delivery_id_for
 from ..delivery.sender import attempt
 from ..payload import dumps
@@ -42,7 +42,7 @@ box = settings.secret_box()
 control_topic = raw_topic(CONTROL)
 log_topic = raw_topic(DELIVERY_LOG)
 idempotency_topic = raw_topic(IDEMPOTENCY)
-_client: httpx.AsyncClient | None = None
+_client: DeliveryClient | None = None
 
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 ViewMethod = Callable[..., Awaitable[Response]]
@@ -270,7 +270,7 @@ class WebhookTest(View):
             data_json=dumps({"id": event_id, "message": "A test event from hookstream"}),
             attempt=1, created_at=now_ms())
         if _client is None:
-            _client = create_client(settings)
+            _client = DeliveryClient(settings)
         outcome = await attempt(_client, sub, job, timeout=settings.delivery_timeout,
                                 allow_insecure=settings.allow_insecure_targets, box=box)
         status = SUCCESS if outcome.ok else FAILED

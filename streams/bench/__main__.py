@@ -21,6 +21,8 @@ def main() -> None:
                              "d many subscriptions, e retry timing")
     parser.add_argument("--events", type=int, default=20_000, help="events for (a)")
     parser.add_argument("--fanout", type=int, default=5)
+    parser.add_argument("--workers", default="1,2",
+                        help="comma-separated worker process counts to run (a) with")
     parser.add_argument("--rate", type=float, default=200.0, help="events/s offered in (b)")
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of (b)")
     parser.add_argument("--subscriptions", type=int, default=100_000,
@@ -37,7 +39,9 @@ def main() -> None:
     results = []
     for scenario in args.scenarios.split(","):
         if scenario == "a":
-            results.append(run.throughput(status.bootstrap, home, args.events, args.fanout))
+            for workers in args.workers.split(","):
+                results.append(run.throughput(status.bootstrap, home, args.events,
+                                              args.fanout, int(workers)))
         elif scenario == "b":
             results.append(run.latency(status.bootstrap, home, args.rate, args.seconds,
                                        args.fanout))

@@ -38,12 +38,18 @@ def make_app() -> web.Application:
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"received": received})
 
+    async def count(request: web.Request) -> web.Response:
+        # Polled while waiting: answering with every row each time would steal the CPU
+        # being measured.
+        return web.json_response({"received": len(received)})
+
     async def reset(request: web.Request) -> web.Response:
         received.clear()
         return web.json_response({"ok": True})
 
     app = web.Application(client_max_size=2**20)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/count", count)
     app.router.add_post("/reset", reset)
     app.router.add_post("/{tail:.*}", receive)
     return app

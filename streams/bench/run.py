@@ -54,7 +54,7 @@ def _wait(probe: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def _has(stack: Stack, count: int) -> bool:
-    return len(stack.received()) >= count
+    return stack.count() >= count
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -88,7 +88,7 @@ class Stack:
         self.receiver = subprocess.Popen(
             [sys.executable, "-m", "streams.bench.receiver", str(self.receiver_port)],
             env=self.env)
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
         _wait(lambda: self._answers(f"http://127.0.0.1:{self.receiver_port}/stats"), 30,
               "the receiver")
 
@@ -101,20 +101,30 @@ class Stack:
         return True
 
     def start_worker(self) -> float:
-        """Start the worker; return seconds until it was ready."""
+        """Start one more worker (same consumer groups); return seconds until it was ready."""
         started = time.monotonic()
-        log = (self.home / f"{self.prefix}worker.log").open("ab")
-        self.worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"],
-                                       env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        port = self.web_port if not self.workers else _free_port()
+        log = (self.home / f"{self.prefix}worker-{port}.log").open("ab")
+        self.workers.append(subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            env={**self.env, "HOOKSTREAM_WEB_PORT": str(port)}, stdout=log,
+            stderr=subprocess.STDOUT))
 
         def ready() -> bool:
             try:
-                return bool(_get(f"http://127.0.0.1:{self.web_port}/readyz").get("ready"))
+                return bool(_get(f"http://127.0.0.1:{port}/readyz").get("ready"))
             except OSError:
                 return False
 
         _wait(ready, 120, "the worker")
         return time.monotonic() - started
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            worker.wait(60)
+        self.workers.clear()
 
     def webhooks(self, count: int, workspaces: int, path: Callable[[int], str]) -> list[str]:
         ids = [f"wh_{i}" for i in range(count)]
@@ -151,24 +161,27 @@ class Stack:
         self.publisher.flush()
         return started
 
+    def count(self) -> int:
+        return int(_get(f"http://127.0.0.1:{self.receiver_port}/count")["received"])
+
     def received(self) -> list[tuple[float, float, str]]:
         rows = _get(f"http://127.0.0.1:{self.receiver_port}/stats")["received"]
         return [(float(t), float(latency), str(path)) for t, latency, path in rows]
 
     def worker_usage(self) -> tuple[float, int]:
-        """(CPU seconds, peak RSS bytes) of the worker process so far."""
-        assert self.worker is not None
-        stat = Path(f"/proc/{self.worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        cpu = (int(stat[11]) + int(stat[12])) / ticks
-        status = Path(f"/proc/{self.worker.pid}/status").read_text()
-        peak = next(int(line.split()[1]) * 1024 for line in status.splitlines()
-                    if line.startswith("VmHWM:"))
+        """(CPU seconds of all workers so far, the largest worker's peak RSS in bytes)."""
+        cpu, peak = 0.0, 0
+        for worker in self.workers:
+            stat = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+            status = Path(f"/proc/{worker.pid}/status").read_text()
+            peak = max(peak, next(int(line.split()[1]) * 1024 for line in status.splitlines()
+                                  if line.startswith("VmHWM:")))
         return cpu, peak
 
     def close(self) -> None:
-        for process in (self.worker, self.receiver):
-            if process is not None and process.poll() is None:
+        for process in (*self.workers, self.receiver):
+            if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 try:
                     process.wait(30)
@@ -201,27 +214,31 @@ async def _bare_client(port: int, total: int, concurrency: int = CONCURRENCY) ->
         return total / (time.monotonic() - started)
 
 
-def throughput(bootstrap: str, home: Path, events: int, fanout: int) -> dict[str, Any]:
-    """(a) E events, fan-out F: sustained deliveries/s, first to last delivery."""
+def throughput(bootstrap: str, home: Path, events: int, fanout: int,
+               workers: int = 1) -> dict[str, Any]:
+    """(a) E events, fan-out F: sustained deliveries/s, first to last delivery, with
+    `workers` worker processes in the same consumer groups."""
     stack = Stack(bootstrap, home)
     try:
         limit = asyncio.run(_bare_client(stack.receiver_port, min(events * fanout, 20_000)))
         _get_reset(stack)
-        stack.start_worker()
+        for _ in range(workers):
+            stack.start_worker()
         stack.webhooks(fanout, 1, lambda i: f"/a/{i}")
         cpu0, _ = stack.worker_usage()
         stack.publish(1, events)
         expected = events * fanout
-        _wait(lambda: len(stack.received()) >= expected, 1800, f"{expected} deliveries")
+        _wait(lambda: stack.count() >= expected, 1800, f"{expected} deliveries")
         cpu1, peak = stack.worker_usage()
         times = sorted(r[0] for r in stack.received())
         rate = (len(times) - 1) / (times[-1] - times[0])
-        return {"scenario": "a throughput", "events": events, "fanout": fanout,
+        return {"scenario": f"a throughput, {workers} worker{'s' * (workers > 1)}",
+                "workers": workers, "events": events, "fanout": fanout,
                 "deliveries": len(times), "deliveries_per_s": round(rate, 1),
                 "bare_client_per_s": round(limit, 1), "ratio_to_limit": round(rate / limit, 3),
                 "target_ratio": 0.6,
                 "cpu_s_per_1000": round((cpu1 - cpu0) / len(times) * 1000, 3),
-                "peak_rss_mb": round(peak / 2**20, 1)}
+                "peak_rss_mb_per_worker": round(peak / 2**20, 1)}
     finally:
         stack.close()
 
@@ -241,7 +258,7 @@ def latency(bootstrap: str, home: Path, rate: float, seconds: float,
         stack.webhooks(fanout, 1, lambda i: f"/b/{i}")
         events = int(rate * seconds)
         stack.publish(1, events, rate=rate)
-        _wait(lambda: len(stack.received()) >= events * fanout, 600, "the deliveries")
+        _wait(lambda: stack.count() >= events * fanout, 600, "the deliveries")
         lat = [r[1] * 1000 for r in stack.received()]
         return {"scenario": "b latency", "offered_events_per_s": rate, "seconds": seconds,
                 "fanout": fanout, "p50_ms": round(_percentile(lat, 0.5), 1),
@@ -344,8 +361,7 @@ def many_subscriptions(bootstrap: str, home: Path, subscriptions: int, workspace
             stack.webhooks(count, spaces, lambda i: f"/d/{i}")
             out[f"{label}_subscriptions"] = count
             out[f"{label}_load_s"] = round(time.monotonic() - started, 1)
-            stack.received()  # warm
-            before = len(stack.received())
+            before = stack.count()
             stack.publish(1, events)
             fanout = math.ceil(count / spaces)
             _wait(functools.partial(_has, stack, before + events * fanout), 900,
@@ -354,9 +370,7 @@ def many_subscriptions(bootstrap: str, home: Path, subscriptions: int, workspace
             out[f"{label}_deliveries_per_s"] = round((len(times) - 1) / (times[-1] - times[0]),
                                                      1)
             out[f"{label}_peak_rss_mb"] = round(stack.worker_usage()[1] / 2**20, 1)
-            assert stack.worker is not None
-            stack.worker.send_signal(signal.SIGTERM)
-            stack.worker.wait(60)
+            stack.stop_workers()
             out[f"{label}_restart_ready_s"] = round(stack.start_worker(), 1)
         finally:
             stack.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import aiohttp
@@ -14,10 +15,11 @@ from ..payload import webhook_body
 from ..policy import UrlPolicyError, check_url
 from ..secretbox import SecretBox, SecretBoxError, is_sealed
 from ..timeutil import now_ms
+from .client import DeliveryClient
 from .models import DeliveryJob, Outcome
 
 #: Enough of a response body to say why a receiver failed, never more.
-_ERROR_BODY_CHARS = 200
+_ERROR_BODY_BYTES = 200
 
 
 def build_request(sub: Subscription, job: DeliveryJob, now_s: int,
@@ -50,8 +52,15 @@ def build_request(sub: Subscription, job: DeliveryJob, now_s: int,
     return body, headers
 
 
+@functools.lru_cache(maxsize=8192)
+def _checked_url(url: str, allow_insecure: bool) -> str:
+    """check_url, remembered: the rules are pure and every attempt asks (refusals, which
+    raise, are not remembered). Resolved addresses are checked per connection anyway."""
+    return check_url(url, allow_insecure=allow_insecure)
+
+
 async def attempt(
-    client: httpx.AsyncClient, sub: Subscription, job: DeliveryJob,
+    client: DeliveryClient, sub: Subscription, job: DeliveryJob,
     *, timeout: float, allow_insecure: bool, box: SecretBox | None = None,
 ) -> Outcome:
     """POST the job to the subscription's URL once, within `timeout` seconds in all."""
@@ -60,13 +69,12 @@ async def attempt(
     code: int | None = None
     error: str | None = None
     try:
-        check_url(sub.url, allow_insecure=allow_insecure)
+        _checked_url(sub.url, allow_insecure)
         body, headers = build_request(sub, job, started_ms // 1000, box)
         async with asyncio.timeout(timeout):
-            response = await client.post(sub.url, content=body, headers=headers)
-            code = response.status_code
+            code, answer = await client.post(sub.url, body, headers, keep=_ERROR_BODY_BYTES)
             if not 200 <= code < 300:
-                text = (await response.aread())[:_ERROR_BODY_CHARS].decode("utf-8", "replace")
+                text = answer.decode("utf-8", "replace")
                 error = f"HTTP {code}" + (f": {text}" if text.strip() else "")
     except UrlPolicyError as exc:
         error = f"target refused: {exc}"

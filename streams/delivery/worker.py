@@ -16,7 +16,6 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
-import httpx
 from aiokafka import TopicPartition
 
 from .. import metrics
@@ -27,7 +26,7 @@ from ..stage import Record, Stage
 from ..subscriptions.view import SubscriptionsView
 from ..timeutil import now_ms, parse_iso
 from ..topics import DELIVERIES, RETRY_TOPICS
-from .client import create_client
+from .client import DeliveryClient
 from .models import (
     ATTEMPTS_EXHAUSTED,
     DEAD,
@@ -63,11 +62,11 @@ class DeliveryWorker(Stage):
         self._slots = asyncio.Semaphore(settings.delivery_concurrency)
         self._per_webhook: dict[str, asyncio.Semaphore] = {}
         self._per_webhook_users: dict[str, int] = defaultdict(int)
-        self._client: httpx.AsyncClient | None = None
+        self._client: DeliveryClient | None = None
         self._box = settings.secret_box()
 
     async def start(self) -> None:
-        self._client = create_client(self.settings)
+        self._client = DeliveryClient(self.settings)
         await super().start()
 
     async def stop(self) -> None:
