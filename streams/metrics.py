@@ -29,6 +29,10 @@ END_TO_END = Histogram("hookstream_end_to_end_seconds", "Event time to successfu
 ATTEMPT = Histogram("hookstream_attempt_seconds", "One delivery attempt",
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
                     registry=REGISTRY)
+#: counter: jobs parked on the first retry topic, unattempted, because their webhook's
+#: endpoint could not take them soon (streams.delivery.pressure)
+DEFERRED = Counter("hookstream_deliveries_deferred_total", "Jobs parked, not attempted",
+                   registry=REGISTRY)
 #: counter: jobs dead-lettered, by reason
 DEAD_LETTERS = Counter("hookstream_dead_letters_total", "Jobs dead-lettered", ["reason"],
                        registry=REGISTRY)

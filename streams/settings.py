@@ -96,6 +96,9 @@ class Settings:
     delivery_concurrency: int = 200
     #: Attempts in flight per webhook, so one slow endpoint cannot take every slot.
     per_webhook_concurrency: int = 16
+    #: A webhook whose next job would wait longer than this for a slot has its jobs parked
+    #: on the first retry topic instead of queued in memory (streams.delivery.pressure).
+    defer_after: float = 30.0
     retry_delays: tuple[float, ...] = (60.0, 300.0, 1800.0)
     #: Partitions for topics we create. Workers beyond this count sit idle.
     partitions: int = 6
@@ -123,6 +126,7 @@ class Settings:
             families=_list(env, "HOOKSTREAM_EVENT_FAMILIES", DEFAULT_FAMILIES),
             delivery_concurrency=_int(env, "HOOKSTREAM_DELIVERY_CONCURRENCY", 200),
             per_webhook_concurrency=_int(env, "HOOKSTREAM_PER_WEBHOOK_CONCURRENCY", 16),
+            defer_after=_float(env, "HOOKSTREAM_DEFER_AFTER", 30.0),
             retry_delays=_delays(env),
             partitions=_int(env, "HOOKSTREAM_PARTITIONS", 6),
             replication_factor=_int(env, "HOOKSTREAM_REPLICATION_FACTOR", 1),

@@ -71,6 +71,15 @@ def after_attempt(job: DeliveryJob, outcome: Outcome, delays: tuple[float, ...],
     ]
 
 
+def deferred(job: DeliveryJob, delays: tuple[float, ...], now_ms: int) -> list[Produce]:
+    """A job its webhook cannot take soon: parked on the first retry topic, unattempted (the
+    same attempt number), due after that topic's delay so the topic stays in due order."""
+    due = now_ms + int(delays[0] * 1000)
+    parked = replace(job, due_at=due)
+    return [Produce(RETRY_TOPICS[0], job.webhook_id, parked.encode(),
+                    ((DUE_AT_HEADER, str(due).encode()),))]
+
+
 def undeliverable(job: DeliveryJob, reason: str, origin: Origin, now_ms: int) -> list[Produce]:
     """A job whose webhook is disabled or deleted: dead-lettered unattempted, nothing lost."""
     error = f"{reason.replace('_', ' ')}; not attempted"

@@ -3,7 +3,9 @@
 
 Attempts run concurrently under two bounds: `delivery_concurrency` in the whole worker and
 `per_webhook_concurrency` per webhook, so one slow endpoint holds at most its own slots and
-everyone else's deliveries go on. A retry partition whose head job is not yet due is held
+everyone else's deliveries go on; and a webhook that cannot take its jobs soon has the
+rest parked on the first retry topic (streams.delivery.pressure), so its queue never
+pauses the partition it shares with others. A retry partition whose head job is not yet due is held
 (paused) until it is: one delay per retry topic keeps each of its partitions in due order.
 """
 
@@ -38,11 +40,13 @@ from .models import (
     DeliveryJob,
     Outcome,
 )
+from .pressure import WebhookLoad
 from .routing import (
     DUE_AT_HEADER,
     Origin,
     Produce,
     after_attempt,
+    deferred,
     quarantined,
     undeliverable,
 )
@@ -62,6 +66,7 @@ class DeliveryWorker(Stage):
         self._slots = asyncio.Semaphore(settings.delivery_concurrency)
         self._per_webhook: dict[str, asyncio.Semaphore] = {}
         self._per_webhook_users: dict[str, int] = defaultdict(int)
+        self._load = WebhookLoad(settings.per_webhook_concurrency, settings.defer_after)
         self._client: DeliveryClient | None = None
         self._box = settings.secret_box()
 
@@ -101,18 +106,29 @@ class DeliveryWorker(Stage):
             metrics.DELIVERIES.labels(outcome=DISABLED if sub else DEAD, stage=stage).inc()
             metrics.DEAD_LETTERS.labels(reason=reason).inc()
             return undeliverable(job, reason, origin, now_ms())
+        if not self._load.admit(job.webhook_id, time.monotonic()):
+            return self._defer(job)
         assert self._client is not None
-        async with self._webhook_slot(job.webhook_id), self._slots:
-            outcome = await attempt(
-                self._client, sub, job, timeout=self.settings.delivery_timeout,
-                allow_insecure=self.settings.allow_insecure_targets, box=self._box,
-            )
+        try:
+            async with self._webhook_slot(job.webhook_id), self._slots:
+                outcome = await attempt(
+                    self._client, sub, job, timeout=self.settings.delivery_timeout,
+                    allow_insecure=self.settings.allow_insecure_targets, box=self._box,
+                )
+        except _NoSlot:
+            return self._defer(job)
         log.info("delivery %s to webhook %s attempt %d: %s %s %dms", job.delivery_id,
                  job.webhook_id, outcome.attempt, "success" if outcome.ok else "failed",
                  outcome.response_code or outcome.error, outcome.response_time_ms,
                  extra=_ids(job))
         self._observe(job, outcome, stage)
         return after_attempt(job, outcome, self.settings.retry_delays, origin)
+
+    def _defer(self, job: DeliveryJob) -> list[Produce]:
+        log.info("delivery %s to webhook %s deferred: its endpoint is saturated",
+                 job.delivery_id, job.webhook_id, extra=_ids(job))
+        metrics.DEFERRED.inc()
+        return deferred(job, self.settings.retry_delays, now_ms())
 
     def _observe(self, job: DeliveryJob, outcome: Outcome, stage: str) -> None:
         metrics.ATTEMPT.observe(outcome.response_time_ms / 1000)
@@ -135,14 +151,36 @@ class DeliveryWorker(Stage):
             semaphore = self._per_webhook[webhook_id] = asyncio.Semaphore(
                 self.settings.per_webhook_concurrency)
         self._per_webhook_users[webhook_id] += 1
+        token: int | None = None
         try:
-            async with semaphore:
+            if semaphore.locked():
+                # Queued behind the webhook's own attempts. A burst can be admitted before
+                # they show they hang, so waiting is bounded too: then the job is parked.
+                try:
+                    async with asyncio.timeout(self.settings.defer_after):
+                        await semaphore.acquire()
+                except TimeoutError:
+                    raise _NoSlot from None
+            else:
+                await semaphore.acquire()
+            try:
+                token = self._load.started(webhook_id, time.monotonic())
                 yield
+            finally:
+                if token is not None:
+                    self._load.finished(webhook_id, token, time.monotonic())
+                semaphore.release()
         finally:
+            if token is None:
+                self._load.abandoned(webhook_id)
             self._per_webhook_users[webhook_id] -= 1
             if not self._per_webhook_users[webhook_id]:
                 del self._per_webhook_users[webhook_id]
                 del self._per_webhook[webhook_id]
+
+
+class _NoSlot(Exception):
+    """The webhook had no free slot within `defer_after` seconds."""
 
 
 def _ids(job: DeliveryJob) -> dict[str, str]:

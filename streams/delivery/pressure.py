@@ -1,0 +1,83 @@
+"""When a webhook's jobs stop queueing in memory and are parked on the retry topic. Pure.
+
+Jobs of one partition are handled concurrently, and a partition with too many in flight is
+paused. A webhook whose endpoint hangs would fill that budget with jobs queued behind its
+few slots, and every other webhook keyed to the same partition would stop too (head-of-line
+blocking). So each worker estimates how long a new job of a webhook would wait for a slot:
+
+    wait = (queued + 1) x attempt time / slots
+
+where the attempt time is the larger of the webhook's recent average and the age of its
+oldest running attempt (a hanging endpoint shows itself long before any attempt ends).
+Past the limit the job is deferred: parked on the first retry topic, unattempted, and tried
+again when due. A healthy webhook under a burst waits milliseconds per job and is never
+deferred; a hanging one keeps a few dozen jobs in memory, not the partition's budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+#: Weight of the newest attempt in a webhook's running average.
+SMOOTHING = 0.2
+
+
+@dataclass
+class _Load:
+    queued: int = 0
+    running: dict[int, float] = field(default_factory=dict)  # token -> start time
+    average_s: float = 0.0
+
+
+class WebhookLoad:
+    def __init__(self, slots: int, limit_s: float) -> None:
+        self.slots = slots
+        self.limit_s = limit_s
+        self._loads: dict[str, _Load] = {}
+        self._tokens = itertools.count()
+
+    def expected_wait(self, webhook_id: str, now: float) -> float:
+        """Seconds a job admitted now would wait for one of the webhook's slots."""
+        load = self._loads.get(webhook_id)
+        if load is None:
+            return 0.0
+        attempt_s = load.average_s
+        if load.running:
+            attempt_s = max(attempt_s, now - min(load.running.values()))
+        if len(load.running) < self.slots and not load.queued:
+            return 0.0
+        return (load.queued + 1) * attempt_s / self.slots
+
+    def admit(self, webhook_id: str, now: float) -> bool:
+        """True: queue the job here (then `started` and `finished`). False: defer it."""
+        if self.expected_wait(webhook_id, now) > self.limit_s:
+            return False
+        self._loads.setdefault(webhook_id, _Load()).queued += 1
+        return True
+
+    def started(self, webhook_id: str, now: float) -> int:
+        load = self._loads[webhook_id]
+        load.queued -= 1
+        token = next(self._tokens)
+        load.running[token] = now
+        return token
+
+    def finished(self, webhook_id: str, token: int, now: float) -> None:
+        load = self._loads[webhook_id]
+        took = now - load.running.pop(token)
+        load.average_s = (took if load.average_s == 0.0
+                          else load.average_s + SMOOTHING * (took - load.average_s))
+        if not load.running and not load.queued:
+            # Idle webhooks are forgotten: memory follows active webhooks, not all of them.
+            del self._loads[webhook_id]
+
+    def abandoned(self, webhook_id: str) -> None:
+        """A queued job that never started (cancelled while waiting)."""
+        load = self._loads[webhook_id]
+        load.queued -= 1
+        if not load.running and not load.queued:
+            del self._loads[webhook_id]
+
+    def __len__(self) -> int:
+        return len(self._loads)
