@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--subscriptions", type=int, default=100_000,
                         help="subscriptions in (d), over a tenth as many workspaces")
     parser.add_argument("--timeout", type=float, default=10.0, help="delivery timeout in (c)")
+    parser.add_argument("--slow-rate", type=float, default=100.0,
+                        help="events/s offered to the ten endpoints of (c) for 10 s")
     parser.add_argument("--retries", type=int, default=100,
                         help="deliveries that fail in (e); each retries 3 times")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
@@ -47,7 +49,7 @@ def main() -> None:
                                        args.fanout))
         elif scenario == "c":
             results.append(run.slow_endpoint(status.bootstrap, home, args.events // 4,
-                                              args.timeout))
+                                              args.timeout, args.slow_rate, 10.0))
         elif scenario == "d":
             results.append(run.many_subscriptions(status.bootstrap, home, args.subscriptions,
                                                   args.subscriptions // 10, args.events // 4))

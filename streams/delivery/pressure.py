@@ -9,8 +9,11 @@ blocking). So each worker estimates how long a new job of a webhook would wait f
 
 where the attempt time is the larger of the webhook's recent average and the age of its
 oldest running attempt (a hanging endpoint shows itself long before any attempt ends).
-Past the limit the job is deferred: parked on the first retry topic, unattempted, and tried
-again when due. A healthy webhook under a burst waits milliseconds per job and is never
+Past the limit, and only if the webhook is lagging (its attempt time is several times the
+typical webhook's in this worker), the job is deferred: parked on the first retry topic,
+unattempted, and tried again when due. Lagging is relative so that an overloaded worker,
+where every attempt takes longer, does not park healthy webhooks' jobs: that would add
+work and delay them a minute for nothing. A healthy webhook under a burst is never
 deferred; a hanging one keeps a few dozen jobs in memory, not the partition's budget.
 """
 
@@ -21,6 +24,10 @@ from dataclasses import dataclass, field
 
 #: Weight of the newest attempt in a webhook's running average.
 SMOOTHING = 0.2
+#: A webhook lags when its attempts take this many times the typical webhook's.
+LAGGING_FACTOR = 5.0
+#: Seconds between recomputations of the typical attempt time (a median over webhooks).
+TYPICAL_EVERY_S = 1.0
 
 
 @dataclass
@@ -36,22 +43,41 @@ class WebhookLoad:
         self.limit_s = limit_s
         self._loads: dict[str, _Load] = {}
         self._tokens = itertools.count()
+        self._typical_s = 0.0
+        self._typical_at = float("-inf")
+
+    @staticmethod
+    def _attempt_s(load: _Load, now: float) -> float:
+        if not load.running:
+            return load.average_s
+        return max(load.average_s, now - min(load.running.values()))
 
     def expected_wait(self, webhook_id: str, now: float) -> float:
         """Seconds a job admitted now would wait for one of the webhook's slots."""
         load = self._loads.get(webhook_id)
-        if load is None:
+        if load is None or (len(load.running) < self.slots and not load.queued):
             return 0.0
-        attempt_s = load.average_s
-        if load.running:
-            attempt_s = max(attempt_s, now - min(load.running.values()))
-        if len(load.running) < self.slots and not load.queued:
-            return 0.0
-        return (load.queued + 1) * attempt_s / self.slots
+        return (load.queued + 1) * self._attempt_s(load, now) / self.slots
+
+    def typical_s(self, now: float) -> float:
+        """The median attempt time over active webhooks (recomputed once a second)."""
+        if now - self._typical_at >= TYPICAL_EVERY_S:
+            averages = sorted(load.average_s for load in self._loads.values()
+                              if load.average_s > 0)
+            self._typical_s = averages[(len(averages) - 1) // 2] if averages else 0.0
+            self._typical_at = now
+        return self._typical_s
+
+    def lagging(self, webhook_id: str, now: float) -> bool:
+        """Its attempts take several times the typical webhook's in this worker."""
+        load = self._loads.get(webhook_id)
+        return load is not None and (
+            self._attempt_s(load, now) > LAGGING_FACTOR * self.typical_s(now))
 
     def admit(self, webhook_id: str, now: float) -> bool:
         """True: queue the job here (then `started` and `finished`). False: defer it."""
-        if self.expected_wait(webhook_id, now) > self.limit_s:
+        if (self.expected_wait(webhook_id, now) > self.limit_s
+                and self.lagging(webhook_id, now)):
             return False
         self._loads.setdefault(webhook_id, _Load()).queued += 1
         return True

@@ -144,6 +144,19 @@ class DeliveryWorker(Stage):
             metrics.DEAD_LETTERS.labels(reason=ATTEMPTS_EXHAUSTED).inc()
         metrics.DELIVERIES.labels(outcome=status, stage=stage).inc()
 
+    async def _acquire_or_defer(self, webhook_id: str, semaphore: asyncio.Semaphore) -> None:
+        """Queued behind the webhook's own attempts. A burst can be admitted before they
+        show that they hang, so the wait is bounded too: past it, a lagging webhook's job
+        is parked (_NoSlot); anyone else's keeps waiting."""
+        while True:
+            try:
+                async with asyncio.timeout(self.settings.defer_after):
+                    await semaphore.acquire()
+                return
+            except TimeoutError:
+                if self._load.lagging(webhook_id, time.monotonic()):
+                    raise _NoSlot from None
+
     @contextlib.asynccontextmanager
     async def _webhook_slot(self, webhook_id: str) -> AsyncIterator[None]:
         semaphore = self._per_webhook.get(webhook_id)
@@ -154,13 +167,7 @@ class DeliveryWorker(Stage):
         token: int | None = None
         try:
             if semaphore.locked():
-                # Queued behind the webhook's own attempts. A burst can be admitted before
-                # they show they hang, so waiting is bounded too: then the job is parked.
-                try:
-                    async with asyncio.timeout(self.settings.defer_after):
-                        await semaphore.acquire()
-                except TimeoutError:
-                    raise _NoSlot from None
+                await self._acquire_or_defer(webhook_id, semaphore)
             else:
                 await semaphore.acquire()
             try:

@@ -43,6 +43,8 @@ def test_a_healthy_webhook_under_a_burst_is_never_deferred() -> None:
 
 def test_a_hanging_endpoint_is_deferred_before_any_attempt_ends() -> None:
     load = WebhookLoad(SLOTS, LIMIT)
+    for n in range(3):
+        _typical(load, f"wh_other{n}", 0.05, 0.0)
     _busy(load, "wh_slow", SLOTS, 100, 0.0)
     # Young attempts say little yet: 101 x 0.1 s / 16.
     assert load.admit("wh_slow", 0.1)
@@ -53,13 +55,33 @@ def test_a_hanging_endpoint_is_deferred_before_any_attempt_ends() -> None:
     assert load.admit("wh_fast", 5.0)
 
 
-def test_the_average_of_finished_attempts_counts() -> None:
+def _typical(load: WebhookLoad, webhook: str, took: float, at: float) -> None:
+    """A webhook with one finished attempt of `took` s and one still queued (so it stays)."""
+    token = _busy(load, webhook, 1, 1, at)[0]
+    load.finished(webhook, token, at + took)
+
+
+def test_a_webhook_slower_than_the_others_is_deferred_behind_its_queue() -> None:
     load = WebhookLoad(1, LIMIT)
+    for n in range(3):
+        _typical(load, f"wh_fast{n}", 0.05, 0.0)
     token = _busy(load, "wh_1", 1, 1, 0.0)[0]
     load.finished("wh_1", token, 10.0)  # a 10 s answer
     load.started("wh_1", 10.0)  # the queued job takes the slot
+    assert load.lagging("wh_1", 10.0)
     # Each job queued behind it waits 10 s more: the fourth would wait 40 s.
     assert [load.admit("wh_1", 10.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_an_overloaded_worker_defers_nobody() -> None:
+    """Every webhook slow alike is the worker's load, not an endpoint's fault."""
+    load = WebhookLoad(1, LIMIT)
+    for n in range(5):
+        _typical(load, f"wh_{n}", 10.0, 0.0)
+    assert not load.lagging("wh_0", 10.0)
+    assert [load.admit("wh_0", 10.0) for _ in range(5)] == [True] * 5
+    assert load.expected_wait("wh_0", 10.0) > LIMIT  # long waits, and still admitted:
+    assert load.admit("wh_0", 10.0)
 
 
 def test_idle_webhooks_are_forgotten() -> None:
