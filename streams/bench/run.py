@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from ..admin import create_topics
+from ..admin import admin_client, create_topics
 from ..control.commands import Command, generate_secret
 from ..payload import webhook_body
 from ..producer import Publisher
@@ -204,6 +204,13 @@ class Stack:
                     process.wait(30)
                 except subprocess.TimeoutExpired:
                     process.kill()
+        # Every run leaves ~15 topics; hundreds of them slow the one-node broker and would
+        # make later runs measure it rather than the pipeline.
+        admin = admin_client(self.settings)
+        names = [t for t in admin.list_topics(timeout=30).topics if t.startswith(self.prefix)]
+        if names:
+            for future in admin.delete_topics(names, operation_timeout=30).values():
+                future.result()
 
 
 def machine_limit(port: int, total: int, runs: int = 3) -> float:
