@@ -34,6 +34,11 @@ app = faust.App(
     topic_replication_factor=settings.replication_factor,
     # acks=all: an offset is committed only after what it produced is on every replica.
     producer_acks=-1,
+    # Table writes (history: two per delivery attempt) went out nearly one produce request
+    # each with faust's defaults (no linger, 16 KiB batches): the history fell 21 s behind
+    # 50,000 deliveries. Batching them is most of a worker's CPU saved on history.
+    producer_linger=0.005,
+    producer_max_batch_size=1 << 20,
     consumer_auto_offset_reset="earliest",
     # Commit at least every second: a crash replays at most ~1 s of fan-out.
     broker_commit_interval=1.0,
