@@ -1,12 +1,13 @@
 """Each webhook's recent delivery history: its last 1,000 attempts, newest first.
 
 A faust table built from hookstream.delivery-log (keyed by webhook id), partitioned like it.
-Every attempt writes one small entry, and each batch of attempts one head per webhook,
-never the whole history:
-    <webhook>\\0head          -> the number of attempts seen (as text)
-    <webhook>\\0<seq % 1000>  -> the attempt record (Avro DeliveryAttempt)
+Every attempt writes one small entry, never the whole history:
+    <webhook>\\0<seq % 1000>  -> seq (8 bytes, big-endian) + the attempt record (Avro)
 so each webhook is a ring of 1,000 slots, and the compacted changelog
-(hookstream.delivery-history) holds at most 1,001 records per webhook.
+(hookstream.delivery-history) holds at most 1,000 records per webhook. The newest seq is
+kept in memory; after a restart or rebalance it is found again by reading the webhook's
+slots once. (Before, a `<webhook>\\0head` entry was written on every attempt too: half of
+the history's cost. Slots and heads written that way are still read.)
 
 The table lives on the worker that owns the webhook's partition; web views reach it with
 faust's table_route, which forwards a request to that worker.
@@ -15,27 +16,31 @@ faust's table_route, which forwards a request to that worker.
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass
+from typing import Any
 
 from .api.auth import may_see, principal_of
 from .app import app, raw_table, raw_topic
 from .delivery.models import AttemptRecord
-from .quarantine import quarantine
-from .schemas import SchemaError
+from .quarantine import decoded
 from .topics import DELIVERY_HISTORY, DELIVERY_LOG
 
 log = logging.getLogger(__name__)
 
 KEPT = 1000
-#: Attempt records handled together, and the longest a record waits for its batch.
-BATCH = 500
-BATCH_WITHIN_S = 0.05
+_SEQ = struct.Struct(">Q")
+#: Avro single-object encoding's marker: a slot written before seqs were stored.
+_LEGACY = b"\xc3\x01"
 
 delivery_log = raw_topic(DELIVERY_LOG)
 history = raw_table("delivery-history", changelog=DELIVERY_HISTORY)
 
+#: Newest seq per webhook, for the partitions this worker holds (forgotten on rebalance).
+_newest: dict[str, int] = {}
 
-def _head(webhook_id: str) -> bytes:
+
+def _legacy_head(webhook_id: str) -> bytes:
     return f"{webhook_id}\x00head".encode()
 
 
@@ -43,27 +48,37 @@ def _slot(webhook_id: str, seq: int) -> bytes:
     return f"{webhook_id}\x00{seq % KEPT}".encode()
 
 
+def _unpack(stored: bytes) -> tuple[int | None, bytes]:
+    """(seq, attempt record) of a slot; seq is None for a slot written before seqs."""
+    if stored[:2] == _LEGACY:
+        return None, stored
+    return _SEQ.unpack_from(stored)[0], stored[_SEQ.size:]
+
+
+def newest_seq(webhook_id: str) -> int:
+    seq = _newest.get(webhook_id)
+    if seq is None:
+        seq = int(history.get(_legacy_head(webhook_id), b"0"))
+        for slot in range(KEPT):
+            stored = history.get(_slot(webhook_id, slot))
+            if stored is not None:
+                seq = max(seq, _unpack(stored)[0] or 0)
+        _newest[webhook_id] = seq
+    return seq
+
+
+@app.on_partitions_revoked.connect
+async def _forget_newest(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    # Partitions may come back after another worker wrote to them: read the slots again.
+    _newest.clear()
+
+
 @app.agent(delivery_log)
 async def record_history(stream):  # type: ignore[no-untyped-def]
-    # In batches: each webhook's head is written once a batch, not once an attempt, which
-    # halves the table's changelog writes (each is a faust send, the history's main cost).
-    # A crash before the heads are written replays the batch onto the same slots.
-    async for events in stream.take_events(BATCH, within=BATCH_WITHIN_S):
-        heads: dict[str, int] = {}
-        for event in events:
-            try:
-                record = AttemptRecord.decode(event.value or b"")
-            except SchemaError as exc:
-                await quarantine(event, f"invalid attempt record: {exc}")
-                continue
-            webhook_id = record.webhook_id
-            seq = heads.get(webhook_id)
-            if seq is None:
-                seq = int(history.get(_head(webhook_id), b"0"))
-            heads[webhook_id] = seq = seq + 1
-            history[_slot(webhook_id, seq)] = event.value
-        for webhook_id, seq in heads.items():
-            history[_head(webhook_id)] = str(seq).encode()
+    async for event, record in decoded(stream, AttemptRecord.decode, "attempt record"):
+        seq = newest_seq(record.webhook_id) + 1
+        history[_slot(record.webhook_id, seq)] = _SEQ.pack(seq) + event.value
+        _newest[record.webhook_id] = seq
 
 
 @dataclass(frozen=True)
@@ -76,16 +91,19 @@ class Page:
 def page(webhook_id: str, *, status: str | None = None, limit: int = 50,
          cursor: int | None = None) -> Page:
     """Newest-first attempts of one webhook (this worker must own it: use table_route)."""
-    newest = int(history.get(_head(webhook_id), b"0"))
+    newest = newest_seq(webhook_id)
     oldest = max(1, newest - KEPT + 1)
     seq = newest if cursor is None else min(cursor - 1, newest)
     found: list[AttemptRecord] = []
     while seq >= oldest and len(found) < limit:
         stored = history.get(_slot(webhook_id, seq))
-        seq -= 1
+        expected, seq = seq, seq - 1
         if stored is None:
             continue
-        record = AttemptRecord.decode(stored)
+        stored_seq, value = _unpack(stored)
+        if stored_seq not in (None, expected):
+            continue  # an older lap of the ring, left by a crash before it was overwritten
+        record = AttemptRecord.decode(value)
         if status is None or record.status == status:
             found.append(record)
     return Page(found, seq + 1 if seq >= oldest else None)
