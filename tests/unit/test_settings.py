@@ -23,6 +23,7 @@ def test_defaults() -> None:
     assert s.families == DEFAULT_FAMILIES == ("task", "project", "comment", "user")
     assert s.delivery_concurrency == 200
     assert s.per_webhook_concurrency == 16
+    assert s.defer_after == 30.0
     assert s.retry_delays == (60.0, 300.0, 1800.0)
     assert s.partitions == 6
     assert s.replication_factor == 1
@@ -63,6 +64,7 @@ def test_blank_values_mean_default() -> None:
         ("HOOKSTREAM_EVENT_FAMILIES", "task, user ,,", "families", ("task", "user")),
         ("HOOKSTREAM_DELIVERY_CONCURRENCY", "50", "delivery_concurrency", 50),
         ("HOOKSTREAM_PER_WEBHOOK_CONCURRENCY", "1", "per_webhook_concurrency", 1),
+        ("HOOKSTREAM_DEFER_AFTER", " 2.5 ", "defer_after", 2.5),
         ("HOOKSTREAM_RETRY_DELAYS", "1,2,3", "retry_delays", (1.0, 2.0, 3.0)),
         ("HOOKSTREAM_RETRY_DELAYS", " 0.5, 0 ,10 ", "retry_delays", (0.5, 0.0, 10.0)),
         ("HOOKSTREAM_PARTITIONS", "12", "partitions", 12),
@@ -99,6 +101,8 @@ def test_each_variable(name: str, raw: str, attribute: str, value: Any) -> None:
         ("HOOKSTREAM_EVENT_FAMILIES", ", ,"),
         ("HOOKSTREAM_DELIVERY_CONCURRENCY", "0"),
         ("HOOKSTREAM_PER_WEBHOOK_CONCURRENCY", "-3"),
+        ("HOOKSTREAM_DEFER_AFTER", "0"),
+        ("HOOKSTREAM_DEFER_AFTER", "soon"),
         ("HOOKSTREAM_PARTITIONS", "six"),
         ("HOOKSTREAM_REPLICATION_FACTOR", "0"),
     ],
