@@ -11,14 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from ..localkafka import LocalKafka
-from . import run
+from . import clients, run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scenarios", default="a,b,c,d,e",
-                        help="comma-separated: a throughput, b latency, c slow endpoint, "
-                             "d many subscriptions, e retry timing")
+    parser.add_argument("--scenarios", default="t,a,b,c,d,e",
+                        help="comma-separated: t http clients, a throughput, b latency, "
+                             "c slow endpoint, d many subscriptions, e retry timing")
     parser.add_argument("--events", type=int, default=20_000, help="events for (a)")
     parser.add_argument("--fanout", type=int, default=5)
     parser.add_argument("--workers", default="1,2",
@@ -53,6 +53,8 @@ def main() -> None:
         elif scenario == "d":
             results.append(run.many_subscriptions(status.bootstrap, home, args.subscriptions,
                                                   args.subscriptions // 10, args.events // 4))
+        elif scenario == "t":
+            results.append(clients.compare(5000, run.CONCURRENCY))
         elif scenario == "e":
             results.append(run.retry_timing(status.bootstrap, home, args.retries, 5.0))
         else:

@@ -11,7 +11,6 @@ pauses the partition it shares with others. A retry partition whose head job is 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -51,6 +50,7 @@ from .routing import (
     undeliverable,
 )
 from .sender import attempt
+from .slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class DeliveryWorker(Stage):
         super().__init__(settings, [settings.topic(DELIVERIES), *sorted(self._retry_topics)],
                          drain_timeout=settings.delivery_timeout + 5)
         self.view = view
-        self._slots = asyncio.Semaphore(settings.delivery_concurrency)
-        self._per_webhook: dict[str, asyncio.Semaphore] = {}
+        self._slots = Slots(settings.delivery_concurrency)
+        self._per_webhook: dict[str, Slots] = {}
         self._per_webhook_users: dict[str, int] = defaultdict(int)
         self._load = WebhookLoad(settings.per_webhook_concurrency, settings.defer_after)
         self._client: DeliveryClient | None = None
@@ -144,39 +144,28 @@ class DeliveryWorker(Stage):
             metrics.DEAD_LETTERS.labels(reason=ATTEMPTS_EXHAUSTED).inc()
         metrics.DELIVERIES.labels(outcome=status, stage=stage).inc()
 
-    async def _acquire_or_defer(self, webhook_id: str, semaphore: asyncio.Semaphore) -> None:
-        """Queued behind the webhook's own attempts. A burst can be admitted before they
-        show that they hang, so the wait is bounded too: past it, a lagging webhook's job
-        is parked (_NoSlot); anyone else's keeps waiting."""
-        while True:
-            try:
-                async with asyncio.timeout(self.settings.defer_after):
-                    await semaphore.acquire()
-                return
-            except TimeoutError:
-                if self._load.lagging(webhook_id, time.monotonic()):
-                    raise _NoSlot from None
-
     @contextlib.asynccontextmanager
     async def _webhook_slot(self, webhook_id: str) -> AsyncIterator[None]:
-        semaphore = self._per_webhook.get(webhook_id)
-        if semaphore is None:
-            semaphore = self._per_webhook[webhook_id] = asyncio.Semaphore(
+        slots = self._per_webhook.get(webhook_id)
+        if slots is None:
+            slots = self._per_webhook[webhook_id] = Slots(
                 self.settings.per_webhook_concurrency)
         self._per_webhook_users[webhook_id] += 1
         token: int | None = None
         try:
-            if semaphore.locked():
-                await self._acquire_or_defer(webhook_id, semaphore)
-            else:
-                await semaphore.acquire()
+            # Queued behind the webhook's own attempts. A burst can be admitted before they
+            # show that they hang, so the wait is bounded too: past it, a lagging webhook's
+            # job is parked (_NoSlot); anyone else's keeps waiting.
+            while not await slots.acquire(self.settings.defer_after):
+                if self._load.lagging(webhook_id, time.monotonic()):
+                    raise _NoSlot
             try:
                 token = self._load.started(webhook_id, time.monotonic())
                 yield
             finally:
                 if token is not None:
                     self._load.finished(webhook_id, token, time.monotonic())
-                semaphore.release()
+                slots.release()
         finally:
             if token is None:
                 self._load.abandoned(webhook_id)
