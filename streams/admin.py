@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -54,5 +55,26 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> list[TopicState]
                     results.append(TopicState(spec.name, spec.partitions, False))
                 else:
                     raise AdminError(f"creating {spec.name}: {exc.args[0].str()}") from None
+        _wait_until_visible(admin, {s.name: s.partitions for s in missing}, timeout)
     order = {s.name: i for i, s in enumerate(specs)}
     return sorted(results, key=lambda t: order[t.name])
+
+
+def _wait_until_visible(admin: AdminClient, partitions: dict[str, int],
+                        timeout: float) -> None:
+    """Until the broker's metadata shows the new topics with a leader for every partition.
+
+    A created topic is not yet in every broker's metadata; a consumer group that assigns
+    partitions before it is skips the topic ("Ignoring missing topic") and sits with
+    nothing until its next metadata refresh, minutes later.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        if all(name in topics and len(topics[name].partitions) == count
+               and all(p.leader >= 0 for p in topics[name].partitions.values())
+               for name, count in partitions.items()):
+            return
+        if time.monotonic() > deadline:
+            raise AdminError(f"created topics not visible after {timeout:g}s")
+        time.sleep(0.1)
