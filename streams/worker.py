@@ -10,7 +10,10 @@ import asyncio
 import gc
 import logging
 import os
+import signal
+import sys
 import time
+from typing import Any
 
 import faust
 import mode
@@ -65,6 +68,7 @@ class Pipeline(mode.Service):
     delivery: DeliveryWorker | None = None
 
     async def on_start(self) -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
         for table in ALL_TABLES:
             await table.start()
         self.fanout = FanoutStage(settings, view)
@@ -110,6 +114,26 @@ class Pipeline(mode.Service):
                 await stage.stop()
         for table in ALL_TABLES:
             await table.stop()
+
+
+def _dump_tasks() -> None:
+    """SIGUSR1: where every asyncio task waits (its await chain), counted, to stderr."""
+    chains: dict[str, int] = {}
+    for task in asyncio.all_tasks():
+        links: list[str] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None and len(links) < 20:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is None:
+                links.append(type(awaited).__name__)
+                break
+            links.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        chain = " > ".join(links)
+        chains[chain] = chains.get(chain, 0) + 1
+    for chain, count in sorted(chains.items(), key=lambda item: -item[1]):
+        print(f"{count:6d} {chain}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 @app.page("/healthz")

@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -38,39 +39,45 @@ def main() -> None:
     status, _ = kafka.up()
     home = Path(".hookstream/bench")
     home.mkdir(parents=True, exist_ok=True)
-    results = []
-    for scenario in args.scenarios.split(","):
-        if scenario == "a":
-            for workers in args.workers.split(","):
-                results.append(run.throughput(status.bootstrap, home, args.events,
-                                              args.fanout, int(workers)))
-        elif scenario == "b":
-            results.append(run.latency(status.bootstrap, home, args.rate, args.seconds,
-                                       args.fanout))
-        elif scenario == "c":
-            results.append(run.slow_endpoint(status.bootstrap, home, args.events // 4,
-                                              args.timeout, args.slow_rate, 10.0))
-        elif scenario == "d":
-            results.append(run.many_subscriptions(status.bootstrap, home, args.subscriptions,
-                                                  args.subscriptions // 10, args.events // 4))
-        elif scenario == "t":
-            results.append(clients.compare(5000, run.CONCURRENCY))
-        elif scenario == "e":
-            results.append(run.retry_timing(status.bootstrap, home, args.retries, 5.0))
-        else:
-            parser.error(f"unknown scenario {scenario!r}")
+    results: list[dict[str, Any]] = []
     console = Console()
-    for result in results:
-        table = Table(title=result["scenario"], show_header=False)
-        for key, value in result.items():
-            if key != "scenario":
-                table.add_row(key, str(value))
-        console.print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
+    for scenario in args.scenarios.split(","):
+        if scenario not in SCENARIOS:
+            parser.error(f"unknown scenario {scenario!r}")
+    for scenario in args.scenarios.split(","):
+        for result in _run(scenario, args, status.bootstrap, home):
+            results.append(result)
+            table = Table(title=result["scenario"], show_header=False)
+            for key, value in result.items():
+                if key != "scenario":
+                    table.add_row(key, str(value))
+            console.print(table)
+            # Written as each scenario ends: a long run stopped halfway keeps what it measured.
+            path.write_text(json.dumps(results, indent=2))
     console.print(f"written to {path}")
 
+
+SCENARIOS = ("t", "a", "b", "c", "d", "e")
+
+
+def _run(scenario: str, args: argparse.Namespace, bootstrap: str,
+         home: Path) -> list[dict[str, Any]]:
+    if scenario == "t":
+        return [clients.compare(5000, run.CONCURRENCY)]
+    if scenario == "a":
+        return [run.throughput(bootstrap, home, args.events, args.fanout, int(workers))
+                for workers in args.workers.split(",")]
+    if scenario == "b":
+        return [run.latency(bootstrap, home, args.rate, args.seconds, args.fanout)]
+    if scenario == "c":
+        return [run.slow_endpoint(bootstrap, home, args.events // 4, args.timeout,
+                                  args.slow_rate, 10.0)]
+    if scenario == "d":
+        return [run.many_subscriptions(bootstrap, home, args.subscriptions,
+                                       args.subscriptions // 10, args.events // 4)]
+    return [run.retry_timing(bootstrap, home, args.retries, 5.0)]
 
 if __name__ == "__main__":
     main()

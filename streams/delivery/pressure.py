@@ -9,11 +9,11 @@ blocking). So each worker estimates how long a new job of a webhook would wait f
 
 where the attempt time is the larger of the webhook's recent average and the age of its
 oldest running attempt (a hanging endpoint shows itself long before any attempt ends).
-Past the limit, and only if the webhook is lagging (its attempt time is several times the
-typical webhook's in this worker), the job is deferred: parked on the first retry topic,
-unattempted, and tried again when due. Lagging is relative so that an overloaded worker,
-where every attempt takes longer, does not park healthy webhooks' jobs: that would add
-work and delay them a minute for nothing. A healthy webhook under a burst is never
+Past the limit, and only if the webhook is lagging (its attempts take over a second, or
+several times the typical webhook's in this worker), the job is deferred: parked on the
+first retry topic, unattempted, and tried again when due. Lagging is relative so that an
+overloaded worker, where every attempt takes longer, does not park healthy webhooks' jobs:
+that would add work and delay them a minute for nothing. A healthy webhook under a burst is never
 deferred; a hanging one keeps a few dozen jobs in memory, not the partition's budget.
 """
 
@@ -24,8 +24,12 @@ from dataclasses import dataclass, field
 
 #: Weight of the newest attempt in a webhook's running average.
 SMOOTHING = 0.2
-#: A webhook lags when its attempts take this many times the typical webhook's.
+#: A webhook lags when its attempts take this many times the typical webhook's...
 LAGGING_FACTOR = 5.0
+#: ...or this many seconds: by then it is slow whoever else is active. Needed because the
+#: typical webhook is the median of the *active* ones, and when a slow endpoint's queue has
+#: paused its partition, its neighbours cannot become active: the slow one is the median.
+SLOW_S = 1.0
 #: Seconds between recomputations of the typical attempt time (a median over webhooks).
 TYPICAL_EVERY_S = 1.0
 
@@ -69,10 +73,10 @@ class WebhookLoad:
         return self._typical_s
 
     def lagging(self, webhook_id: str, now: float) -> bool:
-        """Its attempts take several times the typical webhook's in this worker."""
+        """Its attempts take over a second, or several times the typical webhook's."""
         load = self._loads.get(webhook_id)
         return load is not None and (
-            self._attempt_s(load, now) > LAGGING_FACTOR * self.typical_s(now))
+            self._attempt_s(load, now) > min(SLOW_S, LAGGING_FACTOR * self.typical_s(now)))
 
     def admit(self, webhook_id: str, now: float) -> bool:
         """True: queue the job here (then `started` and `finished`). False: defer it."""
