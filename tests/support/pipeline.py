@@ -48,7 +48,12 @@ class Deployment:
                                wrapper).start()
         self.workers.append(worker)
         if wait:
-            worker.wait_ready()
+            try:
+                worker.wait_ready()
+            except BaseException:
+                # A fixture that fails here never reaches its teardown: stop what it started.
+                self.close()
+                raise
         return worker
 
     def reader(self, topic: str) -> TopicReader:
