@@ -7,9 +7,10 @@ blocking). So each worker estimates how long a new job of a webhook would wait f
 
     wait = (queued + 1) x attempt time / slots
 
-where the attempt time is the larger of the webhook's recent average and the age of its
-oldest running attempt (a hanging endpoint shows itself long before any attempt ends).
-Past the limit, and only if the webhook is lagging (its attempts take over a second, or
+where the attempt time is the larger of the webhook's recent average and, when all its
+slots are busy, the age of its youngest running attempt (a hanging endpoint shows itself
+before its attempts end; one straggler among quick answers does not).
+Past the limit, and only if the webhook is lagging (its attempts take over 2 s, or
 several times the typical webhook's in this worker), the job is deferred: parked on the
 first retry topic, unattempted, and tried again when due. Lagging is relative so that an
 overloaded worker, where every attempt takes longer, does not park healthy webhooks' jobs:
@@ -29,7 +30,7 @@ LAGGING_FACTOR = 5.0
 #: ...or this many seconds: by then it is slow whoever else is active. Needed because the
 #: typical webhook is the median of the *active* ones, and when a slow endpoint's queue has
 #: paused its partition, its neighbours cannot become active: the slow one is the median.
-SLOW_S = 1.0
+SLOW_S = 2.0
 #: Seconds between recomputations of the typical attempt time (a median over webhooks).
 TYPICAL_EVERY_S = 1.0
 
@@ -50,11 +51,12 @@ class WebhookLoad:
         self._typical_s = 0.0
         self._typical_at = float("-inf")
 
-    @staticmethod
-    def _attempt_s(load: _Load, now: float) -> float:
-        if not load.running:
+    def _attempt_s(self, load: _Load, now: float) -> float:
+        if len(load.running) < self.slots:
             return load.average_s
-        return max(load.average_s, now - min(load.running.values()))
+        # Every slot busy and none freed for this long: the endpoint is at least this slow.
+        # (The youngest attempt, not the oldest: one straggler must not condemn a webhook.)
+        return max(load.average_s, now - max(load.running.values()))
 
     def expected_wait(self, webhook_id: str, now: float) -> float:
         """Seconds a job admitted now would wait for one of the webhook's slots."""
@@ -73,7 +75,7 @@ class WebhookLoad:
         return self._typical_s
 
     def lagging(self, webhook_id: str, now: float) -> bool:
-        """Its attempts take over a second, or several times the typical webhook's."""
+        """Its attempts take over SLOW_S, or several times the typical webhook's."""
         load = self._loads.get(webhook_id)
         return load is not None and (
             self._attempt_s(load, now) > min(SLOW_S, LAGGING_FACTOR * self.typical_s(now)))

@@ -100,3 +100,17 @@ def test_idle_webhooks_are_forgotten() -> None:
     assert len(load) == 1
     load.finished("wh_1", token, 0.01)
     assert len(load) == 0
+
+
+def test_one_straggler_does_not_make_a_webhook_lag() -> None:
+    load = WebhookLoad(2, LIMIT)
+    for n in range(3):
+        _typical(load, f"wh_other{n}", 0.05, 0.0)
+    straggler = _busy(load, "wh_1", 1, 0, 0.0)[0]  # stuck for five seconds
+    for step in range(100):  # the other slot answers in 50 ms, again and again
+        at = step * 0.05
+        token = _busy(load, "wh_1", 1, 0, at)[0]
+        load.finished("wh_1", token, at + 0.05)
+    _busy(load, "wh_1", 1, 0, 5.0)
+    assert not load.lagging("wh_1", 5.01)
+    load.finished("wh_1", straggler, 5.02)
