@@ -65,7 +65,7 @@ SCENARIOS = ("t", "a", "b", "c", "d", "e")
 def _run(scenario: str, args: argparse.Namespace, bootstrap: str,
          home: Path) -> list[dict[str, Any]]:
     if scenario == "t":
-        return [clients.compare(5000, run.CONCURRENCY)]
+        return [clients.compare(5000, clients.CONCURRENCY)]
     if scenario == "a":
         return [run.throughput(bootstrap, home, args.events, args.fanout, int(workers))
                 for workers in args.workers.split(",")]

@@ -10,7 +10,7 @@ blocking). So each worker estimates how long a new job of a webhook would wait f
 where the attempt time is the larger of the webhook's recent average and, when all its
 slots are busy, the age of its youngest running attempt (a hanging endpoint shows itself
 before its attempts end; one straggler among quick answers does not).
-Past the limit, and only if the webhook is lagging (its attempts take over 2 s, or
+Past the limit, and only if the webhook is lagging (its attempts take over 5 s, or
 several times the typical webhook's in this worker), the job is deferred: parked on the
 first retry topic, unattempted, and tried again when due. Lagging is relative so that an
 overloaded worker, where every attempt takes longer, does not park healthy webhooks' jobs:
@@ -30,7 +30,7 @@ LAGGING_FACTOR = 5.0
 #: ...or this many seconds: by then it is slow whoever else is active. Needed because the
 #: typical webhook is the median of the *active* ones, and when a slow endpoint's queue has
 #: paused its partition, its neighbours cannot become active: the slow one is the median.
-SLOW_S = 2.0
+SLOW_S = 5.0
 #: Seconds between recomputations of the typical attempt time (a median over webhooks).
 TYPICAL_EVERY_S = 1.0
 
