@@ -113,3 +113,7 @@ class WebhookLoad:
 
     def __len__(self) -> int:
         return len(self._loads)
+
+    def __contains__(self, webhook_id: str) -> bool:
+        """Whether the webhook has a job queued or running here."""
+        return webhook_id in self._loads

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator
 
 from aiokafka import TopicPartition
@@ -65,7 +64,6 @@ class DeliveryWorker(Stage):
         self.view = view
         self._slots = Slots(settings.delivery_concurrency)
         self._per_webhook: dict[str, Slots] = {}
-        self._per_webhook_users: dict[str, int] = defaultdict(int)
         self._load = WebhookLoad(settings.per_webhook_concurrency, settings.defer_after)
         self._client: DeliveryClient | None = None
         self._box = settings.secret_box()
@@ -150,7 +148,6 @@ class DeliveryWorker(Stage):
         if slots is None:
             slots = self._per_webhook[webhook_id] = Slots(
                 self.settings.per_webhook_concurrency)
-        self._per_webhook_users[webhook_id] += 1
         token: int | None = None
         try:
             # Queued behind the webhook's own attempts. A burst can be admitted before they
@@ -169,10 +166,8 @@ class DeliveryWorker(Stage):
         finally:
             if token is None:
                 self._load.abandoned(webhook_id)
-            self._per_webhook_users[webhook_id] -= 1
-            if not self._per_webhook_users[webhook_id]:
-                del self._per_webhook_users[webhook_id]
-                del self._per_webhook[webhook_id]
+            if webhook_id not in self._load:  # nothing queued or running: forget its slots
+                self._per_webhook.pop(webhook_id, None)
 
 
 class _NoSlot(Exception):

@@ -114,3 +114,12 @@ def test_one_straggler_does_not_make_a_webhook_lag() -> None:
     _busy(load, "wh_1", 1, 0, 5.0)
     assert not load.lagging("wh_1", 5.01)
     load.finished("wh_1", straggler, 5.02)
+
+
+def test_a_webhook_is_known_while_it_has_jobs() -> None:
+    load = WebhookLoad(SLOTS, LIMIT)
+    assert "wh_1" not in load
+    token = _busy(load, "wh_1", 1, 0, 0.0)[0]
+    assert "wh_1" in load
+    load.finished("wh_1", token, 0.01)
+    assert "wh_1" not in load
