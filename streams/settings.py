@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -53,6 +54,27 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
 
 
+def _auto_bool(env: Mapping[str, str], name: str) -> bool | None:
+    """1/0 as _bool; unset or `auto` is None (decided per request)."""
+    if env.get(name, "").strip().lower() in ("", "auto"):
+        return None
+    return _bool(env, name)
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    networks = []
+    for item in raw.split(","):
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"{name} must list addresses or CIDRs, got {item.strip()!r}") from None
+    return tuple(networks)
+
+
 def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = env.get(name, "").strip()
     if not raw:
@@ -96,6 +118,11 @@ class Settings:
     delivery_concurrency: int = 200
     #: Attempts in flight per webhook, so one slow endpoint cannot take every slot.
     per_webhook_concurrency: int = 16
+    #: Attempts in flight per workspace (default: half of delivery_concurrency), so one
+    #: tenant's flood or hanging endpoints always leave slots for the others.
+    per_workspace_concurrency: int = 100
+    #: Webhooks one workspace may have; creating one more is refused (409).
+    max_webhooks_per_workspace: int = 100
     #: A webhook whose next job would wait longer than this for a slot has its jobs parked
     #: on the first retry topic instead of queued in memory (streams.delivery.pressure).
     defer_after: float = 30.0
@@ -108,6 +135,11 @@ class Settings:
     rotation_grace: float = 24 * 3600.0
     #: http(s)://host:port every delivery leaves through, so receivers can allowlist it.
     egress_proxy: str | None = None
+    #: Console cookies get `Secure`: True, False, or None for "when the request came over
+    #: https" (directly, or per X-Forwarded-Proto from a trusted proxy).
+    console_secure_cookies: bool | None = None
+    #: Addresses (CIDRs) of reverse proxies whose X-Forwarded-For/-Proto are believed.
+    trusted_proxies: tuple[str, ...] = ()
     # Secrets: kept out of repr so a logged Settings never shows them.
     master_key: str | None = field(default=None, repr=False)
     admin_key: str | None = field(default=None, repr=False)
@@ -115,6 +147,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        concurrency = _int(env, "HOOKSTREAM_DELIVERY_CONCURRENCY", 200)
         return cls(
             bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or "127.0.0.1:9092",
             topic_prefix=env.get("HOOKSTREAM_TOPIC_PREFIX", "").strip(),
@@ -124,7 +157,10 @@ class Settings:
             delivery_timeout=_float(env, "HOOKSTREAM_DELIVERY_TIMEOUT", 10.0),
             allow_insecure_targets=_bool(env, "HOOKSTREAM_ALLOW_INSECURE_TARGETS"),
             families=_list(env, "HOOKSTREAM_EVENT_FAMILIES", DEFAULT_FAMILIES),
-            delivery_concurrency=_int(env, "HOOKSTREAM_DELIVERY_CONCURRENCY", 200),
+            delivery_concurrency=concurrency,
+            per_workspace_concurrency=_int(env, "HOOKSTREAM_PER_WORKSPACE_CONCURRENCY",
+                                           max(1, concurrency // 2)),
+            max_webhooks_per_workspace=_int(env, "HOOKSTREAM_MAX_WEBHOOKS_PER_WORKSPACE", 100),
             per_webhook_concurrency=_int(env, "HOOKSTREAM_PER_WEBHOOK_CONCURRENCY", 16),
             defer_after=_float(env, "HOOKSTREAM_DEFER_AFTER", 30.0),
             retry_delays=_delays(env),
@@ -133,6 +169,8 @@ class Settings:
             log_level=env.get("HOOKSTREAM_LOG_LEVEL", "").strip().lower() or "info",
             rotation_grace=_float(env, "HOOKSTREAM_ROTATION_GRACE", 24 * 3600.0),
             egress_proxy=env.get("HOOKSTREAM_EGRESS_PROXY", "").strip() or None,
+            console_secure_cookies=_auto_bool(env, "HOOKSTREAM_CONSOLE_SECURE_COOKIES"),
+            trusted_proxies=_networks(env, "HOOKSTREAM_TRUSTED_PROXIES"),
             master_key=env.get("HOOKSTREAM_MASTER_KEY", "").strip() or None,
             admin_key=env.get("HOOKSTREAM_ADMIN_KEY", "").strip() or None,
         )

@@ -70,22 +70,44 @@ def test_blank_values_mean_default() -> None:
         ("HOOKSTREAM_PARTITIONS", "12", "partitions", 12),
         ("HOOKSTREAM_REPLICATION_FACTOR", "3", "replication_factor", 3),
         ("HOOKSTREAM_LOG_LEVEL", " DEBUG ", "log_level", "debug"),
+        ("HOOKSTREAM_PER_WORKSPACE_CONCURRENCY", "7", "per_workspace_concurrency", 7),
+        ("HOOKSTREAM_MAX_WEBHOOKS_PER_WORKSPACE", "3", "max_webhooks_per_workspace", 3),
+        ("HOOKSTREAM_CONSOLE_SECURE_COOKIES", "1", "console_secure_cookies", True),
+        ("HOOKSTREAM_CONSOLE_SECURE_COOKIES", "0", "console_secure_cookies", False),
+        ("HOOKSTREAM_CONSOLE_SECURE_COOKIES", "auto", "console_secure_cookies", None),
+        ("HOOKSTREAM_TRUSTED_PROXIES", "10.0.0.7, 192.168.0.0/16", "trusted_proxies",
+         ("10.0.0.7/32", "192.168.0.0/16")),
     ],
 )
 def test_each_variable(name: str, raw: str, attribute: str, value: Any) -> None:
     s = Settings.from_env({name: raw})
     assert getattr(s, attribute) == value
-    # Nothing else moves.
+    # Nothing else moves, but what is derived from it.
+    derived = {"delivery_concurrency": {"per_workspace_concurrency"}}.get(attribute, set())
     defaults = Settings()
     for other in defaults.__dataclass_fields__:
-        if other != attribute:
+        if other != attribute and other not in derived:
             assert getattr(s, other) == getattr(defaults, other), other
+
+
+def test_a_workspace_gets_half_of_the_workers_attempts_unless_set() -> None:
+    assert Settings.from_env({"HOOKSTREAM_DELIVERY_CONCURRENCY": "50"}
+                             ).per_workspace_concurrency == 25
+    assert Settings.from_env({"HOOKSTREAM_DELIVERY_CONCURRENCY": "1"}
+                             ).per_workspace_concurrency == 1
+    assert Settings.from_env({"HOOKSTREAM_DELIVERY_CONCURRENCY": "50",
+                              "HOOKSTREAM_PER_WORKSPACE_CONCURRENCY": "50"}
+                             ).per_workspace_concurrency == 50
 
 
 @pytest.mark.parametrize(
     ("name", "raw"),
     [
         ("HOOKSTREAM_WEB_PORT", "abc"),
+        ("HOOKSTREAM_CONSOLE_SECURE_COOKIES", "sometimes"),
+        ("HOOKSTREAM_TRUSTED_PROXIES", "10.0.0.300"),
+        ("HOOKSTREAM_TRUSTED_PROXIES", "proxy.internal"),
+        ("HOOKSTREAM_MAX_WEBHOOKS_PER_WORKSPACE", "0"),
         ("HOOKSTREAM_WEB_PORT", "0"),
         ("HOOKSTREAM_WEB_PORT", "80.5"),
         ("HOOKSTREAM_DELIVERY_TIMEOUT", "-1"),
