@@ -24,6 +24,9 @@ API_KEYS = "hookstream.apikeys"
 IDEMPOTENCY = "hookstream.idempotency"
 #: Changelog of the per-webhook delivery history table (streams.history).
 DELIVERY_HISTORY = "hookstream.delivery-history"
+#: Console sessions ended by a sign-out (key: session id, value: its expiry in ms), so a
+#: signed-out cookie is refused by every worker. Kept a little longer than a session lives.
+CONSOLE_LOGOUTS = "hookstream.console-logouts"
 #: Which dead letters were replayed (key `<partition>:<offset>`), so a replay runs once.
 DLQ_REPLAYED = "hookstream.dlq-replayed"
 
@@ -70,5 +73,8 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(IDEMPOTENCY), n,
                   {"cleanup.policy": "compact,delete", "retention.ms": str(48 * 3600 * 1000)}),
     ]
+    names.append(TopicSpec(settings.topic(CONSOLE_LOGOUTS), n,
+                           {"cleanup.policy": "compact,delete",
+                            "retention.ms": str(9 * 3600 * 1000)}))
     names += [TopicSpec(settings.topic(t), n, dict(kept)) for t in RETRY_TOPICS]
     return names

@@ -13,10 +13,13 @@ EXPECTED = {
     "hookstream.delivery-log", "hookstream.retry.1m", "hookstream.retry.5m",
     "hookstream.retry.30m", "hookstream.dlq", "hookstream.invalid", "hookstream.operations",
     "hookstream.dlq-replayed", "hookstream.delivery-history", "hookstream.apikeys",
-    "hookstream.idempotency",
+    "hookstream.idempotency", "hookstream.console-logouts",
 }
 COMPACTED = {"hookstream.subscriptions", "hookstream.dlq-replayed",
              "hookstream.delivery-history", "hookstream.apikeys"}
+
+#: State that is only worth keeping for a while: compacted, then deleted by age.
+EXPIRING_STATE = {"hookstream.idempotency", "hookstream.console-logouts"}
 
 
 def _by_name(settings: Settings) -> dict[str, TopicSpec]:
@@ -37,8 +40,10 @@ def test_state_topics_are_compacted() -> None:
     for name in COMPACTED:
         assert topics[f"p.{name}"].config["cleanup.policy"] == "compact"
     others = [spec for name, spec in topics.items()
-              if name[2:] not in COMPACTED and name != "p.hookstream.idempotency"]
+              if name[2:] not in COMPACTED and name[2:] not in EXPIRING_STATE]
     assert all(spec.config.get("cleanup.policy", "delete") == "delete" for spec in others)
+    for name in EXPIRING_STATE:
+        assert topics[f"p.{name}"].config["cleanup.policy"] == "compact,delete"
 
 
 def test_partitions_follow_settings() -> None:
