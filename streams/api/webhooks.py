@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 from aiohttp.web import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
 
@@ -23,11 +22,11 @@ from .. import catalog, history, metrics
 from ..app import app, raw_topic, settings
 from ..control.apikeys import Principal
 from ..control.commands import Command, Subscription, generate_secret
-from ..delivery.client import DeliveryClient
+from ..delivery.client import NOT_PUBLIC, DeliveryClient, resolves_publicly
 from ..delivery.models import FAILED, SUCCESS, AttemptRecord, DeliveryJob, delivery_id_for
 from ..delivery.sender import attempt
 from ..payload import dumps
-from ..policy import is_public_address, literal_address
+from ..policy import parse_target
 from ..replay import list_dead_letters, replay
 from ..tables import idempotency, subscriptions
 from ..timeutil import iso_from_ms, now_ms, parse_iso
@@ -112,18 +111,13 @@ async def _current(principal: Principal, webhook_id: str) -> Subscription:
 
 async def _resolves_publicly(url: str) -> None:
     """Secure mode: every address the host resolves to must be public (checked again at
-    delivery, where the connection goes to a vetted address)."""
+    every connection). No answer and a private answer read the same, so tenants cannot map
+    internal DNS through this API."""
     if settings.allow_insecure_targets:
         return
-    host = httpx.URL(url).host
-    if literal_address(host) is not None:
-        return  # literals were judged by check_url
-    try:
-        infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, 443), 5)
-    except (OSError, TimeoutError):
-        raise v.invalid("url", f"{host} does not resolve") from None
-    if not infos or not all(is_public_address(str(info[4][0])) for info in infos):
-        raise v.invalid("url", f"{host} resolves to a non-public address")
+    target = parse_target(url)
+    if target.address is None and not await resolves_publicly(target.host):
+        raise v.invalid("url", f"{target.host} {NOT_PUBLIC}")
 
 
 async def _command(op: str, sub_id: str, *, principal: Principal, workspace_id: str | None = None,

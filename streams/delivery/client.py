@@ -6,12 +6,15 @@
 - Redirects are never followed: a 3xx is a failed delivery, and following one could lead
   a signed request to a host nobody vetted.
 - In secure mode the resolver drops every non-public address a hostname resolves to, and
-  the connection goes to an address it returned, so DNS rebinding cannot reach inside.
+  every socket is refused at connect time unless its address is public (`_public_socket`):
+  the one check that sees IP literals too, which aiohttp never hands to a resolver. So
+  neither DNS rebinding nor a URL that names an address in some odd spelling reaches inside.
 - Connection pool sized to the worker's delivery concurrency; no cookies, ever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import socket
@@ -30,17 +33,44 @@ from ..settings import Settings
 USER_AGENT = f"hookstream/{__version__} (+https://github.com/hookstream/hookstream)"
 
 
+#: What a refused target reads like, whichever way it was refused: a tenant learns nothing
+#: about internal DNS from the difference between "no such name" and "a private name".
+NOT_PUBLIC = "does not resolve to a public address"
+
+
 class PublicOnlyResolver(ThreadedResolver):
     """Resolves like the system, then keeps public addresses only."""
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        results = await super().resolve(host, port, family)
+        try:
+            results = await super().resolve(host, port, family)
+        except OSError:
+            results = []
         public = [r for r in results if is_public_address(r["host"])]
         if not public:
             # errno + strerror: aiohttp shows strerror in its connection error.
-            raise OSError(errno.EHOSTUNREACH, f"{host} resolves to no public address; refused")
+            raise OSError(errno.EHOSTUNREACH, f"{host} {NOT_PUBLIC}; refused")
         return public
+
+
+def _public_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    """aiohttp's socket factory in secure mode: a socket only for a public address."""
+    family, type_, proto, _, address = addr_info
+    if not is_public_address(str(address[0])):
+        raise OSError(errno.EACCES, f"{address[0]} is not a public address; refused")
+    return socket.socket(family=family, type=type_, proto=proto)
+
+
+async def resolves_publicly(host: str, timeout: float = 5.0) -> bool:
+    """Whether `host` (a name) resolves, as the delivery client resolves it, to at least one
+    address and only public ones. The API asks before it stores a URL."""
+    try:
+        async with asyncio.timeout(timeout):
+            results = await ThreadedResolver().resolve(host, 443, socket.AF_UNSPEC)
+    except (OSError, TimeoutError, UnicodeError, ValueError):
+        return False
+    return bool(results) and all(is_public_address(r["host"]) for r in results)
 
 
 class DeliveryClient:
@@ -112,6 +142,8 @@ def _transport(settings: Settings) -> AiohttpTransport:
         }
         if not settings.allow_insecure_targets:
             connector_args["resolver"] = PublicOnlyResolver()
+            if proxy is None:  # through a proxy, the proxy connects (and should refuse)
+                connector_args["socket_factory"] = _public_socket
         # No cookie jar: see DeliveryClient.
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(**connector_args),
                                      cookie_jar=aiohttp.DummyCookieJar())

@@ -55,7 +55,9 @@ def build_request(sub: Subscription, job: DeliveryJob, now_s: int,
 @functools.lru_cache(maxsize=8192)
 def _checked_url(url: str, allow_insecure: bool) -> str:
     """check_url, remembered: the rules are pure and every attempt asks (refusals, which
-    raise, are not remembered). Resolved addresses are checked per connection anyway."""
+    raise, are not remembered). Resolved addresses are checked per connection anyway.
+    The URL is sent in the form returned, so a subscription stored before the rules knew
+    some spelling is still sent only where the rules would send it now."""
     return check_url(url, allow_insecure=allow_insecure)
 
 
@@ -69,10 +71,10 @@ async def attempt(
     code: int | None = None
     error: str | None = None
     try:
-        _checked_url(sub.url, allow_insecure)
+        url = _checked_url(sub.url, allow_insecure)
         body, headers = build_request(sub, job, started_ms // 1000, box)
         async with asyncio.timeout(timeout):
-            code, answer = await client.post(sub.url, body, headers, keep=_ERROR_BODY_BYTES)
+            code, answer = await client.post(url, body, headers, keep=_ERROR_BODY_BYTES)
             if not 200 <= code < 300:
                 text = answer.decode("utf-8", "replace")
                 error = f"HTTP {code}" + (f": {text}" if text.strip() else "")

@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from streams import topics
 from streams.delivery.models import AttemptRecord
 
 from ..support.api import call
+from ..support.hostile_urls import PRIVATE_HOST, hostile_url
 from ..support.pipeline import Deployment
 
 pytestmark = pytest.mark.integration
@@ -69,6 +71,36 @@ def test_private_and_special_addresses_are_refused(dep: Deployment, host: str) -
     assert body["error"]["field"] == "url"
 
 
+@pytest.mark.parametrize("url", [
+    "https://127\u30020\u30020\u30021:6066/", "https://169\uff0e254\uff0e169\uff0e254/latest",
+    "https://10\uff610\uff610\uff611/", "https://\uff11\uff12\uff17.0.0.1/",
+    "https://[fec0::1]/", "https://0x7f.1/", "https://[::ffff:7f00:1]/"])
+def test_unicode_and_shorthand_spellings_of_private_addresses_are_refused(
+        dep: Deployment, url: str) -> None:
+    """Issue 10, item 1: these answered 201 and /test then reached loopback."""
+    status, body = _create(dep, url)
+    assert status == 400 and body["error"]["field"] == "url", body
+
+
+@pytest.mark.parametrize("url", ["https://999.1.1.1/", "https://1.2.3.4.5/",
+                                 "https://exa%6dple.com/", "https://a..b.example/",
+                                 "https://[fe80::1%25eth0]/", "https://example.com\\@x.com/",
+                                 "https://" + "a" * 64 + ".example/"])
+def test_hosts_that_do_not_normalise_are_a_400_not_a_500(dep: Deployment, url: str) -> None:
+    """Issue 10, item 2: https://999.1.1.1/ answered 500."""
+    status, body = _create(dep, url)
+    assert status == 400 and body["error"]["field"] == "url", body
+
+
+@settings(max_examples=150, derandomize=True, deadline=None,
+          suppress_health_check=list(HealthCheck))
+@given(url=hostile_url(host=PRIVATE_HOST))
+def test_no_spelling_of_a_private_address_is_accepted_by_the_api(dep: Deployment,
+                                                                 url: str) -> None:
+    status, body = _create(dep, url)
+    assert status == 400 and body["error"]["field"] == "url", (url, status, body)
+
+
 @pytest.mark.parametrize("url", ["http://example.com/hook", "https://localhost/hook",
                                  "https://user:pw@example.com/hook", "ftp://example.com/x"])
 def test_insecure_urls_are_refused(dep: Deployment, url: str) -> None:
@@ -81,7 +113,15 @@ def test_a_hostname_resolving_to_a_refused_address_is_refused(dep: Deployment,
                                                                name: str) -> None:
     status, body = _create(dep, f"https://{name}/hook")
     assert status == 400, body
-    assert "resolves to a non-public address" in body["error"]["message"], body
+    assert body["error"]["message"] == f"url: {name} does not resolve to a public address"
+
+
+def test_a_name_that_does_not_resolve_reads_like_a_private_one(dep: Deployment) -> None:
+    """Tenants cannot tell an internal name from a missing one: no DNS mapping."""
+    status, body = _create(dep, "https://no-such-host.hooktest/hook")
+    assert status == 400, body
+    assert body["error"]["message"] == ("url: no-such-host.hooktest does not resolve to a "
+                                        "public address")
 
 
 def test_delivery_resolves_again_and_refuses_non_public_addresses(dep: Deployment) -> None:
@@ -100,5 +140,5 @@ def test_delivery_resolves_again_and_refuses_non_public_addresses(dep: Deploymen
     found = log.wait_for(lambda ms: any(m.key() == wh.encode() for m in ms), what="attempt")
     record = AttemptRecord.decode(next(m for m in found if m.key() == wh.encode()).value())
     assert record.response_code is None
-    assert record.error is not None and "no public address" in record.error
+    assert record.error is not None and "does not resolve to a public address" in record.error
     assert not dep.receiver.requests

@@ -259,12 +259,16 @@ def test_create_events_unknown_type(bad: Any) -> None:
 # urls
 
 
-@pytest.mark.parametrize("url", ["https://example.com/h", "https://example.com",
-                                 "https://api.example.com:8443/hooks?x=1#f",
-                                 "https://93.184.215.14/h"])
+@pytest.mark.parametrize(("url", "stored"), [
+    ("https://example.com/h", "https://example.com/h"),
+    ("https://example.com", "https://example.com/"),
+    ("https://api.example.com:8443/hooks?x=1#f", "https://api.example.com:8443/hooks?x=1"),
+    ("https://93.184.215.14/h", "https://93.184.215.14/h"),
+    ("https://B\u00fccher.example/h", "https://xn--bcher-kva.example/h")])
 @pytest.mark.parametrize("allow_insecure", [True, False])
-def test_create_url_accepted(url: str, allow_insecure: bool) -> None:
-    assert _create(allow_insecure, url=url)["url"] == url
+def test_create_url_accepted(url: str, stored: str, allow_insecure: bool) -> None:
+    """Stored in the form the client connects to (streams.policy)."""
+    assert _create(allow_insecure, url=url)["url"] == stored
 
 
 @pytest.mark.parametrize("url", ["http://example.com/h", "http://127.0.0.1:8080/x",

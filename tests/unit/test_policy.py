@@ -42,6 +42,11 @@ def test_zone_id_is_ignored() -> None:
     assert not is_public_address("fe80::1%eth0")
 
 
+@pytest.mark.parametrize("address", ["fec0::1", "feff::1", "fed0:1::1"])
+def test_deprecated_site_local_is_not_public(address: str) -> None:
+    assert not is_public_address(address)
+
+
 def _literal(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
@@ -70,10 +75,32 @@ def test_secure_mode_refuses_ip_literals(address: str) -> None:
         ("https://LOCALHOST:8443/hook", "this machine"),
         ("https://api.localhost/hook", "this machine"),
         ("https://example.com:0/hook", "port 0"),
-        ("https://example.com:99999/hook", "not a valid URL"),
-        ("https://example.com:abc/hook", "not a valid URL"),
+        ("https://example.com:99999/hook", "not between 1 and 65535"),
+        ("https://example.com:123456/hook", "no valid host"),
+        ("https://example.com:abc/hook", "no valid host"),
+        ("https://example.com:\uff18\uff14\uff14\uff13/hook", "no valid host"),
         ("https://[::1/hook", "not a valid URL"),
-        ("https://[fe80::1%25eth0]/hook", "not a public address"),
+        ("https://[fe80::1%25eth0]/hook", "zone ids"),
+        ("https://[fe80::1%eth0]/hook", "zone ids"),
+        ("https://[fec0::1]/hook", "not a public address"),
+        ("https://127\u30020\u30020\u30021:6066/", "127.0.0.1 is not a public address"),
+        ("https://169\uff0e254\uff0e169\uff0e254/latest", "169.254.169.254 is not a public"),
+        ("https://10\uff610\uff610\uff611/", "10.0.0.1 is not a public address"),
+        ("https://\uff11\uff12\uff17.0.0.1/", "127.0.0.1 is not a public address"),
+        ("https://999.1.1.1/", "not a valid IPv4 address"),
+        ("https://1.2.3.4.5/", "not a valid IPv4 address"),
+        ("https://example.0x/", "not a valid IPv4 address"),
+        ("https://exa%6dple.com/", "percent-encoded"),
+        ("https://%31%32%37.0.0.1/", "percent-encoded"),
+        ("https://example.com\\@127.0.0.1/", "backslashes"),
+        ("https://example.com\\.evil/", "backslashes"),
+        ("https://a..b.com/", "empty label"),
+        ("https://.example.com/", "empty label"),
+        ("https://" + "a" * 64 + ".com/", "label longer"),
+        ("https://exa!mple.com/", "characters a host name cannot"),
+        ("https://exa\uff0fmple.com/", "not a valid"),
+        ("https://intranet/hook", "fully qualified"),
+        ("https://localhost./hook", "this machine"),
         ("https://example.com/" + "a" * MAX_URL_LENGTH, "longer than"),
     ],
 )
@@ -89,13 +116,35 @@ def test_secure_mode_refuses(url: str, fragment: str) -> None:
         "https://example.com/hook",
         "https://93.184.216.34/x",
         "https://[2606:4700::1111]/x",
-        "https://example.com:8443/hooks?x=1#frag",
-        "HTTPS://Example.COM/hook",
+        "https://example.com:8443/hooks?x=1",
         "https://localhost.example.com/hook",
+        "https://xn--bcher-kva.example/hook",
+        "https://under_score.example.com/hook",
     ],
 )
 def test_secure_mode_accepts(url: str) -> None:
     assert check_url(url, allow_insecure=False) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical"),
+    [
+        ("HTTPS://Example.COM/hook", "https://example.com/hook"),
+        ("https://example.com:8443/hooks?x=1#frag", "https://example.com:8443/hooks?x=1"),
+        ("https://example.com.:443/x", "https://example.com/x"),
+        ("https://example.com:/x", "https://example.com/x"),
+        ("https://example.com:08443", "https://example.com:8443/"),
+        ("https://b\u00fccher.example/\u00e4?q=\u00fc", "https://xn--bcher-kva.example/%C3%A4?q=%C3%BC"),
+        ("https://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com/", "https://example.com/"),
+        ("https://example\u3002com/", "https://example.com/"),
+        ("https://8.8.2056/", "https://8.8.8.8/"),
+        ("https://134744072/", "https://8.8.8.8/"),
+        ("https://[2606:4700:0::1111]/", "https://[2606:4700::1111]/"),
+    ],
+)
+def test_urls_are_kept_in_the_form_the_client_connects_to(url: str, canonical: str) -> None:
+    assert check_url(url, allow_insecure=False) == canonical
+    assert check_url(canonical, allow_insecure=False) == canonical
 
 
 @pytest.mark.parametrize(
