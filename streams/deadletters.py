@@ -5,16 +5,21 @@ For each dead letter with reason attempts_exhausted it emits a `disable` control
 `webhook.disabled` operational event for alerting. Letters of an already disabled or
 deleted webhook change nothing. Both sends are acknowledged before the letter's offset is
 committed; a repeat after a crash disables an inactive webhook again, which is harmless.
+A letter that does not decode, or whose handling keeps failing, is quarantined and the
+agent goes on (streams.quarantine.each).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+from faust.types import EventT
 
 from .app import app, raw_topic
 from .control.commands import Command
 from .delivery.models import ATTEMPTS_EXHAUSTED, DeadLetter
-from .quarantine import decoded
+from .quarantine import each
 from .schemas import OPERATIONAL_EVENT, registry
 from .timeutil import iso_from_ms, now_ms
 from .topics import CONTROL, DLQ, OPERATIONS
@@ -28,20 +33,23 @@ operations_topic = raw_topic(OPERATIONS)
 
 @app.agent(dlq_topic)
 async def dead_letters(stream):  # type: ignore[no-untyped-def]
-    async for _event, letter in decoded(stream, DeadLetter.decode, "dead letter"):
-        if letter.reason != ATTEMPTS_EXHAUSTED:
-            continue
-        job = letter.job
-        reason = (f"auto: delivery {job.delivery_id} dead-lettered after "
-                  f"{len(job.outcomes)} attempts")
-        now = now_ms()
-        command = Command(op="disable", webhook_id=job.webhook_id,
-                          workspace_id=job.workspace_id, reason=reason,
-                          requested_at=iso_from_ms(now))
-        await control_out.send(key=job.webhook_id.encode(), value=command.encode())
-        await operations_topic.send(key=job.webhook_id.encode(), value=registry().encode(
-            OPERATIONAL_EVENT, {
-                "type": "webhook.disabled", "webhook_id": job.webhook_id,
-                "workspace_id": job.workspace_id, "reason": reason,
-                "delivery_id": job.delivery_id, "at": now}))
-        log.warning("webhook %s disabled: %s", job.webhook_id, reason)
+    await each(stream, DeadLetter.decode, "dead letter", _on_dead_letter, stage="deadletters")
+
+
+async def _on_dead_letter(_event: EventT[Any], letter: DeadLetter) -> None:
+    if letter.reason != ATTEMPTS_EXHAUSTED:
+        return
+    job = letter.job
+    reason = (f"auto: delivery {job.delivery_id} dead-lettered after "
+              f"{len(job.outcomes)} attempts")
+    now = now_ms()
+    command = Command(op="disable", webhook_id=job.webhook_id,
+                      workspace_id=job.workspace_id, reason=reason,
+                      requested_at=iso_from_ms(now))
+    await control_out.send(key=job.webhook_id.encode(), value=command.encode())
+    await operations_topic.send(key=job.webhook_id.encode(), value=registry().encode(
+        OPERATIONAL_EVENT, {
+            "type": "webhook.disabled", "webhook_id": job.webhook_id,
+            "workspace_id": job.workspace_id, "reason": reason,
+            "delivery_id": job.delivery_id, "at": now}))
+    log.warning("webhook %s disabled: %s", job.webhook_id, reason)

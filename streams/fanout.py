@@ -13,7 +13,7 @@ import logging
 
 from . import metrics
 from .delivery.models import DeliveryJob, delivery_id_for
-from .delivery.routing import Origin, Produce, quarantined
+from .delivery.routing import Origin, Produce
 from .events import InvalidEvent, decode_event
 from .settings import Settings
 from .stage import Record, Stage
@@ -44,8 +44,7 @@ class FanoutStage(Stage):
                         origin.offset, exc)
             metrics.INVALID.labels(topic=origin.topic.removeprefix(
                 self.settings.topic_prefix)).inc()
-            return [quarantined(origin, record.key, record.value or b"",
-                                f"invalid event: {exc}")]
+            return [self.quarantine(record, origin, f"invalid event: {exc}")]
         created = now_ms()
         jobs = []
         for sub in self.view.index.subscribers(event.workspace_id, event.type,

@@ -10,7 +10,7 @@ slots once. (Before, a `<webhook>\\0head` entry was written on every attempt too
 the history's cost. Slots and heads written that way are still read.)
 
 The table lives on the worker that owns the webhook's partition; web views reach it with
-faust's table_route, which forwards a request to that worker.
+streams.api.forwarding, which forwards a request to that worker (without the caller's key).
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from .api.auth import may_see, principal_of
+from faust.types import EventT
+
+from .api.auth import may_see
+from .api.forwarding import answered_by_owner
 from .app import app, raw_table, raw_topic
 from .delivery.models import AttemptRecord
-from .quarantine import decoded
+from .quarantine import each
 from .topics import DELIVERY_HISTORY, DELIVERY_LOG
 
 log = logging.getLogger(__name__)
@@ -75,10 +78,15 @@ async def _forget_newest(sender: Any, /, *args: Any, signal: Any, **kwargs: Any)
 
 @app.agent(delivery_log)
 async def record_history(stream):  # type: ignore[no-untyped-def]
-    async for event, record in decoded(stream, AttemptRecord.decode, "attempt record"):
-        seq = newest_seq(record.webhook_id) + 1
-        history[_slot(record.webhook_id, seq)] = _SEQ.pack(seq) + event.value
-        _newest[record.webhook_id] = seq
+    # An attempt record that does not decode, or whose handling keeps failing, is
+    # quarantined and the agent goes on (streams.quarantine.each).
+    await each(stream, AttemptRecord.decode, "attempt record", _record, stage="history")
+
+
+async def _record(event: EventT[Any], record: AttemptRecord) -> None:
+    seq = newest_seq(record.webhook_id) + 1
+    history[_slot(record.webhook_id, seq)] = _SEQ.pack(seq) + event.value
+    _newest[record.webhook_id] = seq
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,8 @@ class Page:
 
 def page(webhook_id: str, *, status: str | None = None, limit: int = 50,
          cursor: int | None = None) -> Page:
-    """Newest-first attempts of one webhook (this worker must own it: use table_route)."""
+    """Newest-first attempts of one webhook (this worker must own it: see
+    streams.api.forwarding)."""
     newest = newest_seq(webhook_id)
     oldest = max(1, newest - KEPT + 1)
     seq = newest if cursor is None else min(cursor - 1, newest)
@@ -124,19 +133,19 @@ def summary(webhook_id: str, window: int = 100) -> dict[str, object]:
 
 
 @app.page("/internal/webhooks/{webhook_id}/summary")
-@app.table_route(table=history, match_info="webhook_id")
-async def summary_view(web, request, webhook_id: str):  # type: ignore[no-untyped-def]
+@answered_by_owner(history, "webhook_id")
+async def summary_view(web, request, webhook_id: str, principal):  # type: ignore[no-untyped-def]
     """For the console's list: routed to the worker holding the webhook's history."""
-    if not may_see(principal_of(request), webhook_id):
+    if not may_see(principal, webhook_id):
         return web.json({"error": "not found"}, status=404)
     return web.json(summary(webhook_id))
 
 
 @app.page("/internal/webhooks/{webhook_id}/attempts")
-@app.table_route(table=history, match_info="webhook_id")
-async def attempts_view(web, request, webhook_id: str):  # type: ignore[no-untyped-def]
+@answered_by_owner(history, "webhook_id")
+async def attempts_view(web, request, webhook_id: str, principal):  # type: ignore[no-untyped-def]
     """History of one webhook, routed to the worker that owns it (for the API and tests)."""
-    if not may_see(principal_of(request), webhook_id):
+    if not may_see(principal, webhook_id):
         return web.json({"error": "not found"}, status=404)
     try:
         limit = int(request.query.get("limit", "50"))

@@ -39,6 +39,15 @@ DEAD_LETTERS = Counter("hookstream_dead_letters_total", "Jobs dead-lettered", ["
 #: counter: messages quarantined to hookstream.invalid, by source topic
 INVALID = Counter("hookstream_invalid_messages_total", "Messages quarantined", ["topic"],
                   registry=REGISTRY)
+#: counter: records whose handler kept raising for a reason other than bad input, so they
+#: were quarantined after their last try; by stage (fanout, delivery, control, deadletters,
+#: history). Any increase is a bug or a record we did not foresee: read hookstream.invalid
+HANDLER_FAILURES = Counter("hookstream_handler_failures_total",
+                           "Records quarantined after their handler kept failing", ["stage"],
+                           registry=REGISTRY)
+#: counter: requests whose credentials did not authenticate, by surface (api, console)
+AUTH_FAILURES = Counter("hookstream_auth_failures_total", "Failed authentications",
+                        ["surface"], registry=REGISTRY)
 #: gauge: subscriptions in this worker's table, by state
 SUBSCRIPTIONS = Gauge("hookstream_subscriptions", "Subscriptions by state", ["state"],
                       registry=REGISTRY)

@@ -15,6 +15,11 @@ from typing import Any
 
 #: Integers beyond this cannot survive JSON.parse in JavaScript (IEEE 754 doubles).
 MAX_SAFE_INTEGER = 2**53 - 1
+#: Objects and arrays nested deeper than this are refused: Ruby's JSON.parse refuses more
+#: than 100 levels by default, so a receiver could not read such a body, and writing it
+#: here recurses once per level, so the limit also keeps us far from Python's recursion
+#: limit (1,000 frames, shared with whatever called us).
+MAX_DEPTH = 100
 
 
 class NotRepresentable(ValueError):
@@ -55,7 +60,12 @@ def _string(value: str) -> str:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON exactly as JavaScript's JSON.stringify writes it; raises NotRepresentable."""
+    """Compact JSON exactly as JavaScript's JSON.stringify writes it; raises NotRepresentable
+    (also for containers nested more than MAX_DEPTH deep)."""
+    return _dumps(value, MAX_DEPTH)
+
+
+def _dumps(value: Any, depth_left: int) -> str:
     if isinstance(value, str):
         return _string(value)
     if value is True:
@@ -70,15 +80,17 @@ def dumps(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         return js_number(value)
+    if isinstance(value, dict | list | tuple) and depth_left <= 0:
+        raise NotRepresentable(f"nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, dict):
         items = []
         for key, item in value.items():
             if not isinstance(key, str):
                 raise NotRepresentable(f"object key {key!r} is not a string")
-            items.append(f"{_string(key)}:{dumps(item)}")
+            items.append(f"{_string(key)}:{_dumps(item, depth_left - 1)}")
         return "{" + ",".join(items) + "}"
     if isinstance(value, list | tuple):
-        return "[" + ",".join(dumps(item) for item in value) + "]"
+        return "[" + ",".join(_dumps(item, depth_left - 1) for item in value) + "]"
     raise NotRepresentable(f"{type(value).__name__} is not JSON")
 
 

@@ -3,22 +3,32 @@
 The original bytes are kept as they came, and the source topic, partition, offset and error
 ride in headers (streams.delivery.routing.quarantined), so an operator can inspect, fix and
 re-publish them. Nothing is lost and the pipeline goes on. This is the faust agents' side;
-the stages produce the same record through their own producer.
+the stages produce the same record through their own producer (streams.stage).
+
+No record may make an agent raise: faust's supervisor restarts an agent that does, and the
+record it raised on is gone, neither applied nor quarantined (so went the control agent's
+`[` nested 5,000 deep), or it stops for good. So `each` runs an agent's body record by
+record: bad input (the decoder's error, or one the body names in `rejects`) is quarantined
+at once; any other exception is retried like a stage's handler
+(streams.stage.HANDLER_ATTEMPTS), then the record is quarantined with the reason and
+counted (`hookstream_handler_failures_total`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from faust.types import EventT
 
 from . import metrics
-from .app import raw_topic, settings
-from .delivery.routing import Origin, quarantined
+from .app import app, raw_topic, settings
+from .delivery.routing import Origin
 from .schemas import SchemaError
-from .topics import INVALID
+from .stage import HANDLER_ATTEMPTS, HANDLER_BACKOFF_S, handler_failure, quarantine_copy
+from .topics import INVALID, INVALID_MAX_MESSAGE_BYTES
 
 T = TypeVar("T")
 
@@ -33,18 +43,63 @@ async def quarantine(event: EventT[Any], reason: str) -> None:
         "quarantined %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
     )
     metrics.INVALID.labels(topic=message.topic.removeprefix(settings.topic_prefix)).inc()
-    record = quarantined(Origin(message.topic, message.partition, message.offset),
-                         message.key, message.value or b"", reason)
-    await invalid_topic.send(key=message.key, value=record.value, headers=list(record.headers))
+    # faust's producer refuses records over its own limit (1,000,000 bytes by default),
+    # smaller than what the broker accepts on an input topic: such a copy is cut to fit.
+    limit = min(app.conf.producer_max_request_size, INVALID_MAX_MESSAGE_BYTES)
+    record = quarantine_copy(Origin(message.topic, message.partition, message.offset),
+                             message.key, message.value or b"", reason, limit)
+    key = None if message.key is None else record.key.encode("utf-8", "surrogateescape")
+    # Attached to the event: sent before its offset is committed.
+    await invalid_topic.send(key=key, value=record.value, headers=list(record.headers))
 
 
-async def decoded(stream: Any, decode: Callable[[bytes], T],
-                  what: str) -> AsyncIterator[tuple[EventT[Any], T]]:
-    """The stream's events with their decoded values; undecodable ones are quarantined."""
+async def each(stream: Any, decode: Callable[[bytes], T], what: str,
+               handler: Callable[[EventT[Any], T], Awaitable[None]], *, stage: str,
+               rejects: tuple[type[Exception], ...] = (SchemaError,)) -> None:
+    """Decode each event of `stream` and hand it to `handler`; never raises (but for
+    cancellation). `stage` names the agent in metrics."""
     async for event in stream.events():
         try:
             value = decode(event.value or b"")
-        except SchemaError as exc:
-            await quarantine(event, f"invalid {what}: {exc}")
+        except Exception as exc:  # decoders raise their domain error, but nothing may stop us
+            detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            await _quarantine_or_log(event, f"invalid {what}: {detail}")
             continue
-        yield event, value
+        await _handled(event, value, handler, what, stage, rejects)
+
+
+async def _handled(event: EventT[Any], value: T,
+                   handler: Callable[[EventT[Any], T], Awaitable[None]], what: str,
+                   stage: str, rejects: tuple[type[Exception], ...]) -> None:
+    message = event.message
+    for attempt in range(1, HANDLER_ATTEMPTS + 1):
+        try:
+            await handler(event, value)
+            return
+        except rejects as exc:
+            await _quarantine_or_log(event, f"invalid {what}: {exc}")
+            return
+        except Exception as exc:
+            if attempt < HANDLER_ATTEMPTS:
+                log.warning("%s[%d]@%d: %s agent failed (%s: %s); trying again",
+                            message.topic, message.partition, message.offset, stage,
+                            type(exc).__name__, exc)
+                await asyncio.sleep(HANDLER_BACKOFF_S[attempt - 1])
+                continue
+            reason = handler_failure(attempt, exc)
+            log.error("%s[%d]@%d: %s", message.topic, message.partition, message.offset,
+                      reason, exc_info=exc)
+            metrics.HANDLER_FAILURES.labels(stage=stage).inc()
+            await _quarantine_or_log(event, reason)
+
+
+async def _quarantine_or_log(event: EventT[Any], reason: str) -> None:
+    try:
+        await quarantine(event, reason)
+    except Exception:
+        # Attaching a record to the event does not talk to the broker, so only a bug gets
+        # here. Raising would stop the agent and every partition it reads; the record
+        # stays on its source topic, which this line names.
+        message = event.message
+        log.exception("%s[%d]@%d: cannot quarantine (%s); going on", message.topic,
+                      message.partition, message.offset, reason)

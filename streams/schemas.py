@@ -82,7 +82,7 @@ class Registry:
         buf.write(self.fingerprints[name])
         try:
             fastavro.schemaless_writer(buf, self.by_name[name], record)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise SchemaError(f"not a valid {name.rsplit('.', 1)[-1]}: {exc}") from exc
         return buf.getvalue()
 
@@ -90,10 +90,11 @@ class Registry:
         """Decode a single-object-encoded record, resolving the writer schema to `name`.
 
         With `return_record_name`, a union of records decodes to (record name, value).
+        Raises SchemaError, and nothing else, whatever the bytes.
         """
         if not is_single_object(payload):
             raise SchemaError("not Avro single-object encoding (no 0xC3 0x01 marker)")
-        writer = self.by_fingerprint.get(payload[2:10])
+        writer = self.by_fingerprint.get(bytes(payload[2:10]))
         if writer is None:
             raise SchemaError(f"unknown schema fingerprint {payload[2:10].hex()}")
         reader = self.by_name[name]
@@ -106,7 +107,11 @@ class Registry:
                 buf, writer, reader if reader is not writer else None,
                 return_record_name=return_record_name,
             )
-        except Exception as exc:  # fastavro raises many kinds on truncated or bad bytes
+        except Exception as exc:
+            # Hostile bodies make fastavro raise EOFError (lengths past the end),
+            # UnicodeDecodeError, IndexError (union or enum index out of range),
+            # OverflowError (timestamps beyond year 9999) and more (test_schemas'
+            # hypothesis tests find them); every kind means the same: not this schema.
             raise SchemaError(f"bad Avro body: {type(exc).__name__}: {exc}") from exc
         if buf.tell() != len(payload) - 10:
             raise SchemaError("trailing bytes after the Avro body")

@@ -14,7 +14,12 @@ backlog stopped consuming while its producer flush never returned, never committ
   partition is paused and sought back to that record, while the consumer keeps polling and
   so keeps its group membership, and other partitions flow;
 - on rebalance, in-flight records of revoked partitions get a bounded time to finish, then
-  what is done is committed.
+  what is done is committed;
+- no record can stall a partition: a handler that raises (a bug, or a record nobody
+  foresaw; bad input is quarantined by the handlers themselves) is tried HANDLER_ATTEMPTS
+  times, then its record is quarantined with the reason and done, so the committed offset
+  moves past it (`hookstream_handler_failures_total`). Only the broker being away holds a
+  record: producing retries until it lands.
 """
 
 from __future__ import annotations
@@ -23,23 +28,80 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from dataclasses import replace
 from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from . import metrics
 from .delivery.offsets import OffsetTracker
-from .delivery.routing import Origin, Produce
+from .delivery.routing import Origin, Produce, quarantined
 from .settings import Settings
+from .topics import INVALID_MAX_MESSAGE_BYTES, max_message_bytes
 
 log = logging.getLogger(__name__)
 
 #: Records in flight per partition before it is paused; resumed below half of it.
 MAX_IN_FLIGHT_PER_PARTITION = 1000
 COMMIT_INTERVAL_S = 1.0
+#: Tries of a handler that raises, and the pauses between them: a second try rules out
+#: a passing fault (a table read during a rebalance), a third after a longer pause a
+#: slower one; beyond that the record is quarantined. A few seconds at most, and only
+#: for that record: the rest of its partition is handled meanwhile.
+HANDLER_ATTEMPTS = 3
+HANDLER_BACKOFF_S = (0.2, 1.0)
+#: After a poll fails (the consumer, not a record), the pause before the next one.
+POLL_PAUSE_S = 1.0
+#: Header of a quarantined copy that had to be cut to fit: the original value's length.
+TRUNCATED_HEADER = "hookstream-truncated"
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
+
+
+class RecordTooLarge(Exception):
+    """A record over its topic's size limit: the broker would refuse it on every try."""
+
+
+def handler_failure(attempts: int, exc: BaseException) -> str:
+    """The reason a record is quarantined with after its handler raised `attempts` times."""
+    return f"handler failed after {attempts} attempts: {type(exc).__name__}: {exc}"
+
+
+def record_size(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> int:
+    """An upper bound of the bytes one record takes in a batch of its own, as the producer
+    and the broker count them against their limits."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
+
+
+def encoded_key(record: Produce) -> bytes:
+    """`surrogateescape`: a quarantined record's key that was not UTF-8 goes out as it came."""
+    return record.key.encode("utf-8", "surrogateescape")
+
+
+def quarantine_copy(origin: Origin, key: bytes | None, value: bytes, reason: str,
+                    limit: int) -> Produce:
+    """The hookstream.invalid record for this input (streams.delivery.routing.quarantined),
+    with its key kept byte for byte, and cut to fit in `limit` bytes if it must be.
+
+    hookstream.invalid takes twice what any other topic does, so a copy is cut only when
+    the broker accepted a bigger record than our topics do, or a producer's own limit is
+    lower (faust's: 1,000,000 bytes). Then the value keeps what fits, the header
+    `hookstream-truncated` says how long it was, and the source headers still point at
+    the whole original.
+    """
+    copy = replace(quarantined(origin, None, value, reason),
+                   key=(key or b"").decode("utf-8", "surrogateescape"))
+    headers = list(copy.headers)
+    if record_size(encoded_key(copy), value, headers) <= limit:
+        return copy
+    headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
+    if record_size(encoded_key(copy), b"", headers) > limit:
+        copy = replace(copy, key="")  # a key that alone is too big: the source has it
+    room = limit - record_size(encoded_key(copy), b"", headers) - 8  # 8: a longer varint
+    return replace(copy, value=value[:max(0, room)], headers=tuple(headers))
 
 
 class Stage:
@@ -60,7 +122,8 @@ class Stage:
 
     # -- what subclasses say -----------------------------------------------------------
     async def handle(self, record: Record, origin: Origin) -> list[Produce]:
-        """What to produce for this record. Raising leaves its offset uncommitted."""
+        """What to produce for this record; bad input is quarantined (`quarantine`), not
+        raised. Raising is for the unforeseen: tried again, then quarantined anyway."""
         raise NotImplementedError
 
     def wait_before(self, tp: TopicPartition, record: Record) -> float:
@@ -70,12 +133,24 @@ class Stage:
     async def ready(self) -> None:
         """Returns when the stage may start handling records."""
 
+    @property
+    def name(self) -> str:
+        """The stage in metrics and logs: `fanout`, `delivery`."""
+        return self.group.removeprefix("hookstream-")
+
+    def quarantine(self, record: Record, origin: Origin, reason: str) -> Produce:
+        """The hookstream.invalid record that keeps this input as it came, with why."""
+        return quarantine_copy(origin, record.key, record.value or b"", reason,
+                               INVALID_MAX_MESSAGE_BYTES)
+
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
         self._producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap_servers, acks="all", enable_idempotence=True,
-            linger_ms=5, max_batch_size=1 << 20,
+            # Batches stay under every topic's limit; a single bigger record (a copy for
+            # hookstream.invalid) goes in a batch of its own, checked in _durably_send.
+            linger_ms=5, max_batch_size=1 << 20, max_request_size=INVALID_MAX_MESSAGE_BYTES,
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
@@ -111,10 +186,17 @@ class Stage:
         loop = asyncio.get_running_loop()
         next_commit = loop.time() + COMMIT_INTERVAL_S
         while True:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=500)
+            try:
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=500)
+            except Exception:
+                # The loop must not die: its partitions would stay assigned and unread.
+                log.exception("%s stage: polling failed; polling again in %.1fs",
+                              self.name, POLL_PAUSE_S)
+                await asyncio.sleep(POLL_PAUSE_S)
+                continue
             for tp, records in batches.items():
                 for record in records:
-                    wait_s = self.wait_before(tp, record)
+                    wait_s = self._wait_s(tp, record)
                     if wait_s > 0:
                         self._hold(tp, record, wait_s)
                         break  # one delay per topic: the rest are due later still
@@ -122,6 +204,15 @@ class Stage:
             if loop.time() >= next_commit:
                 await self._commit()
                 next_commit = loop.time() + COMMIT_INTERVAL_S
+
+    def _wait_s(self, tp: TopicPartition, record: Record) -> float:
+        try:
+            return self.wait_before(tp, record)
+        except Exception:
+            # Whatever its headers hold, a record is handled rather than held for ever.
+            log.exception("%s[%d]@%d: cannot tell when it is due; handling it now",
+                          tp.topic, tp.partition, record.offset)
+            return 0.0
 
     def _hold(self, tp: TopicPartition, record: Record, wait_s: float) -> None:
         assert self._consumer is not None
@@ -152,15 +243,30 @@ class Stage:
             self._paused.add(tp)
 
     async def _handle(self, tp: TopicPartition, record: Record) -> None:
-        try:
-            produced = await self.handle(record, Origin(tp.topic, tp.partition, record.offset))
-            await self.produce_all(produced)
-        except Exception:
-            # A bug, not bad input (handlers quarantine that). Leave the offset
-            # uncommitted: the record is handled again after a restart rather than lost.
-            log.exception("%s[%d]@%d crashed; its offset stays uncommitted",
-                          tp.topic, tp.partition, record.offset)
-            return
+        origin = Origin(tp.topic, tp.partition, record.offset)
+        for attempt in range(1, HANDLER_ATTEMPTS + 1):
+            try:
+                await self.produce_all(await self.handle(record, origin))
+                break
+            except Exception as exc:
+                # A bug or an unforeseen record, not bad input (handlers quarantine that).
+                if attempt < HANDLER_ATTEMPTS:
+                    log.warning("%s[%d]@%d: handler failed (%s: %s); trying again",
+                                tp.topic, tp.partition, record.offset, type(exc).__name__, exc)
+                    await asyncio.sleep(HANDLER_BACKOFF_S[attempt - 1])
+                    continue
+                reason = handler_failure(attempt, exc)
+                log.error("%s[%d]@%d quarantined: %s", tp.topic, tp.partition, record.offset,
+                          reason, exc_info=exc)
+                metrics.HANDLER_FAILURES.labels(stage=self.name).inc()
+                try:
+                    await self.produce_all([self.quarantine(record, origin, reason)])
+                except Exception:
+                    # Only a broken producer gets here; the record is handled again after
+                    # a restart rather than lost.
+                    log.exception("%s[%d]@%d: cannot quarantine; its offset stays "
+                                  "uncommitted", tp.topic, tp.partition, record.offset)
+                    return
         tracker = self._trackers.get(tp)
         if tracker is None:
             return  # revoked meanwhile; the new owner repeats this record
@@ -173,15 +279,25 @@ class Stage:
         await asyncio.gather(*(self._durably_send(r) for r in records))
 
     async def _durably_send(self, record: Produce) -> None:
-        """Produce with acks=all, retrying until it lands: the record is not done before."""
+        """Produce with acks=all, retrying until it lands: the record is not done before.
+
+        A record over its topic's limit raises RecordTooLarge instead: the broker would
+        refuse it for ever, and its refusal would also break the idempotent producer's
+        sequence on that partition (every later send there fails).
+        """
         assert self._producer is not None
         topic = self.settings.topic(record.topic)
+        key = encoded_key(record)
+        headers = list(record.headers)
+        size, limit = record_size(key, record.value, headers), max_message_bytes(record.topic)
+        if size > limit:
+            raise RecordTooLarge(f"a record of {size} bytes for {record.topic}, "
+                                 f"over its limit of {limit}")
         delay = 0.5
         while True:
             try:
                 await self._producer.send_and_wait(
-                    topic, value=record.value, key=record.key.encode(),
-                    headers=list(record.headers) or None)
+                    topic, value=record.value, key=key, headers=headers or None)
                 return
             except KafkaError as exc:
                 log.warning("producing to %s failed (%s); retrying in %.1fs", topic, exc, delay)

@@ -32,9 +32,23 @@ DLQ_REPLAYED = "hookstream.dlq-replayed"
 
 _WEEK_MS = str(7 * 24 * 3600 * 1000)
 
+#: Kafka's default limit on a record batch (message.max.bytes), set on every topic we
+#: create so that the stages can check a record against it before producing: a refusal by
+#: the broker breaks an idempotent aiokafka producer's sequence on that partition (every
+#: later send to it fails with OutOfOrderSequenceNumber), which would stall the stage.
+MAX_MESSAGE_BYTES = 1_048_588
+#: hookstream.invalid takes twice as much: a copy of any record another topic accepted,
+#: with its key and our headers (source, reason: about 1.2 KB) on top.
+INVALID_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
+
 
 def domain_topic(family: str) -> str:
     return f"domain.{family}"
+
+
+def max_message_bytes(name: str) -> int:
+    """The size limit of one of our topics (unprefixed `name`), as all_topics creates it."""
+    return INVALID_MAX_MESSAGE_BYTES if name == INVALID else MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,10 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
     Control and subscriptions share a partition count: the subscriptions table is the
     changelog of the control agent, and faust writes a change to the partition its
     command came from.
+
+    Retry topics stamp records with the broker's clock (LogAppendTime): the delivery stage
+    holds a retry at most that topic's delay after it was appended (a time no producer can
+    forge), however far away the due time its header claims.
     """
     n = settings.partitions
     compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
@@ -64,7 +82,9 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(DELIVERY_LOG), n, dict(kept)),
         # Dead letters wait for an operator: keep them until replayed and well after.
         TopicSpec(settings.topic(DLQ), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
-        TopicSpec(settings.topic(INVALID), n, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(settings.topic(INVALID), n, {"retention.ms": str(30 * 24 * 3600 * 1000),
+                                               "max.message.bytes":
+                                                   str(INVALID_MAX_MESSAGE_BYTES)}),
         TopicSpec(settings.topic(OPERATIONS), n, dict(kept)),
         TopicSpec(settings.topic(DLQ_REPLAYED), n, dict(compact)),
         TopicSpec(settings.topic(DELIVERY_HISTORY), n, dict(compact)),
@@ -76,5 +96,9 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
     names.append(TopicSpec(settings.topic(CONSOLE_LOGOUTS), n,
                            {"cleanup.policy": "compact,delete",
                             "retention.ms": str(9 * 3600 * 1000)}))
-    names += [TopicSpec(settings.topic(t), n, dict(kept)) for t in RETRY_TOPICS]
+    names += [TopicSpec(settings.topic(t), n,
+                        {**kept, "message.timestamp.type": "LogAppendTime"})
+              for t in RETRY_TOPICS]
+    for spec in names:
+        spec.config.setdefault("max.message.bytes", str(MAX_MESSAGE_BYTES))
     return names

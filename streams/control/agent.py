@@ -3,20 +3,25 @@
 The table's changelog IS the compacted hookstream.subscriptions topic (Avro Subscription
 values keyed by webhook id, tombstone on delete), so faust writes each change there and
 recovers the table from it on start. Commands for one webhook share a key, hence a
-partition, hence are applied strictly in order.
+partition, hence are applied strictly in order. A command that does not decode, validate
+or apply is quarantined with the reason, and the agent goes on (streams.quarantine.each).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
+
+from faust.types import EventT
 
 from ..app import app, raw_table, raw_topic, settings
-from ..quarantine import quarantine
+from ..quarantine import each
 from ..schemas import SchemaError
+from ..tables import subscriptions as view
 from ..timeutil import now_ms
 from ..topics import CONTROL, SUBSCRIPTIONS
-from .commands import InvalidCommand, Subscription, apply, decode_command
+from .commands import Command, InvalidCommand, Subscription, apply, decode_command, over_limit
 
 log = logging.getLogger(__name__)
 
@@ -28,32 +33,38 @@ subscriptions = raw_table("subscriptions", changelog=SUBSCRIPTIONS)
 
 @app.agent(control_topic)
 async def control(stream):  # type: ignore[no-untyped-def]
-    async for event in stream.events():
-        try:
-            command = decode_command(event.value or b"")
-            key = event.key.decode() if isinstance(event.key, bytes) else None
-            if key != command.webhook_id:
-                # Keyed otherwise, two commands for one webhook could race on two partitions.
-                raise InvalidCommand(
-                    f"message key {key!r} must be the command's webhook_id "
-                    f"{command.webhook_id!r}"
-                )
-            table_key = command.webhook_id.encode()
-            stored = subscriptions.get(table_key)
-            current = Subscription.decode(stored) if stored is not None else None
-            updated = apply(current, command, now_ms(),
-                            allow_insecure=settings.allow_insecure_targets,
-                            rotation_grace_ms=int(settings.rotation_grace * 1000))
-            if updated is not None:
-                # A producer may send a plaintext secret; only sealed ones are stored.
-                updated = replace(updated, secret=box.seal_if_plain(updated.secret))
-            encoded = updated.encode() if updated is not None else None
-        except (InvalidCommand, SchemaError) as exc:
-            await quarantine(event, f"invalid command: {exc}")
-            continue
-        if updated is None or encoded is None:
-            subscriptions.pop(table_key, None)
-            log.info("webhook %s deleted", command.webhook_id)
-        else:
-            subscriptions[table_key] = encoded
-            log.info("webhook %s: %s applied (active=%s)", updated.id, command.op, updated.active)
+    await each(stream, decode_command, "command", _apply, stage="control",
+               rejects=(InvalidCommand, SchemaError))
+
+
+async def _apply(event: EventT[Any], command: Command) -> None:
+    try:
+        key = event.key.decode() if isinstance(event.key, bytes) else None
+    except UnicodeDecodeError:
+        raise InvalidCommand("message key is not UTF-8") from None
+    if key != command.webhook_id:
+        # Keyed otherwise, two commands for one webhook could race on two partitions.
+        raise InvalidCommand(
+            f"message key {key!r} must be the command's webhook_id {command.webhook_id!r}"
+        )
+    table_key = command.webhook_id.encode()
+    stored = subscriptions.get(table_key)
+    current = Subscription.decode(stored) if stored is not None else None
+    if command.op == "create" and current is None and command.workspace_id is not None:
+        # Every worker's view counts the whole workspace; creates on several partitions at
+        # once may pass together before it shows them, so this bound is approximate.
+        why = over_limit(command.workspace_id,
+                         view.index.count_in_workspace(command.workspace_id),
+                         settings.max_webhooks_per_workspace)
+        if why is not None:
+            raise InvalidCommand(why)
+    updated = apply(current, command, now_ms(), allow_insecure=settings.allow_insecure_targets,
+                    rotation_grace_ms=int(settings.rotation_grace * 1000))
+    if updated is None:
+        subscriptions.pop(table_key, None)
+        log.info("webhook %s deleted", command.webhook_id)
+        return
+    # A producer may send a plaintext secret; only sealed ones are stored.
+    updated = replace(updated, secret=box.seal_if_plain(updated.secret))
+    subscriptions[table_key] = updated.encode()
+    log.info("webhook %s: %s applied (active=%s)", updated.id, command.op, updated.active)

@@ -23,6 +23,10 @@ WEBHOOK_FIELDS = ("url", "events", "secret", "active", "description", "signature
 SCHEMES = ("hookstream", "standard-webhooks")
 MAX_DESCRIPTION = 500
 MAX_COMMAND_BYTES = 64 * 1024
+#: A webhook id travels in every delivery's X-Webhook-ID header and keys its topics, so it
+#: is visible ASCII: a space, CR/LF or non-ASCII character there would make every delivery
+#: fail to build its request.
+MAX_WEBHOOK_ID = 256
 
 
 class InvalidCommand(ValueError):
@@ -84,7 +88,12 @@ class Subscription:
 
     @classmethod
     def decode(cls, payload: bytes) -> Subscription:
-        return cls.from_record(registry().decode(SUBSCRIPTION, payload))
+        """Raises SchemaError and nothing else, whatever the bytes."""
+        record = registry().decode(SUBSCRIPTION, payload)
+        try:
+            return cls.from_record(record)
+        except Exception as exc:  # a field of an unexpected type
+            raise SchemaError(f"not a valid Subscription: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -112,13 +121,36 @@ class Command:
         return registry().encode(CONTROL_COMMAND, self.to_record())
 
 
+def over_limit(workspace_id: str, webhooks: int, limit: int) -> str | None:
+    """Why a workspace that has `webhooks` may not create one more (None: it may).
+    HOOKSTREAM_MAX_WEBHOOKS_PER_WORKSPACE: the API answers 409, the control agent
+    quarantines a create past it."""
+    if webhooks < limit:
+        return None
+    return (f"workspace {workspace_id} already has {webhooks} webhooks, the most it may have "
+            f"({limit}); delete one first")
+
+
 def generate_secret() -> str:
     """`whsec_` + base64 of 32 random bytes: the Standard Webhooks form, good for both schemes."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def decode_command(payload: bytes) -> Command:
-    """Decode a JSON or Avro command and check its shape (not yet its effect)."""
+    """Decode a JSON or Avro command and check its shape (not yet its effect).
+
+    InvalidCommand is the only exception, whatever the bytes: json.loads raises
+    RecursionError on `[` nested thousands deep, and a control agent that raises stops.
+    """
+    try:
+        return _decode_command(payload)
+    except InvalidCommand:
+        raise
+    except Exception as exc:
+        raise InvalidCommand(f"undecodable: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode_command(payload: bytes) -> Command:
     if len(payload) > MAX_COMMAND_BYTES:
         raise InvalidCommand(f"command is {len(payload)} bytes, over {MAX_COMMAND_BYTES}")
     if is_single_object(payload):
@@ -130,14 +162,23 @@ def decode_command(payload: bytes) -> Command:
             record["webhook"] = {k: v for k, v in record["webhook"].items() if v is not None}
     else:
         try:
-            record = json.loads(payload, parse_constant=_refuse_constant)
-        except (UnicodeDecodeError, ValueError) as exc:
+            record = _JSON.decode(_text(payload))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise InvalidCommand(f"neither Avro single-object encoding nor JSON: {exc}") from exc
     return validate_command(record)
 
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+#: One decoder: json.loads with an argument builds a new one per call.
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _text(payload: bytes) -> str:
+    """The bytes as json.loads reads them (UTF-8, or UTF-16/32 by their first bytes)."""
+    return payload.decode(json.detect_encoding(payload), "surrogatepass")
 
 
 def _opt_str(record: dict[str, Any], name: str) -> str | None:
@@ -152,7 +193,7 @@ def validate_command(record: Any) -> Command:
         raise InvalidCommand("command must be an object")
     try:
         json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (UnicodeEncodeError, ValueError, TypeError) as exc:
+    except (UnicodeEncodeError, ValueError, TypeError, RecursionError) as exc:
         raise InvalidCommand(f"command cannot be stored: {exc}") from None
     unknown = set(record) - {"op", "webhook_id", "workspace_id", "webhook", "reason",
                              "requested_at", "command_id"}
@@ -164,6 +205,9 @@ def validate_command(record: Any) -> Command:
     webhook_id = _opt_str(record, "webhook_id")
     if webhook_id is None:
         raise InvalidCommand("field 'webhook_id' is required")
+    if len(webhook_id) > MAX_WEBHOOK_ID or not all("!" <= c <= "~" for c in webhook_id):
+        raise InvalidCommand(f"field 'webhook_id' must be 1 to {MAX_WEBHOOK_ID} visible ASCII "
+                             "characters (it is sent in the X-Webhook-ID header)")
     webhook = record.get("webhook") or {}
     if not isinstance(webhook, dict):
         raise InvalidCommand("field 'webhook' must be an object")
@@ -231,18 +275,21 @@ def _apply(
     rotation_grace_ms: int,
 ) -> Subscription | None:
     fields = command.webhook
+    url: str | None = None
     if "url" in fields:
         try:
-            check_url(fields["url"], allow_insecure=allow_insecure)
+            # Stored as check_url returns it (its canonical form): the URL kept is the one
+            # that was checked, not a spelling the checker read differently.
+            url = check_url(fields["url"], allow_insecure=allow_insecure)
         except UrlPolicyError as exc:
             raise InvalidCommand(f"field 'webhook.url': {exc}") from exc
     if command.op == "create":
         if current is not None:
             raise InvalidCommand(f"webhook {command.webhook_id} already exists")
-        assert command.workspace_id is not None  # checked by validate_command
+        assert command.workspace_id is not None and url is not None  # validate_command
         active = fields.get("active", True)
         return Subscription(
-            id=command.webhook_id, workspace_id=command.workspace_id, url=fields["url"],
+            id=command.webhook_id, workspace_id=command.workspace_id, url=url,
             events=tuple(dict.fromkeys(fields["events"])),
             secret=fields.get("secret") or generate_secret(), active=active,
             created_at=now_ms, updated_at=now_ms,
@@ -271,7 +318,7 @@ def _apply(
     # update
     changed = replace(
         current, updated_at=now_ms,
-        url=fields.get("url", current.url),
+        url=current.url if url is None else url,
         events=tuple(dict.fromkeys(fields["events"])) if "events" in fields else current.events,
         secret=fields.get("secret", current.secret),
         description=fields.get("description", current.description),

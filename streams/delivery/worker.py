@@ -7,6 +7,9 @@ everyone else's deliveries go on; and a webhook that cannot take its jobs soon h
 rest parked on the first retry topic (streams.delivery.pressure), so its queue never
 pauses the partition it shares with others. A retry partition whose head job is not yet due is held
 (paused) until it is: one delay per retry topic keeps each of its partitions in due order.
+A due time is what the job's header says, but never later than the topic's delay after
+the broker appended the record (`hold_until`), so a forged far-future due time cannot hold
+a partition for longer than one honest retry would.
 """
 
 from __future__ import annotations
@@ -39,15 +42,7 @@ from .models import (
     Outcome,
 )
 from .pressure import WebhookLoad
-from .routing import (
-    DUE_AT_HEADER,
-    Origin,
-    Produce,
-    after_attempt,
-    deferred,
-    quarantined,
-    undeliverable,
-)
+from .routing import DUE_AT_HEADER, Origin, Produce, after_attempt, deferred, undeliverable
 from .sender import attempt
 from .slots import Slots
 
@@ -58,8 +53,11 @@ class DeliveryWorker(Stage):
     group = "hookstream-delivery"
 
     def __init__(self, settings: Settings, view: SubscriptionsView) -> None:
-        self._retry_topics = {settings.topic(t) for t in RETRY_TOPICS}
-        super().__init__(settings, [settings.topic(DELIVERIES), *sorted(self._retry_topics)],
+        #: Each retry topic's delay, by its prefixed name (settings insist on one per topic).
+        self._retry_delays = {settings.topic(t): delay
+                              for t, delay in zip(RETRY_TOPICS, settings.retry_delays,
+                                                  strict=True)}
+        super().__init__(settings, [settings.topic(DELIVERIES), *sorted(self._retry_delays)],
                          drain_timeout=settings.delivery_timeout + 5)
         self.view = view
         self._slots = Slots(settings.delivery_concurrency)
@@ -81,20 +79,20 @@ class DeliveryWorker(Stage):
         await self.view.ready.wait()
 
     def wait_before(self, tp: TopicPartition, record: Record) -> float:
-        if tp.topic not in self._retry_topics:
+        delay = self._retry_delays.get(tp.topic)
+        if delay is None:
             return 0.0
-        due = _due_at(record)
-        return max(0.0, (due - now_ms()) / 1000) if due is not None else 0.0
+        now = now_ms()
+        return max(0, hold_until(record, delay, now) - now) / 1000
 
     async def handle(self, record: Record, origin: Origin) -> list[Produce]:
         try:
             job = DeliveryJob.decode(record.value or b"")
-        except SchemaError as exc:
+        except SchemaError as exc:  # InvalidJob too: decodes, but must not be attempted
             log.warning("quarantined %s[%d]@%d: %s", origin.topic, origin.partition,
                         origin.offset, exc)
             metrics.INVALID.labels(topic=metrics.stage_of(origin.topic)).inc()
-            return [quarantined(origin, record.key, record.value or b"",
-                                f"invalid delivery job: {exc}")]
+            return [self.quarantine(record, origin, f"invalid delivery job: {exc}")]
         stage = metrics.stage_of(origin.topic)
         sub = self.view.index.get(job.webhook_id)
         if sub is None or not sub.active:
@@ -180,11 +178,32 @@ def _ids(job: DeliveryJob) -> dict[str, str]:
             "event_id": job.event_id}
 
 
-def _due_at(record: Record) -> int | None:
-    for key, value in record.headers or ():
-        if key == DUE_AT_HEADER:
-            try:
-                return int(value)
-            except ValueError:
-                return None  # unreadable: attempt now rather than hold forever
-    return None
+def hold_until(record: Record, delay_s: float, now: int) -> int:
+    """Epoch ms before which a job read from a retry topic whose delay is `delay_s` is not
+    attempted.
+
+    Its due time: the `hookstream-due-at` header (the last one, as Kafka's lastHeader), or
+    if that is missing or unreadable the job's own due_at, or else now. But never later
+    than `delay_s` after the record was appended: retry topics stamp records with the
+    broker's clock (LogAppendTime, streams.topics), which no producer can set, and an
+    honest retry is due that long after it was written (routing.after_attempt, deferred).
+    """
+    ceiling = int(record.timestamp) + int(delay_s * 1000)
+    due = _header_due(record)
+    if due is None:
+        try:
+            due = DeliveryJob.decode(record.value or b"").due_at
+        except SchemaError:
+            due = None  # handle() quarantines it, at once
+    return min(now if due is None else due, ceiling)
+
+
+def _header_due(record: Record) -> int | None:
+    values = [value for key, value in record.headers or () if key == DUE_AT_HEADER]
+    if not values:
+        return None
+    value = values[-1]
+    # Epoch ms are 13 digits; anything longer or other than ASCII digits is unreadable.
+    if not isinstance(value, bytes) or not 0 < len(value) <= 20 or not value.isdigit():
+        return None
+    return int(value)

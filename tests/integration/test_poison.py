@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
 from streams import topics
 from streams.control.commands import Command
+from streams.delivery.models import DeliveryJob, delivery_id_for
+from streams.delivery.routing import Origin, undeliverable
 from streams.schemas import EVENT, SUBSCRIPTION, registry
+from streams.stage import record_size
+from streams.timeutil import now_ms
+from streams.topics import MAX_MESSAGE_BYTES
 
+from ..support import hostile
+from ..support.fuzzing import Sent, TrackedProducer, headers_of, wait_no_lag
 from ..support.pipeline import Deployment, wait_webhook_state
 
 pytestmark = pytest.mark.integration
@@ -98,7 +107,7 @@ def test_every_input_topic_quarantines_poison_and_valid_traffic_flows(dep: Deplo
                           what="the valid event after the poison")
     invalid = dep.reader(topics.INVALID)
 
-    def quarantined(messages: list) -> set[tuple[bytes, str]]:
+    def quarantined(messages: list[Any]) -> set[tuple[bytes, str]]:
         return {(m.value(), dict(m.headers())["hookstream-source-topic"].decode())
                 for m in messages}
 
@@ -109,3 +118,147 @@ def test_every_input_topic_quarantines_poison_and_valid_traffic_flows(dep: Deplo
         assert int(headers["hookstream-source-offset"]) >= 0
         assert headers["hookstream-error"].strip()
     assert [json.loads(r.body)["id"] for r in dep.receiver.at(f"/ok/{wh}")] == [good]
+
+
+# -- issue 10: no record can stall a partition -------------------------------------------
+Origins = dict[tuple[str, int, int], Any]
+
+
+def _invalid_by_origin(dep: Deployment, sent: list[Sent], what: str) -> Origins:
+    """Wait until every sent record is on hookstream.invalid; its copies by origin."""
+    invalid = dep.reader(topics.INVALID)
+
+    def by_origin(messages: list[Any]) -> Origins:
+        found = {}
+        for m in messages:
+            h = headers_of(m)
+            found[(h["hookstream-source-topic"].decode(),
+                   int(h["hookstream-source-partition"]),
+                   int(h["hookstream-source-offset"]))] = m
+        return found
+
+    invalid.wait_for(lambda ms: {s.origin for s in sent} <= set(by_origin(ms)), timeout=60,
+                     what=what)
+    return by_origin(invalid.messages)
+
+
+def _metric(dep: Deployment, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{dep.workers[0].port}/metrics",
+                                timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name))
+
+
+def test_deep_nesting_on_a_domain_topic_is_quarantined_and_the_partition_moves_on(
+        dep: Deployment) -> None:
+    """json.loads raised RecursionError, which nothing caught: the fan-out left the offset
+    uncommitted for ever, so its partitions' committed offsets never passed it."""
+    run = uuid.uuid4().hex[:6]
+    ws, wh = f"ws_deep_{run}", f"wh_deep_{run}"
+    dep.create_webhook(wh, ws, f"/deep/{wh}", ["*"])
+    wait_webhook_state(dep, wh, {"active": True})
+    producer = TrackedProducer(dep.settings.bootstrap_servers)
+    for family in dep.settings.families:
+        for payload in hostile.deep_nesting(5000):
+            producer.send(dep.settings.topic(topics.domain_topic(family)), payload, ws.encode())
+    sent = producer.flush()
+    good = dep.publish("task.created", ws, {"id": "after-deep"})
+
+    dep.receiver.wait_for(lambda _: [json.loads(r.body)["id"]
+                                     for r in dep.receiver.at(f"/deep/{wh}")] == [good],
+                          what="the valid event after the deep ones")
+    copies = _invalid_by_origin(dep, sent, f"all {len(sent)} deeply nested events quarantined")
+    for record in sent:
+        copy = copies[record.origin]
+        assert copy.value() == record.value
+        assert headers_of(copy)["hookstream-error"].startswith(b"invalid event: ")
+    wait_no_lag(dep.settings)
+
+
+def test_an_event_whose_job_would_be_too_big_is_quarantined(dep: Deployment) -> None:
+    """Under 256 KiB as written, but `1e20` is sent as 21 digits: its job would be over the
+    broker's limit, and producing it was retried for ever."""
+    run = uuid.uuid4().hex[:6]
+    ws, wh = f"ws_grow_{run}", f"wh_grow_{run}"
+    dep.create_webhook(wh, ws, f"/grow/{wh}", ["*"])
+    wait_webhook_state(dep, wh, {"active": True})
+    numbers = b",".join([b"1e20"] * 50_000)
+    payload = (b'{"event":"task.created","timestamp":"2025-10-14T10:30:00Z","workspace_id":"'
+               + ws.encode() + b'","data":{"id":"t","n":[' + numbers + b"]}}")
+    producer = TrackedProducer(dep.settings.bootstrap_servers)
+    producer.send(dep.settings.topic(topics.domain_topic("task")), payload, ws.encode())
+    sent = producer.flush()
+    copies = _invalid_by_origin(dep, sent, "the growing event quarantined")
+    assert b"bytes as sent" in headers_of(copies[sent[0].origin])["hookstream-error"]
+    good = dep.publish("task.created", ws, {"id": "after-growing"})
+    dep.receiver.wait_for(lambda _: [json.loads(r.body)["id"]
+                                     for r in dep.receiver.at(f"/grow/{wh}")] == [good],
+                          what="the valid event after it")
+    wait_no_lag(dep.settings)
+
+
+def test_deep_nesting_on_control_is_quarantined_and_commands_still_apply(
+        dep: Deployment) -> None:
+    """The control agent caught only InvalidCommand and SchemaError: RecursionError stopped
+    it, and the commands behind it were not applied."""
+    run = uuid.uuid4().hex[:6]
+    producer = TrackedProducer(dep.settings.bootstrap_servers)
+    for i, payload in enumerate(hostile.deep_nesting(5000)):
+        producer.send(dep.settings.topic(topics.CONTROL), payload, f"wh_deep_{run}_{i}".encode())
+    sent = producer.flush()
+    # One create per partition behind the deep commands.
+    created = [f"wh_after_{run}_{i}" for i in range(3 * dep.settings.partitions)]
+    for wh in created:
+        dep.create_webhook(wh, f"ws_{run}", f"/after/{wh}", ["*"])
+    for wh in created:
+        wait_webhook_state(dep, wh, {"active": True})
+    copies = _invalid_by_origin(dep, sent, f"all {len(sent)} deep commands quarantined")
+    for record in sent:
+        assert copies[record.origin].value() == record.value
+        assert headers_of(copies[record.origin])["hookstream-error"].startswith(
+            b"invalid command: ")
+    wait_no_lag(dep.settings)
+
+
+def test_a_record_whose_handler_keeps_failing_is_quarantined_after_three_tries(
+        dep: Deployment) -> None:
+    """A forged job that decodes, for a webhook that does not exist: its dead letter (the
+    job, plus why and where from) is over the dead-letter topic's limit, so the handler's
+    output can never be produced. It used to be retried for ever, its offset never
+    committed. Now: three tries, then quarantined with the reason, and the partition moves.
+    """
+    run = uuid.uuid4().hex[:6]
+    wh = f"wh_gone_{run}"
+    origin = Origin(dep.settings.topic(topics.DELIVERIES), 0, 0)
+
+    def job(blob: int) -> DeliveryJob:
+        return DeliveryJob(
+            delivery_id=delivery_id_for(f"evt_{run}", wh), webhook_id=wh,
+            workspace_id="ws_gone", event_id=f"evt_{run}", event_type="task.created",
+            event_timestamp="2025-10-14T10:30:00Z", data_json=f'{{"blob":"{"x" * blob}"}}',
+            attempt=1, created_at=now_ms())
+
+    def sizes(blob: int) -> tuple[int, int]:
+        forged = job(blob)
+        letter = undeliverable(forged, "webhook_deleted", origin, now_ms())[0]
+        return (record_size(wh.encode(), forged.encode(), []),
+                record_size(wh.encode(), letter.value, list(letter.headers)))
+
+    blob = MAX_MESSAGE_BYTES - 200
+    blob -= sizes(blob)[0] - (MAX_MESSAGE_BYTES - 64)
+    job_size, letter_size = sizes(blob)
+    assert job_size <= MAX_MESSAGE_BYTES < letter_size, (job_size, letter_size)
+    failures_before = _metric(dep, 'hookstream_handler_failures_total{stage="delivery"}')
+
+    producer = TrackedProducer(dep.settings.bootstrap_servers)
+    producer.send(dep.settings.topic(topics.DELIVERIES), job(blob).encode(), wh.encode())
+    sent = producer.flush()
+    copy = _invalid_by_origin(dep, sent, "the job quarantined")[sent[0].origin]
+    assert copy.value() == sent[0].value
+    assert copy.key() == wh.encode()
+    reason = headers_of(copy)["hookstream-error"].decode()
+    assert reason.startswith("handler failed after 3 attempts: RecordTooLarge: "), reason
+    assert _metric(dep, 'hookstream_handler_failures_total{stage="delivery"}') == (
+        failures_before + 1)
+    wait_no_lag(dep.settings)

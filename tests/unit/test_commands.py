@@ -7,10 +7,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+from streams.control import commands
 from streams.control.commands import (
     MAX_COMMAND_BYTES,
     MAX_DESCRIPTION,
+    MAX_WEBHOOK_ID,
     Command,
     InvalidCommand,
     Subscription,
@@ -20,6 +23,8 @@ from streams.control.commands import (
     validate_command,
 )
 from streams.schemas import SchemaError
+
+from ..support import hostile
 
 T0 = 1_760_437_800_000
 URL = "https://example.com/hooks"
@@ -105,6 +110,44 @@ def test_decode_not_json(payload: bytes) -> None:
         decode_command(payload)
 
 
+@pytest.mark.parametrize("payload", hostile.deep_nesting(5000) + hostile.deep_nesting(1000),
+                         ids=lambda p: p[:12].decode())
+def test_deep_nesting_is_an_invalid_command(payload: bytes) -> None:
+    with pytest.raises(InvalidCommand) as raised:
+        decode_command(payload)
+    assert str(raised.value)
+
+
+def test_a_record_nested_too_deeply_to_store_is_an_invalid_command() -> None:
+    # The API hands validate_command parsed JSON; storing it must not raise RecursionError.
+    nested: Any = "x"
+    for _ in range(5000):
+        nested = [nested]
+    with pytest.raises(InvalidCommand, match="cannot be stored"):
+        validate_command({**_create(), "reason": nested})
+
+
+@settings(max_examples=600, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(hostile.hostile_bytes())
+def test_any_bytes_decode_to_a_command_or_invalid_command(payload: bytes) -> None:
+    try:
+        command = decode_command(payload)
+    except InvalidCommand as exc:
+        assert str(exc)
+        return
+    assert isinstance(command, Command)
+
+
+def test_unexpected_errors_inside_decoding_become_invalid_command(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_record: Any) -> Command:
+        raise KeyError("a bug")
+    monkeypatch.setattr(commands, "validate_command", broken)
+    with pytest.raises(InvalidCommand, match="KeyError"):
+        decode_command(_json(_create()))
+
+
 def test_decode_oversized() -> None:
     record = _create(description="x")
     record["reason"] = "r" * MAX_COMMAND_BYTES
@@ -124,6 +167,10 @@ def test_decode_oversized() -> None:
         ({"op": "delete"}, "'webhook_id'"),
         ({"op": "delete", "webhook_id": ""}, "'webhook_id'"),
         ({"op": "delete", "webhook_id": 5}, "'webhook_id'"),
+        ({"op": "delete", "webhook_id": "wh 1"}, "visible ASCII"),
+        ({"op": "delete", "webhook_id": "wh_1\r\nX-Evil: 1"}, "visible ASCII"),
+        ({"op": "delete", "webhook_id": "wh_é"}, "visible ASCII"),
+        ({"op": "delete", "webhook_id": "w" * (MAX_WEBHOOK_ID + 1)}, "visible ASCII"),
         ({"op": "delete", "webhook_id": "wh_1", "colour": "red"}, "unknown field 'colour'"),
         ({"op": "update", "webhook_id": "wh_1", "webhook": {"colour": "red"}},
          "unknown field 'webhook.colour'"),
@@ -328,6 +375,36 @@ def test_insecure_url_allowed_when_configured() -> None:
 def test_bad_url_refused_even_when_insecure_allowed(url: str) -> None:
     with pytest.raises(InvalidCommand, match=r"'webhook\.url'"):
         _apply(None, _create(url=url), allow_insecure=True)
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_the_url_stored_is_the_one_check_url_returns(monkeypatch: pytest.MonkeyPatch,
+                                                     secure: bool) -> None:
+    """check_url returns the URL in the form it judged (canonical): that form is stored, on
+    create and on update, never the spelling that came."""
+    checked: list[tuple[str, bool]] = []
+
+    def canonicalising(url: str, *, allow_insecure: bool) -> str:
+        checked.append((url, allow_insecure))
+        return f"https://canonical.example/{len(checked)}"
+
+    monkeypatch.setattr(commands, "check_url", canonicalising)
+    created = _apply(None, _create(url="HTTPS://Example.COM/h"), allow_insecure=not secure)
+    assert created is not None
+    assert created.url == "https://canonical.example/1"
+    updated = _apply(created, {"op": "update", "webhook_id": "wh_1",
+                               "webhook": {"url": "https://EXAMPLE.com/other"}},
+                     allow_insecure=not secure)
+    assert updated is not None
+    assert updated.url == "https://canonical.example/2"
+    assert checked == [("HTTPS://Example.COM/h", not secure),
+                       ("https://EXAMPLE.com/other", not secure)]
+    # An update without a URL keeps the stored one and checks nothing.
+    renamed = _apply(updated, {"op": "update", "webhook_id": "wh_1",
+                               "webhook": {"description": "d"}})
+    assert renamed is not None
+    assert renamed.url == "https://canonical.example/2"
+    assert len(checked) == 2
 
 
 # -- Subscription codec --------------------------------------------------------------

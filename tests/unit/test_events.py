@@ -7,7 +7,9 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+from streams import events
 from streams.delivery.models import DeliveryJob, delivery_id_for
 from streams.events import (
     MAX_EVENT_BYTES,
@@ -17,8 +19,10 @@ from streams.events import (
     stable_event_id,
     validate_event,
 )
-from streams.payload import dumps, webhook_body
+from streams.payload import MAX_DEPTH, dumps, webhook_body
 from streams.schemas import EVENT, FAMILY_DATA, SUBSCRIPTION, registry
+
+from ..support import hostile
 
 WHERE: dict[str, Any] = {"topic": "domain.task", "partition": 2, "offset": 41}
 TS = "2025-10-14T10:30:00Z"
@@ -315,3 +319,63 @@ def test_accepted_events_are_deliverable_or_refused(payload: bytes) -> None:
     except InvalidEvent:
         return
     _deliverable(event)
+
+
+# -- hostile bytes: InvalidEvent and nothing else ----------------------------------------
+@pytest.mark.parametrize("payload", hostile.deep_nesting(5000) + hostile.deep_nesting(1000),
+                         ids=lambda p: p[:12].decode())
+def test_deep_nesting_is_an_invalid_event(payload: bytes) -> None:
+    with pytest.raises(InvalidEvent) as raised:
+        _decode(payload)
+    assert str(raised.value)
+
+
+def test_data_nested_to_the_limit_is_accepted_and_one_deeper_refused() -> None:
+    # The body adds one level to the data: at MAX_DEPTH - 1, the body is at the limit.
+    deep: Any = {"id": "t"}
+    for _ in range(MAX_DEPTH - 2):
+        deep = {"id": "t", "child": deep}
+    event = _decode(_json(_event(data=deep)))
+    _deliverable(event)
+    with pytest.raises(InvalidEvent, match=f"nested more than {MAX_DEPTH} levels"):
+        _decode(_json(_event(data={"id": "t", "child": deep})))
+
+
+def test_data_that_grows_past_the_limit_when_canonical_is_refused() -> None:
+    # `1e20` is sent as 21 digits: 4 bytes in, 22 out. The job must still fit on a topic.
+    numbers = b",".join([b"1e20"] * ((MAX_EVENT_BYTES - 200) // 5))
+    payload = (b'{"event":"task.created","timestamp":"2025-10-14T10:30:00Z",'
+               b'"workspace_id":"w","data":{"id":"t","n":[' + numbers + b"]}}")
+    assert len(payload) <= MAX_EVENT_BYTES
+    with pytest.raises(InvalidEvent, match="bytes as sent"):
+        _decode(payload)
+
+
+def test_avro_control_characters_that_grow_past_the_limit_are_refused() -> None:
+    # Each \x01 becomes a 6-byte escape in the canonical JSON.
+    payload = _avro("task", {"id": "t", "name": "\x01" * (MAX_EVENT_BYTES // 3)})
+    assert len(payload) <= MAX_EVENT_BYTES
+    with pytest.raises(InvalidEvent, match="bytes as sent"):
+        _decode(payload)
+
+
+@settings(max_examples=600, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(hostile.hostile_bytes())
+def test_any_bytes_decode_to_a_deliverable_event_or_invalid_event(payload: bytes) -> None:
+    try:
+        event = _decode(payload)
+    except InvalidEvent as exc:
+        assert str(exc)
+        return
+    _deliverable(event)
+
+
+def test_unexpected_errors_inside_decoding_become_invalid_event(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a validator raises (here a bug: KeyError), the fan-out sees InvalidEvent."""
+    def broken(*_args: Any, **_kwargs: Any) -> Event:
+        raise KeyError("a bug")
+    monkeypatch.setattr(events, "validate_event", broken)
+    with pytest.raises(InvalidEvent, match="KeyError"):
+        _decode(_json(_event()))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from streams.payload import dumps, webhook_body
+from streams.payload import MAX_DEPTH, NotRepresentable, dumps, webhook_body
 
 
 def _roundtrip(body: bytes) -> bytes:
@@ -112,3 +112,23 @@ def test_dumps_refuses_non_finite(value: float) -> None:
 )
 def test_dumps_small_floats_like_json_stringify(value: float, js: str) -> None:
     assert dumps(value) == js
+
+
+# -- nesting -----------------------------------------------------------------------------
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for level in range(depth):
+        value = [value] if level % 2 else {"a": value}
+    return value
+
+
+def test_nesting_up_to_the_limit_is_written() -> None:
+    value = _nested(MAX_DEPTH)
+    assert json.loads(dumps(value)) == value
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 5000])
+def test_deeper_nesting_is_not_representable(depth: int) -> None:
+    # A NotRepresentable, never a RecursionError, however deep.
+    with pytest.raises(NotRepresentable, match=f"nested more than {MAX_DEPTH} levels"):
+        dumps(_nested(depth))

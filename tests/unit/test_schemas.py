@@ -12,6 +12,8 @@ from typing import Any
 import fastavro
 import pytest
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streams import schemas
 from streams.schemas import (
@@ -28,6 +30,8 @@ from streams.schemas import (
     is_single_object,
     registry,
 )
+
+from ..support import hostile
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 T0 = 1_760_437_800_123  # 2025-10-14T10:30:00.123Z in epoch ms
@@ -359,3 +363,45 @@ def test_records_written_by_a_previous_schema_version_still_decode() -> None:
         "disabled_reason": None, "description": None})
     sub = Subscription.decode(buf.getvalue())
     assert (sub.id, sub.signature_scheme, sub.last_command) == ("wh_1", "hookstream", None)
+
+
+# -- hostile bytes ---------------------------------------------------------------------
+#: Every record type an input topic carries, and the two whose previous versions are read.
+_DECODED = (EVENT, CONTROL_COMMAND, DELIVERY_JOB, DEAD_LETTER, DELIVERY_ATTEMPT, SUBSCRIPTION)
+
+
+@settings(max_examples=400, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(_DECODED), payload=hostile.hostile_bytes())
+def test_decode_raises_only_schema_error_whatever_the_bytes(name: str, payload: bytes) -> None:
+    try:
+        registry().decode(name, payload, return_record_name=True)
+    except SchemaError as exc:
+        assert str(exc)
+
+
+def test_what_fastavro_raises_on_hostile_bodies() -> None:
+    """Why Registry.decode turns every Exception into SchemaError: on damaged bodies fastavro
+    raises many kinds, found here rather than guessed, and all of them are Exceptions (none
+    a bare BaseException that a worker must let through, like KeyboardInterrupt)."""
+    samples = hostile.valid_samples()
+    names = {"event": EVENT, "command": CONTROL_COMMAND, "job": DELIVERY_JOB,
+             "dead letter": DEAD_LETTER, "attempt record": DELIVERY_ATTEMPT}
+    by_fingerprint = {payload[2:10]: names[kind] for kind, payload in samples.items()}
+    seen: dict[type[BaseException], int] = {}
+
+    @settings(max_examples=800, derandomize=True, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(hostile.mutated_avro(samples))
+    def read(payload: bytes) -> None:
+        schema = registry().by_name[by_fingerprint[payload[2:10]]]
+        try:
+            fastavro.schemaless_reader(io.BytesIO(payload[10:]), schema, None)
+        except BaseException as exc:  # what we are finding out
+            seen[type(exc)] = seen.get(type(exc), 0) + 1
+
+    read()
+    assert all(issubclass(kind, Exception) for kind in seen), seen
+    # The damage is real: the common kinds all occur (and RecursionError can not: our
+    # schemas are not recursive).
+    assert {EOFError, UnicodeDecodeError, IndexError} <= set(seen), seen

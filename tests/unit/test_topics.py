@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from streams.settings import Settings
-from streams.topics import RETRY_TOPICS, TopicSpec, all_topics, domain_topic
+from streams.topics import (
+    INVALID,
+    INVALID_MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_BYTES,
+    RETRY_TOPICS,
+    TopicSpec,
+    all_topics,
+    domain_topic,
+    max_message_bytes,
+)
 
 EXPECTED = {
     "domain.task", "domain.project", "domain.comment", "domain.user",
@@ -80,3 +89,23 @@ def test_configs_are_not_shared() -> None:
 def test_helpers() -> None:
     assert domain_topic("task") == "domain.task"
     assert RETRY_TOPICS == ("hookstream.retry.1m", "hookstream.retry.5m", "hookstream.retry.30m")
+
+
+def test_retry_topics_take_the_brokers_time() -> None:
+    """The delivery stage bounds a retry's hold by its append time: no producer may set it."""
+    topics = _by_name(Settings(topic_prefix="p."))
+    for name, spec in topics.items():
+        expected = "LogAppendTime" if name[2:] in RETRY_TOPICS else None
+        assert spec.config.get("message.timestamp.type") == expected, name
+
+
+def test_every_topic_states_its_size_limit() -> None:
+    """Producers check records against these before sending (a broker's refusal breaks an
+    idempotent producer's sequence); the invalid topic takes a copy of any other's record."""
+    topics = _by_name(Settings(topic_prefix="p."))
+    for name, spec in topics.items():
+        assert int(spec.config["max.message.bytes"]) == max_message_bytes(name[2:]), name
+    assert max_message_bytes(INVALID) == INVALID_MAX_MESSAGE_BYTES
+    assert {max_message_bytes(n[2:]) for n in topics if n[2:] != INVALID} == {
+        MAX_MESSAGE_BYTES}
+    assert INVALID_MAX_MESSAGE_BYTES >= MAX_MESSAGE_BYTES + 64 * 1024
