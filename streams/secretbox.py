@@ -6,6 +6,11 @@ lists keys as `<id>:<base64 32 bytes>[,<id>:<key>...]`: the first seals, all ope
 master key is rotated by putting a new one first and keeping the old until every secret was
 re-sealed (rotate-secret). Without the variable, a key is created once in
 $HOOKSTREAM_HOME/master.key (mode 0600) for development.
+
+The master box seals webhook secrets only. Anything else sealed under the master key gets a
+box of its own from `derive(label)`: HKDF-SHA256 turns each master key into an independent
+key per label, under the same key id, so one purpose's ciphertext never opens as another's
+(a console session is not a webhook secret) and master-key rotation carries over unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 PREFIX = "enc:v1:"
 
@@ -46,10 +53,21 @@ def parse_keys(spec: str) -> list[tuple[str, bytes]]:
     return keys
 
 
+def derive_key(key: bytes, label: str) -> bytes:
+    """HKDF-SHA256 of a master key with `label` as its info: 32 bytes for one purpose.
+
+    No salt: master keys are already uniformly random (RFC 5869, 3.1). Changing this
+    function makes everything sealed by derived boxes unreadable; a test pins it.
+    """
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=label.encode()).derive(key)
+
+
 class SecretBox:
     def __init__(self, keys: list[tuple[str, bytes]]) -> None:
         if not keys:
             raise SecretBoxError("no master key")
+        self._keys = list(keys)
         self._active_id, active = keys[0]
         self._active = AESGCM(active)
         self._by_id = {key_id: AESGCM(key) for key_id, key in keys}
@@ -65,6 +83,15 @@ class SecretBox:
             with os.fdopen(fd, "w") as f:
                 f.write(generate_master_key("dev"))
         return cls(parse_keys(path.read_text().strip()))
+
+    def derive(self, label: str) -> SecretBox:
+        """A box for one purpose: each key replaced by its HKDF derivation for `label`.
+
+        Key ids stay as they are, so the first key still seals and every key still opens.
+        """
+        if not label:
+            raise SecretBoxError("a derived box needs a label")
+        return SecretBox([(key_id, derive_key(key, label)) for key_id, key in self._keys])
 
     def seal(self, plaintext: str) -> str:
         nonce = secrets.token_bytes(12)

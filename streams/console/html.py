@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -38,6 +39,22 @@ def page(title: str, body: str, who: str | None, csrf: str | None = None) -> str
             f"</title><link rel=stylesheet href=/console/style.css></head><body><header>"
             f"<strong>hookstream</strong>{nav}</header><main><h1>{e(title)}</h1>{body}"
             f"</main></body></html>")
+
+
+def login_form() -> str:
+    return ('<div class="card"><p>Sign in with your workspace\'s API key, or the admin key.'
+            '</p><form method=post action="/console/login"><input type=password name=api_key '
+            'size=60 placeholder="hsk_…" autocomplete=off autofocus> <button>Sign in</button>'
+            '</form></div>')
+
+
+def secret_card(webhook_id: str, secret: str, what: str, note: str = "") -> str:
+    """A webhook's secret, shown once in the page body. Never put a secret in a URL (a flash
+    redirect, a link): URLs end up in history, access logs and Referer headers."""
+    link = f"/console/webhooks/{quote(webhook_id)}"
+    return (f'<div class="card"><p>Webhook <a href="{e(link)}">{e(webhook_id)}</a> {e(what)}.'
+            f'</p><p>Its signing secret, shown only now: <code id=secret>{e(secret)}</code></p>'
+            + (f'<p class="muted">{e(note)}</p>' if note else "") + "</div>")
 
 
 def table(headers: Iterable[str], rows: Iterable[Iterable[str]], empty: str = "Nothing yet.",

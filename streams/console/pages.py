@@ -1,41 +1,117 @@
 """Console pages. Each reads or writes through this worker's own HTTP API with the signed-in
-key, so the console enforces exactly the API's rules."""
+key, so the console enforces exactly the API's rules.
+
+Sessions (streams.console.session) end on sign-out everywhere: the session id goes to
+hookstream.console-logouts, which every worker tails into `tables.console_logouts`. A
+signed-in request first catches up with that topic (`_signed_in`), so a cookie signed out on
+one worker is refused by every worker from the moment the sign-out answered. Secrets appear
+only in the one response that creates them (create, rotate), never in a URL.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple, cast
 from urllib.parse import quote
 
 import httpx
 from aiohttp import web as aioweb
+from faust.types import TopicT
 from faust.web import Request, View
 
 from .. import catalog, metrics
-from ..app import app, settings
+from ..api.auth import check_key, client_of, retry_after
+from ..app import app, raw_topic, settings
 from ..control.apikeys import authenticate
-from ..tables import api_keys
-from ..timeutil import iso_from_ms
+from ..proxies import TrustedProxies
+from ..tables import api_keys, console_logouts
+from ..timeutil import iso_from_ms, now_ms
+from ..topics import CONSOLE_LOGOUTS
 from . import session
-from .html import STYLE, button, e, form, page, sparkline, table
+from .html import STYLE, button, e, form, login_form, page, secret_card, sparkline, table
 
-box = settings.secret_box()
+#: Seconds a sign-out waits for this worker's copy of the logouts topic to show it.
+LOGOUT_APPLY_TIMEOUT_S = 10.0
+#: Seconds a signed-in request may wait to catch up with sign-outs made on other workers.
+#: If it cannot, the request is refused (503) rather than trusting a possibly ended session.
+LOGOUT_SYNC_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
 _client: httpx.AsyncClient | None = None
+_sweep = session.Sweeper()
 
 
-class Signin(Exception):
-    """No valid session: go to the sign-in page."""
+@functools.cache
+def _sessions() -> session.Sessions:
+    # Built on first use rather than at import: reading the master key is the worker's
+    # business once it runs, not a side effect of importing the pages.
+    return session.Sessions(settings.secret_box())
 
 
-def _session(request: Request) -> tuple[str, str, str]:
-    """(api key, cookie, who) of a signed-in request, else Signin."""
+@functools.cache
+def _proxies() -> TrustedProxies:
+    return TrustedProxies(settings.trusted_proxies)
+
+
+@functools.cache
+def _logouts_topic() -> TopicT:
+    return raw_topic(CONSOLE_LOGOUTS)
+
+
+class Refused(Exception):
+    """The request cannot go on; `response` says why (usually: go and sign in)."""
+
+    def __init__(self, response: aioweb.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class SignedIn(NamedTuple):
+    session: session.Session
+    who: str
+    csrf: str
+    form: Any  # the POSTed form, already checked for its CSRF token; None for GETs
+
+
+async def _signed_in(request: Request) -> SignedIn:
+    """The request's live session, its form checked for CSRF (POST), else Refused."""
     cookie = request.cookies.get(session.COOKIE)
-    key = session.open_session(box, cookie)
-    principal = authenticate(key, api_keys.current, settings.admin_key) if key else None
-    if principal is None or cookie is None or key is None:
-        raise Signin
+    if not cookie:
+        raise Refused(_redirect("/console/login"))
+    # Catch up with sign-outs made on other workers first. It costs up to ~100 ms a page
+    # (measured: health 4 -> 102 ms at p50; pages whose API calls already wait for the
+    # subscriptions view, 0-100 ms more): sync() waits behind its consumer's own 100 ms
+    # long-poll, not for the broker, whose answer takes ~1.4 ms from an idle client.
+    if not await console_logouts.sync(LOGOUT_SYNC_TIMEOUT_S):
+        raise Refused(_html(page("Try again", "<p>Sessions cannot be checked right now.</p>",
+                                 None), 503))
+    now = now_ms()
+    _sweep(console_logouts.current, now)
+    found = _sessions().open(cookie, now, console_logouts.current)
+    principal = (authenticate(found.api_key, api_keys.current, settings.admin_key)
+                 if found is not None else None)
+    if found is None or principal is None:
+        raise Refused(_redirect("/console/login"))
     who = "admin · all workspaces" if principal.is_admin else f"workspace {principal.workspace_id}"
-    return key, cookie, who
+    csrf = session.csrf_token(cookie)
+    form_data = None
+    if request.method == "POST":
+        form_data = await request.post()
+        if not session.csrf_ok(cookie, str(form_data.get("csrf", ""))):
+            raise Refused(_html(page("Forbidden", "<p>Stale form: reload and try again.</p>",
+                                     who, csrf), 403))
+    return SignedIn(found, who, csrf, form_data)
+
+
+def _cookie_options(request: Request) -> dict[str, Any]:
+    """Attributes of the session cookie, alike when it is set and when it is deleted."""
+    raw = cast(aioweb.Request, request)  # faust's Request type omits aiohttp's transport
+    https = _proxies().is_https(raw.scheme, raw.remote,
+                                raw.headers.getall("X-Forwarded-Proto", []))
+    return {"path": "/console", "httponly": True, "samesite": "Strict",
+            "secure": session.cookie_secure(settings.console_secure_cookies, https)}
 
 
 async def _api(key: str, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
@@ -49,9 +125,11 @@ async def _api(key: str, method: str, path: str, **kwargs: Any) -> tuple[int, An
 
 
 def _html(body: str, status: int = 200) -> aioweb.Response:
+    # no-store: pages can hold a secret shown once; no-referrer: no URL of ours leaves.
     return aioweb.Response(text=body, status=status, content_type="text/html",
                            headers={"Content-Security-Policy": "default-src 'self'",
-                                    "X-Frame-Options": "DENY", "Cache-Control": "no-store"})
+                                    "X-Frame-Options": "DENY", "Cache-Control": "no-store",
+                                    "Referrer-Policy": "no-referrer"})
 
 
 def _redirect(location: str) -> aioweb.Response:
@@ -73,17 +151,13 @@ def guarded(handler: Any) -> Any:
 
     async def wrapped(self: View, request: Request, **kwargs: Any) -> aioweb.Response:
         try:
-            key, cookie, who = _session(request)
-        except Signin:
-            return _redirect("/console/login")
-        if request.method == "POST":
-            form_data = await request.post()
-            if not session.csrf_ok(cookie, str(form_data.get("csrf", ""))):
-                return _html(page("Forbidden", "<p>Stale form: reload and try again.</p>",
-                                  who, session.csrf_token(cookie)), 403)
-            kwargs["form"] = form_data
-        result: aioweb.Response = await handler(self, request, key=key, csrf=session.csrf_token(
-            cookie), who=who, **kwargs)
+            signed_in = await _signed_in(request)
+        except Refused as refused:
+            return refused.response
+        if signed_in.form is not None:
+            kwargs["form"] = signed_in.form
+        result: aioweb.Response = await handler(self, request, key=signed_in.session.api_key,
+                                                csrf=signed_in.csrf, who=signed_in.who, **kwargs)
         return result
 
     return wrapped
@@ -98,32 +172,55 @@ class Style(View):
 @app.page("/console/login")
 class Login(View):
     async def get(self, request: Request) -> aioweb.Response:
-        return _html(page("Sign in", _login_form(), None))
+        return _html(page("Sign in", login_form(), None))
 
     async def post(self, request: Request) -> aioweb.Response:
+        client = client_of(request)
+        wait = retry_after(client)
+        if wait > 0:
+            return _html(page("Sign in", f'<p class="flash">Too many failed sign-ins from '
+                              f'your address; try again in {int(wait) + 1} s.</p>', None), 429)
         key = str((await request.post()).get("api_key", "")).strip()
-        if authenticate(key, api_keys.current, settings.admin_key) is None:
+        if check_key(client, key, "console") is None:
             return _html(page("Sign in", '<p class="flash">That key is not valid.</p>'
-                              + _login_form(), None), 401)
+                              + login_form(), None), 401)
+        _, cookie = _sessions().start(key, now_ms())
         response = _redirect("/console")
-        response.set_cookie(session.COOKIE, session.seal(box, key), httponly=True,
-                            samesite="Strict", path="/console", max_age=session.LIFETIME_S)
+        response.set_cookie(session.COOKIE, cookie, max_age=session.LIFETIME_S,
+                            **_cookie_options(request))
         return response
-
-
-def _login_form() -> str:
-    return ('<div class="card"><p>Sign in with your workspace\'s API key, or the admin key.'
-            '</p><form method=post action="/console/login"><input type=password name=api_key '
-            'size=60 placeholder="hsk_…" autocomplete=off autofocus> <button>Sign in</button>'
-            '</form></div>')
 
 
 @app.page("/console/logout")
 class Logout(View):
-    @guarded
-    async def post(self, request: Request, **_: Any) -> aioweb.Response:
-        response = _redirect("/console/login")
-        response.del_cookie(session.COOKIE, path="/console")
+    async def post(self, request: Request) -> aioweb.Response:
+        """End the session on every worker, not only in this browser: a copy of the cookie
+        (another machine, a backup, a proxy log) stops working too."""
+        try:
+            ending = (await _signed_in(request)).session
+        except Refused as refused:
+            return refused.response
+        try:
+            # force: publish now, never attached to a stream event in context.
+            await (await _logouts_topic().send(key=ending.sid.encode(),
+                                               value=str(ending.expires_ms).encode(), force=True))
+        except Exception:  # the broker's errors, whichever client layer raises them
+            log.exception("console sign-out could not be recorded")
+            response = _html(page("Not signed out", '<p class="flash">This browser forgot the '
+                                  "session, but the sign-out could not be recorded: a copy of "
+                                  "the cookie still works until it expires. Sign in and out "
+                                  "again.</p>", None), 503)
+        else:
+            def ended() -> bool:
+                return ending.sid in console_logouts.current or ending.expires_ms <= now_ms()
+
+            if await console_logouts.wait_for(ended, LOGOUT_APPLY_TIMEOUT_S):
+                response = _redirect("/console/login")
+            else:
+                response = _html(page("Signing out", '<p class="flash">Your sign-out was '
+                                      "recorded; this worker has not applied it yet but will "
+                                      "shortly.</p>", None), 503)
+        response.del_cookie(session.COOKIE, **_cookie_options(request))
         return response
 
 
@@ -191,9 +288,7 @@ class Create(View):
             flash = f'<p class="flash">{e(_error_text(created))}</p>'
             return _html(page("Create a webhook", flash + _create_form(csrf, who), who, csrf),
                          400)
-        shown = (f'<div class="card"><p>Webhook <a href="/console/webhooks/{e(created["id"])}">'
-                 f'{e(created["id"])}</a> created.</p><p>Its signing secret, shown only now: '
-                 f'<code id=secret>{e(created["secret"])}</code></p></div>')
+        shown = secret_card(created["id"], created["secret"], "created")
         return _html(page("Webhook created", shown, who, csrf), 201)
 
 
@@ -278,12 +373,21 @@ class Action(View):
             message = (f"Test {body['status']}: {body['response_code'] or body['error']} "
                        f"in {body['response_time_ms']} ms")
         elif action == "rotate-secret":
-            message = f"New secret, shown only now: {body['secret']}"
+            return _rotated(webhook_id, body["secret"], who, csrf)
         elif action == "replay":
             message = f"Replayed {body['replayed']} dead letter(s)"
         else:
             message = f"Webhook {action}d"
         return _redirect(f"/console/webhooks/{quote(webhook_id)}?flash={quote(message)}")
+
+
+def _rotated(webhook_id: str, secret: str, who: str, csrf: str) -> aioweb.Response:
+    """The new secret in this response only: a redirect would put it in a URL (history,
+    access logs, Referer); _html's no-store keeps it out of caches."""
+    shown = secret_card(webhook_id, secret, "has a new secret", note=(
+        "Store it now. The previous secret keeps signing alongside it for the rotation "
+        "grace period."))
+    return _html(page("Secret rotated", shown, who, csrf))
 
 
 @app.page("/console/dead-letters")

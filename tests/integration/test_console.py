@@ -1,6 +1,6 @@
 """The console end to end in headless Chromium (Debian's, driven by Playwright) against a live
-worker: sign in, find a webhook, send a test, disable and enable it, see a dead letter and
-replay it. Screenshots of each page go to docs/ for the README."""
+worker: sign in, find a webhook, send a test, disable and enable it, rotate its secret, see a
+dead letter and replay it, sign out. Screenshots of each page go to docs/ for the README."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
@@ -109,6 +110,12 @@ def test_console_end_to_end(dep: Deployment, browser_page: Page) -> None:
     expect(page.locator("table").last).to_contain_text("webhook.test")
     page.screenshot(path=str(DOCS / "console-webhook.png"), full_page=True)
 
+    # Rotate the secret: shown once in the page, never in the address bar (history).
+    page.click("button:has-text('Rotate secret')")
+    expect(page.locator("h1")).to_have_text("Secret rotated")
+    rotated = page.locator("#secret").inner_text()
+    assert rotated.startswith("whsec_") and rotated not in unquote(page.url)
+
     # Dead letters: see it, fix the endpoint, enable, replay.
     page.goto(f"{base}/console/dead-letters")
     expect(page.locator("table")).to_contain_text("attempts_exhausted")
@@ -141,3 +148,10 @@ def test_console_end_to_end(dep: Deployment, browser_page: Page) -> None:
     wait_until(charts_drawn, timeout=30, what="throughput charts", interval=0.5)
     expect(page.locator("h1")).to_have_text("Pipeline health")
     page.screenshot(path=str(DOCS / "console-health.png"), full_page=True)
+
+    # Sign out: the browser forgets the cookie and the console asks for a key again.
+    page.click("button:has-text('Sign out')")
+    expect(page).to_have_url(f"{base}/console/login")
+    assert not [c for c in page.context.cookies() if c["name"] == "hookstream_session"]
+    page.goto(f"{base}/console/health")
+    expect(page).to_have_url(f"{base}/console/login")

@@ -1,8 +1,11 @@
-"""streams.secretbox: AES-256-GCM sealing of webhook secrets, key ids, rotation, key files."""
+"""streams.secretbox: AES-256-GCM sealing of webhook secrets, key ids, rotation, key files,
+and boxes derived per purpose."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import stat
 from pathlib import Path
@@ -13,6 +16,7 @@ from streams.secretbox import (
     PREFIX,
     SecretBox,
     SecretBoxError,
+    derive_key,
     generate_master_key,
     is_sealed,
     parse_keys,
@@ -172,6 +176,103 @@ def test_non_ascii_payload_is_a_secretbox_error() -> None:
     box = _box(_spec("k1", _key(1)))
     with pytest.raises(SecretBoxError):
         box.open("enc:v1:k1:é")
+
+
+# --- derived boxes ---------------------------------------------------------------------------
+
+SESSIONS = "hookstream console session v1"
+
+
+def _rfc5869(ikm: bytes, info: bytes, length: int = 32) -> bytes:
+    """HKDF-SHA256 with no salt, written out from RFC 5869 (independent of `cryptography`)."""
+    prk = hmac.new(b"\x00" * 32, ikm, hashlib.sha256).digest()
+    okm, block, counter = b"", b"", 1
+    while len(okm) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        okm, counter = okm + block, counter + 1
+    return okm[:length]
+
+
+def test_rfc5869_helper_matches_the_rfc_vector() -> None:
+    # RFC 5869 A.3: SHA-256, zero-length salt and info (a zero-length salt is HashLen zeros).
+    ikm = bytes.fromhex("0b" * 22)
+    expected = ("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"
+                "9d201395faa4b61a96c8")
+    assert _rfc5869(ikm, b"", 42).hex() == expected
+
+
+def test_derived_key_is_hkdf_sha256_of_the_master_key_with_the_label_as_info() -> None:
+    # Pinned: changing the derivation would make every derived ciphertext unreadable.
+    assert derive_key(_key(1), SESSIONS) == _rfc5869(_key(1), SESSIONS.encode())
+    derived = _box(_spec("k1", _key(1))).derive(SESSIONS)
+    by_hand = SecretBox([("k1", _rfc5869(_key(1), SESSIONS.encode()))])
+    assert by_hand.open(derived.seal(SECRET)) == SECRET
+    assert derived.open(by_hand.seal(SECRET)) == SECRET
+
+
+def test_derived_box_round_trips_and_keeps_the_key_id() -> None:
+    derived = _box(_spec("k1", _key(1))).derive(SESSIONS)
+    sealed = derived.seal(SECRET)
+    assert sealed.startswith("enc:v1:k1:")
+    assert derived.open(sealed) == SECRET
+
+
+def test_the_same_label_derives_the_same_box_in_every_process() -> None:
+    # Two workers build their boxes separately from the same HOOKSTREAM_MASTER_KEY.
+    one = _box(_spec("k1", _key(1))).derive(SESSIONS)
+    other = _box(_spec("k1", _key(1))).derive(SESSIONS)
+    assert other.open(one.seal(SECRET)) == SECRET
+
+
+def test_derived_and_master_ciphertexts_do_not_open_in_each_other() -> None:
+    master = _box(_spec("k1", _key(1)))
+    derived = master.derive(SESSIONS)
+    with pytest.raises(SecretBoxError, match="does not open"):
+        master.open(derived.seal(SECRET))
+    with pytest.raises(SecretBoxError, match="does not open"):
+        derived.open(master.seal(SECRET))
+
+
+def test_boxes_derived_with_different_labels_are_independent() -> None:
+    master = _box(_spec("k1", _key(1)))
+    sessions, other = master.derive(SESSIONS), master.derive("hookstream something else v1")
+    with pytest.raises(SecretBoxError, match="does not open"):
+        other.open(sessions.seal(SECRET))
+    with pytest.raises(SecretBoxError, match="does not open"):
+        sessions.open(other.seal(SECRET))
+    # Labels are compared whole: a prefix or a version bump is another key.
+    for near in (SESSIONS[:-1], SESSIONS + " ", SESSIONS.replace("v1", "v2")):
+        with pytest.raises(SecretBoxError, match="does not open"):
+            master.derive(near).open(sessions.seal(SECRET))
+
+
+def test_derived_keys_differ_from_the_master_key_and_from_each_other() -> None:
+    keys = {_key(1), derive_key(_key(1), SESSIONS), derive_key(_key(1), "b"),
+            derive_key(_key(2), SESSIONS)}
+    assert len(keys) == 4
+    assert all(len(k) == 32 for k in keys)
+
+
+def test_derived_boxes_follow_master_key_rotation() -> None:
+    before = _box(_spec("old", _key(1))).derive(SESSIONS)
+    sealed_old = before.seal(SECRET)
+    after = _box(_spec("new", _key(2)), _spec("old", _key(1))).derive(SESSIONS)
+    sealed_new = after.seal(SECRET)
+    assert sealed_new.startswith("enc:v1:new:")
+    assert after.open(sealed_old) == SECRET
+    assert after.open(sealed_new) == SECRET
+    with pytest.raises(SecretBoxError, match="unknown master key 'new'"):
+        before.open(sealed_new)
+    # The rotated master box still opens neither.
+    rotated_master = _box(_spec("new", _key(2)), _spec("old", _key(1)))
+    for sealed in (sealed_old, sealed_new):
+        with pytest.raises(SecretBoxError, match="does not open"):
+            rotated_master.open(sealed)
+
+
+def test_derive_needs_a_label() -> None:
+    with pytest.raises(SecretBoxError, match="needs a label"):
+        _box(_spec("k1", _key(1))).derive("")
 
 
 # --- parse_keys -----------------------------------------------------------------------------

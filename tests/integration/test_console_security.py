@@ -1,0 +1,287 @@
+"""The console's secrets and sessions, over plain HTTP against live workers.
+
+A rotated secret never travels in a URL; sessions are sealed under a key of their own, not
+the master key that seals webhook secrets; signing out ends the session on every worker;
+the cookie is `Secure` when the request came over https (directly or via a trusted proxy),
+or always, or never, as configured.
+
+Three workers share one deployment (and so one master key and one logouts topic):
+worker1 decides `Secure` per request (HOOKSTREAM_TRUSTED_PROXIES=127.0.0.1), worker2 always
+sets it, worker3 never. Requests from 127.0.0.2 (still loopback) come from an untrusted peer.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.cookies import Morsel, SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+
+from streams import topics
+from streams.console import session
+from streams.secretbox import SecretBox, parse_keys
+from streams.signing import verify
+
+from ..support.api import call
+from ..support.pipeline import Deployment
+from ..support.workers import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+UNTRUSTED = "127.0.0.2"
+
+
+@pytest.fixture(scope="module")
+def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    home = Path(tmp_path_factory.mktemp("console-security"))
+    deployment = Deployment(kafka_bootstrap, home, HOOKSTREAM_TRUSTED_PROXIES="127.0.0.1")
+    for name, secure in (("worker1", "auto"), ("worker2", "1"), ("worker3", "0")):
+        env = {**deployment.env, "HOOKSTREAM_CONSOLE_SECURE_COOKIES": secure}
+        deployment.workers.append(WorkerProcess(env, home, name).start())
+    try:
+        for worker in deployment.workers:
+            worker.wait_ready()
+    except BaseException:
+        deployment.close()
+        raise
+    yield deployment
+    deployment.close()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: str
+
+    @property
+    def location(self) -> str | None:
+        return self.headers.get("Location")
+
+    def session_cookie(self) -> Morsel[str] | None:
+        """The session cookie this reply sets (or deletes), with its attributes."""
+        for header in self.headers.get_all("Set-Cookie") or []:
+            jar: SimpleCookie = SimpleCookie()
+            jar.load(header)
+            if session.COOKIE in jar:
+                return jar[session.COOKIE]
+        return None
+
+
+def _http(port: int, method: str, path: str, *, cookie: str | None = None,
+          form: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+          source: str = "127.0.0.1") -> Reply:
+    """One request, redirects not followed, from the `source` loopback address."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    sent = dict(headers or {})
+    if cookie is not None:
+        # As a browser replays it: the value exactly as Set-Cookie carried it.
+        sent["Cookie"] = f"{session.COOKIE}={cookie}"
+    data = urlencode(form).encode() if form is not None else None
+    if data is not None:
+        sent["Content-Type"] = "application/x-www-form-urlencoded"
+    try:
+        conn.request(method, path, body=data, headers=sent)
+        response = conn.getresponse()
+        return Reply(response.status, response.headers, response.read().decode())
+    finally:
+        conn.close()
+
+
+def _sign_in(port: int, key: str, headers: dict[str, str] | None = None,
+             source: str = "127.0.0.1") -> tuple[str, Reply]:
+    """(the cookie value as a browser sends it back, the sign-in reply)."""
+    reply = _http(port, "POST", "/console/login", form={"api_key": key}, headers=headers,
+                  source=source)
+    assert reply.status == 303 and reply.location == "/console", (reply.status, reply.body)
+    morsel = reply.session_cookie()
+    assert morsel is not None and morsel.value
+    return morsel.coded_value, reply
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name=csrf value="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def _signed_in_page(port: int, cookie: str, path: str = "/console") -> Reply:
+    reply = _http(port, "GET", path, cookie=cookie)
+    assert reply.status == 200, (reply.status, reply.location)
+    return reply
+
+
+def _refused(reply: Reply) -> bool:
+    return reply.status == 303 and reply.location == "/console/login"
+
+
+def _links(html: str) -> list[str]:
+    return re.findall(r'(?:href|action|src)=(?:"([^"]*)"|\'([^\']*)\'|([^\s>]+))', html)
+
+
+def _urls(html: str) -> list[str]:
+    return ["".join(groups) for groups in _links(html)]
+
+
+def _admin(dep: Deployment) -> str:
+    return dep.env["HOOKSTREAM_ADMIN_KEY"]
+
+
+# --- a rotated secret ------------------------------------------------------------------
+
+
+def test_a_rotated_secret_is_shown_once_and_never_in_a_url(dep: Deployment) -> None:
+    port = dep.workers[0].port
+    created = call(port, "POST", "/v1/webhooks", _admin(dep), {
+        "workspace_id": "ws_rotate", "url": dep.receiver.url("/rotated"), "events": ["task.*"]})
+    assert created.status == 201, created.body
+    webhook = created.body["id"]
+    cookie, _ = _sign_in(port, _admin(dep))
+    detail = f"/console/webhooks/{webhook}"
+    csrf = _csrf(_signed_in_page(port, cookie, detail).body)
+
+    rotated = _http(port, "POST", f"{detail}/rotate-secret", cookie=cookie, form={"csrf": csrf})
+
+    assert rotated.status == 200, (rotated.status, rotated.location)
+    assert rotated.location is None
+    assert rotated.headers.get("Cache-Control") == "no-store"
+    shown = re.search(r"<code id=secret>(whsec_[^<]+)</code>", rotated.body)
+    assert shown, rotated.body
+    secret = shown.group(1)
+    assert secret != created.body["secret"]
+    assert rotated.body.count(secret) == 1
+    forms = (secret, quote(secret, safe=""), quote(secret))
+    urls = _urls(rotated.body)
+    assert f"/console/webhooks/{webhook}" in urls
+    assert not [u for u in urls if any(f in u for f in forms)]
+
+    # Every page it links to: none redirects to, links to or shows the secret again.
+    for url in {u for u in urls if u.startswith("/console") and u != "/console/logout"}:
+        reply = _http(port, "GET", url, cookie=cookie)
+        assert reply.status == 200, (url, reply.status, reply.location)
+        assert not any(f in reply.body for f in forms), url
+
+    # It is the webhook's real new secret: a test delivery (sent before the API answers)
+    # verifies under it.
+    assert call(port, "POST", f"/v1/webhooks/{webhook}/test", _admin(dep)).status == 200
+    [delivery] = dep.receiver.at("/rotated")
+    assert verify(delivery.body, delivery.headers["x-webhook-signature"], secret)
+
+    # Nor does any worker write it in its log (access log lines included).
+    for worker in dep.workers:
+        assert not any(f in worker.log_text() for f in forms), worker.name
+
+
+# --- sessions under their own key --------------------------------------------------------
+
+
+def test_a_cookie_sealed_with_the_master_key_is_refused(dep: Deployment) -> None:
+    port = dep.workers[0].port
+    master = SecretBox(parse_keys(dep.env["HOOKSTREAM_MASTER_KEY"]))
+    genuine, _ = _sign_in(port, _admin(dep))
+    assert _signed_in_page(port, genuine)  # the control: a real session works
+
+    # Today's format until this change: the master box sealing {"key", "exp"}.
+    old_payload = json.dumps({"key": _admin(dep), "exp": int(time.time()) + 3600})
+    old = base64.urlsafe_b64encode(master.seal(old_payload).encode()).decode()
+    assert _refused(_http(port, "GET", "/console", cookie=f'"{old}"'))
+
+    # The genuine session's own payload, sealed with the master box instead of its own key.
+    sealed = session.decode_cookie(SimpleCookie(f"{session.COOKIE}={genuine}")[
+        session.COOKIE].value)
+    payload = master.derive(session.LABEL).open(sealed)
+    forged = session.encode_cookie(master.seal(payload))
+    assert _refused(_http(port, "GET", "/console", cookie=forged))
+
+
+# --- signing out -----------------------------------------------------------------------
+
+
+def test_signing_out_ends_the_session_on_every_worker(dep: Deployment) -> None:
+    first, second = dep.workers[0].port, dep.workers[1].port
+    webhook = call(first, "POST", "/v1/webhooks", _admin(dep), {
+        "workspace_id": "ws_logout", "url": dep.receiver.url("/logout"),
+        "events": ["task.*"]}).body["id"]
+    logouts = dep.reader(topics.CONSOLE_LOGOUTS)
+    cookie, _ = _sign_in(first, _admin(dep))
+    other, _ = _sign_in(first, _admin(dep))  # another session of the same key
+    csrf = _csrf(_signed_in_page(first, cookie).body)
+    assert _signed_in_page(second, cookie)
+
+    out = _http(first, "POST", "/console/logout", cookie=cookie, form={"csrf": csrf})
+
+    assert _refused(out)
+    deleted = out.session_cookie()
+    assert deleted is not None and deleted.value == "" and deleted["max-age"] == "0"
+    # Replaying the copied cookie: refused at once by the worker that signed it out...
+    assert _refused(_http(first, "GET", "/console", cookie=cookie))
+    assert _refused(_http(first, "POST", f"/console/webhooks/{webhook}/disable", cookie=cookie,
+                          form={"csrf": csrf}))
+    # ...and by another worker, which catches up with the logouts topic before it answers.
+    assert _refused(_http(second, "GET", "/console", cookie=cookie))
+    assert call(first, "GET", f"/v1/webhooks/{webhook}", _admin(dep)).body["active"] is True
+
+    # Only that session ended.
+    assert _signed_in_page(first, other) and _signed_in_page(second, other)
+    again, _ = _sign_in(second, _admin(dep))
+    assert _signed_in_page(first, again)
+
+    # The topic holds the session id and its expiry, nothing secret.
+    box = SecretBox(parse_keys(dep.env["HOOKSTREAM_MASTER_KEY"])).derive(session.LABEL)
+    sealed = session.decode_cookie(SimpleCookie(f"{session.COOKIE}={cookie}")[
+        session.COOKIE].value)
+    payload = json.loads(box.open(sealed))
+    sid = payload["sid"].encode()
+    logouts.wait_for(lambda ms: any(m.key() == sid for m in ms), what="the sign-out")
+    [record] = [m for m in logouts.messages if m.key() == sid]
+    assert int(record.value()) == payload["exp"]
+    for message in logouts.messages:
+        assert _admin(dep).encode() not in message.value() + message.key()
+        assert cookie.encode() not in message.value() + message.key()
+
+
+# --- Secure cookies ----------------------------------------------------------------------
+
+HTTPS = {"X-Forwarded-Proto": "https"}
+
+
+def _secure(dep: Deployment, port: int, **options: Any) -> bool:
+    """Does signing in with these request options get a `Secure` session cookie?"""
+    _, reply = _sign_in(port, _admin(dep), **options)
+    morsel = reply.session_cookie()
+    assert morsel is not None
+    return bool(morsel["secure"])
+
+
+def test_auto_secure_cookie_follows_https_from_a_trusted_proxy_only(dep: Deployment) -> None:
+    port = dep.workers[0].port
+    assert _secure(dep, port, headers=HTTPS) is True
+    assert _secure(dep, port) is False
+    assert _secure(dep, port, headers={"X-Forwarded-Proto": "http"}) is False
+    assert _secure(dep, port, headers=HTTPS, source=UNTRUSTED) is False
+    # Signing out over the same proxy deletes the cookie with the same attributes.
+    cookie, _ = _sign_in(port, _admin(dep), headers=HTTPS)
+    csrf = _csrf(_signed_in_page(port, cookie).body)
+    out = _http(port, "POST", "/console/logout", cookie=cookie, form={"csrf": csrf},
+                headers=HTTPS)
+    deleted = out.session_cookie()
+    assert _refused(out) and deleted is not None and deleted["secure"] is True
+    assert deleted["httponly"] is True and deleted["samesite"] == "Strict"
+
+
+@pytest.mark.parametrize(("worker", "expected"), [(1, True), (2, False)],
+                         ids=["always (1)", "never (0)"])
+def test_configured_secure_cookie_ignores_the_request(dep: Deployment, worker: int,
+                                                      expected: bool) -> None:
+    port = dep.workers[worker].port
+    for options in ({}, {"headers": HTTPS}, {"headers": HTTPS, "source": UNTRUSTED}):
+        assert _secure(dep, port, **options) is expected, options
