@@ -6,14 +6,43 @@ same settings joins the same consumer group and shares the partitions.
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types import TableT, TopicT
+from faust.web import drivers as web_drivers
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from .settings import Settings
+from .topics import INVALID_MAX_MESSAGE_BYTES
 
 settings = Settings.from_env()
+
+
+class OwnPagesOnly(AiohttpWeb):
+    """faust's aiohttp server, serving our pages and none of faust's own views.
+
+    faust mounts views of its own on the worker's port and none of them asks for a key:
+    /router (every worker's URL and partitions), /table (table contents: sealed secrets,
+    delivery attempts), /graph, statistics at / and /assignment/, /performance/, and an
+    index at / when statistics are off. The settings below switch off all but the index,
+    which has no setting, and faust lets APP_WEB_*_ENABLED in the environment switch them
+    back on; a server that takes none of faust's blueprints serves none, whatever is set.
+
+    `@app.table_route` does not need /router: it asks app.router, which reads the partition
+    assignor's metadata, and forwards the request to the owner's same path
+    (faust/app/router.py). tests/integration/test_web_surface.py reads a webhook's
+    deliveries through both of two workers to show it.
+    """
+
+    default_blueprints = production_blueprints = debug_blueprints = optional_blueprints = ()
+
+
+# faust finds its web server class by the scheme of its `web` setting, in this registry.
+web_drivers.DRIVERS.aliases["hookstream"] = f"{__name__}:{OwnPagesOnly.__name__}"
 
 
 def _broker_urls(bootstrap: str) -> str:
@@ -30,6 +59,13 @@ app = faust.App(
     web_host=settings.web_host,
     web_port=settings.web_port,
     web_in_thread=False,
+    web="hookstream://",
+    # faust's own views, off in faust's terms too (OwnPagesOnly is what guarantees it).
+    web_router_enabled=False,
+    web_tables_enabled=False,
+    web_graph_enabled=False,
+    web_stats_enabled=False,
+    web_metrics_enabled=False,
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
     # acks=all: an offset is committed only after what it produced is on every replica.
@@ -39,6 +75,9 @@ app = faust.App(
     # 50,000 deliveries. Batching them is most of a worker's CPU saved on history.
     producer_linger=0.005,
     producer_max_batch_size=1 << 20,
+    # The agents' quarantined copies are the only faust writes near a topic's limit: they
+    # go to hookstream.invalid, which takes twice what any input topic does.
+    producer_max_request_size=INVALID_MAX_MESSAGE_BYTES,
     consumer_auto_offset_reset="earliest",
     # Commit at least every second: a crash replays at most ~1 s of fan-out.
     broker_commit_interval=1.0,
@@ -66,3 +105,50 @@ def raw_table(name: str, changelog: str) -> TableT[Any, Any]:
         partitions=settings.partitions,
         changelog_topic=raw_topic(changelog, partitions=settings.partitions, compacting=True),
     )
+
+
+class DatadirError(Exception):
+    """The worker's data directory cannot be created; the message is one line."""
+
+
+def prepare_datadir() -> None:
+    """Create this worker's faust directories under HOOKSTREAM_HOME, parents included.
+
+    faust creates them itself when it starts, but without parents (`mkdir(exist_ok=True)`),
+    so a worker started in a fresh directory, or in an image whose HOOKSTREAM_HOME did not
+    exist yet, died with FileNotFoundError. Done before faust starts, an unusable
+    HOOKSTREAM_HOME is also one clear DatadirError rather than a crash inside faust.
+    """
+    conf = app.conf
+    # Tables live in memory (store="memory://"), so nothing is written here yet: directories
+    # that already exist are taken as they are, writable or not.
+    for directory in (conf.datadir, conf.appdir, conf.tabledir):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _unusable(directory, exc) from None
+
+
+def _unusable(directory: Path, exc: OSError) -> DatadirError:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        reason = f"permission denied (uid {os.getuid()})"
+    elif exc.errno == errno.EROFS:
+        reason = "read-only file system"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST) and (file := _file_in_the_way(directory)):
+        reason = f"{file} is a file, not a directory"
+    else:
+        reason = (exc.strerror or str(exc)).lower()
+    return DatadirError(
+        f"HOOKSTREAM_HOME={settings.home}: cannot create {directory.absolute()}: {reason}")
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first existing part of `path` (from the root down) that is not a directory."""
+    path = path.absolute()
+    for part in (*reversed(path.parents), path):
+        try:
+            if part.exists() and not part.is_dir():
+                return part
+        except OSError:
+            return None
+    return None

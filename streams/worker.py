@@ -24,8 +24,9 @@ from . import history as _history  # noqa: F401 - registers the agent and its vi
 from . import metrics
 from .admin import create_topics
 from .api import webhooks as _api  # noqa: F401 - registers the API views
-from .api.auth import may_see, principal_of
-from .app import app, settings
+from .api.auth import TooManyFailures, may_see, principal_of
+from .api.forwarding import too_many, unauthorized
+from .app import DatadirError, app, prepare_datadir, settings
 from .console import pages as _console  # noqa: F401 - registers the console pages
 from .control import agent as _control_agent  # noqa: F401 - registers the agent
 from .delivery.worker import DeliveryWorker
@@ -166,19 +167,23 @@ async def readyz(_web, request):  # type: ignore[no-untyped-def]
 @app.page("/metrics")
 async def metrics_page(_web, request):  # type: ignore[no-untyped-def]
     """Prometheus text format."""
-    states = {"active": 0, "disabled": 0}
-    for sub in view.index.all():
-        states["active" if sub.active else "disabled"] += 1
-    for state, count in states.items():
-        metrics.SUBSCRIPTIONS.labels(state=state).set(count)
+    # Counted as subscriptions change (SubscriptionIndex), never by walking them per scrape.
+    metrics.SUBSCRIPTIONS.labels(state="active").set(view.index.active)
+    metrics.SUBSCRIPTIONS.labels(state="disabled").set(view.index.disabled)
     return _web.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
 
 
 @app.page("/internal/subscriptions/{webhook_id}")
 async def subscription_state(_web, request, webhook_id: str):  # type: ignore[no-untyped-def]
     """This worker's view of one webhook, without its secret (for probes and tests)."""
+    try:
+        principal = principal_of(request)
+    except TooManyFailures as exc:
+        return too_many(_web, exc)
+    if principal is None:
+        return _web.json(unauthorized().body(), status=401)
     sub = view.index.get(webhook_id)
-    if sub is None or not may_see(principal_of(request), webhook_id):
+    if sub is None or not may_see(principal, webhook_id):
         return _web.json({"error": "not found"}, status=404)
     state = sub.to_record()
     del state["secret"]
@@ -186,6 +191,12 @@ async def subscription_state(_web, request, webhook_id: str):  # type: ignore[no
 
 
 def run_worker() -> None:
+    # Before anything else, so that an unusable HOOKSTREAM_HOME is one line and exit 1, not
+    # a traceback from inside faust's start-up (the same form as the CLI's errors).
+    try:
+        prepare_datadir()
+    except DatadirError as exc:
+        sys.exit(f"error: {exc}")
     # uvloop: the event loop's own bookkeeping (timers, callbacks, epoll) was a fifth of a
     # loaded worker's CPU under asyncio's loop. Set before faust creates its loop.
     mode.loop.use("uvloop")

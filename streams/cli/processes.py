@@ -103,6 +103,14 @@ def worker() -> None:
     """Run a worker: fan-out, control, delivery and the web server (settings from env)."""
     settings()
     from ..admin import AdminError
+    from ..app import DatadirError, prepare_datadir
+
+    try:
+        # Before importing the worker: without HOOKSTREAM_MASTER_KEY its modules write
+        # $HOOKSTREAM_HOME/master.key as they load.
+        prepare_datadir()
+    except DatadirError as exc:
+        raise CliError(str(exc)) from None
     from ..worker import run_worker
 
     try:

@@ -22,20 +22,27 @@ def free_port() -> int:
 
 class WorkerProcess:
     def __init__(self, env: dict[str, str], home: Path, name: str,
-                 wrapper: list[str] | None = None) -> None:
+                 wrapper: list[str] | None = None, cwd: Path | None = None,
+                 hookstream_home: Path | None = None) -> None:
         #: A command the worker runs under, e.g. one that gives it its own /etc/hosts.
         self.wrapper = wrapper or []
+        #: The worker's working directory (default: the test's).
+        self.cwd = cwd
         self.port = free_port()
         self.name = name
+        #: The log stays in `home`, opened by the test: the worker may not be able to write.
         self.log_path = home / f"{name}.log"
-        self.env = {**env, "HOOKSTREAM_WEB_PORT": str(self.port), "HOOKSTREAM_HOME": str(home)}
+        #: HOOKSTREAM_HOME as the worker sees it (default: `home`).
+        self.hookstream_home = hookstream_home or home
+        self.env = {**env, "HOOKSTREAM_WEB_PORT": str(self.port),
+                    "HOOKSTREAM_HOME": str(self.hookstream_home)}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*self.wrapper, sys.executable, "-m", "streams", "worker"], env=self.env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, cwd=self.cwd,
         )
         log.close()
         return self
@@ -59,6 +66,15 @@ class WorkerProcess:
                 return
             time.sleep(0.2)  # polling interval of a readiness probe, not a stand-in
         raise AssertionError(f"worker {self.name} not ready in {timeout}s:\n{self.log_tail()}")
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        """The exit code of a worker that should stop by itself; fails at the deadline."""
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"worker {self.name} still running after {timeout}s:\n"
+                                 f"{self.log_tail()}") from None
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
