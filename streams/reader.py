@@ -48,3 +48,32 @@ def read_topic(settings: Settings, topic: str) -> Iterator[Record]:
         consumer.close()
 
 
+def read_partition(settings: Settings, topic: str, partition: int, start: int,
+                   end: int) -> Iterator[Record]:
+    """(partition, offset, key, value) of the records of one partition in [start, end)."""
+    name = settings.topic(topic)
+    consumer = Consumer({
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": f"hookstream-reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
+        "logger": logging.getLogger("hookstream.kafka"),
+    })
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=30)
+        start, end = max(start, low), min(end, high)
+        if start >= end:
+            return
+        consumer.assign([TopicPartition(name, partition, start)])
+        while True:
+            message = consumer.poll(5.0)
+            if message is None:
+                raise RuntimeError(f"reading {name} stalled; is Kafka up?")
+            if message.error() is not None:
+                continue
+            offset = message.offset() or 0
+            if offset >= end:
+                return
+            yield partition, offset, message.key(), message.value()
+            if offset + 1 >= end:
+                return
+    finally:
+        consumer.close()

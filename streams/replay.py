@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from .delivery.models import DeadLetter
 from .producer import Publisher
-from .reader import read_topic
+from .reader import read_partition, read_topic
 from .schemas import SchemaError
 from .settings import Settings
 from .timeutil import now_ms
@@ -58,6 +58,26 @@ def list_dead_letters(settings: Settings, webhook_id: str | None = None,
         letters.append(StoredLetter(partition, offset, letter,
                                     f"{partition}:{offset}" in replayed))
     return sorted(letters, key=lambda s: s.letter.dead_at)
+
+
+def fetch_letters(settings: Settings, where: list[tuple[int, int]]) -> list[StoredLetter]:
+    """The dead letters at these (partition, offset)s, read from where they sit rather than
+    from the whole topic (a webhook's letters share one partition: its key's). Marked as
+    not replayed: the caller has already chosen letters not yet replayed."""
+    by_partition: dict[int, set[int]] = {}
+    for partition, offset in where:
+        by_partition.setdefault(partition, set()).add(offset)
+    found = []
+    for partition, offsets in sorted(by_partition.items()):
+        for _, offset, _key, value in read_partition(settings, DLQ, partition, min(offsets),
+                                                     max(offsets) + 1):
+            if offset in offsets and value is not None:
+                try:
+                    found.append(StoredLetter(partition, offset, DeadLetter.decode(value),
+                                              False))
+                except SchemaError as exc:
+                    log.warning("unreadable dead letter at %d:%d: %s", partition, offset, exc)
+    return found
 
 
 def replay(settings: Settings, letters: list[StoredLetter],

@@ -123,6 +123,9 @@ class Settings:
     per_workspace_concurrency: int = 100
     #: Webhooks one workspace may have; creating one more is refused (409).
     max_webhooks_per_workspace: int = 100
+    #: Dead letters of one workspace that /v1/dead-letters lists (the newest); older ones
+    #: stay on the topic for `hookstream dlq`. About half a kilobyte each, on every worker.
+    dead_letters_listed: int = 10_000
     #: A webhook whose next job would wait longer than this for a slot has its jobs parked
     #: on the first retry topic instead of queued in memory (streams.delivery.pressure).
     defer_after: float = 30.0
@@ -161,6 +164,7 @@ class Settings:
             per_workspace_concurrency=_int(env, "HOOKSTREAM_PER_WORKSPACE_CONCURRENCY",
                                            max(1, concurrency // 2)),
             max_webhooks_per_workspace=_int(env, "HOOKSTREAM_MAX_WEBHOOKS_PER_WORKSPACE", 100),
+            dead_letters_listed=_int(env, "HOOKSTREAM_DEAD_LETTERS_LISTED", 10_000),
             per_webhook_concurrency=_int(env, "HOOKSTREAM_PER_WEBHOOK_CONCURRENCY", 16),
             defer_after=_float(env, "HOOKSTREAM_DEFER_AFTER", 30.0),
             retry_delays=_delays(env),

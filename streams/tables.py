@@ -4,6 +4,7 @@ subscriptions  hookstream.subscriptions  webhook id -> Subscription (indexed by 
 api_keys       hookstream.apikeys        key id -> ApiKey (hashes only)
 idempotency    hookstream.idempotency    "<key id>:<Idempotency-Key>" -> stored API response
 console_logouts hookstream.console-logouts session id -> its expiry (ms): signed out
+dead_letters   hookstream.dlq (+ -replayed) each workspace's dead letters, listed (streams.dlq)
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from collections import OrderedDict
 from typing import Any
 
 from .app import settings
-from .compacted import KeyedView
+from .compacted import KeyedView, Record
 from .control.apikeys import ApiKey
+from .dlq.view import DeadLetterView
 from .subscriptions.view import SubscriptionsView
 from .timeutil import now_ms
-from .topics import API_KEYS, CONSOLE_LOGOUTS, IDEMPOTENCY, SUBSCRIPTIONS
+from .topics import API_KEYS, CONSOLE_LOGOUTS, DLQ, DLQ_REPLAYED, IDEMPOTENCY, SUBSCRIPTIONS
 
 #: How long a stored response answers repeats of its Idempotency-Key.
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
@@ -34,10 +36,10 @@ class IdempotencyView(KeyedView[dict[str, Any]]):
         super().__init__(settings.bootstrap_servers, settings.topic(IDEMPOTENCY), json.loads)
         self.current: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
-    def _put(self, key: bytes | None, value: bytes | None) -> None:
-        super()._put(key, value)
-        if key is not None and value is not None:
-            self.current.move_to_end(key.decode())
+    def _put(self, record: Record) -> None:
+        super()._put(record)
+        if record.key is not None and record.value is not None:
+            self.current.move_to_end(record.key.decode())
         self.evict(now_ms())
 
     def evict(self, now: int) -> None:
@@ -65,4 +67,6 @@ api_keys = KeyedView(settings.bootstrap_servers, settings.topic(API_KEYS), ApiKe
 idempotency = IdempotencyView()
 #: session id -> expiry (ms) of a console session that was signed out
 console_logouts = KeyedView(settings.bootstrap_servers, settings.topic(CONSOLE_LOGOUTS), _expiry)
-ALL = (subscriptions, api_keys, idempotency, console_logouts)
+dead_letters = DeadLetterView(settings.bootstrap_servers, settings.topic(DLQ),
+                              settings.topic(DLQ_REPLAYED), settings.dead_letters_listed)
+ALL = (subscriptions, api_keys, idempotency, console_logouts, dead_letters)

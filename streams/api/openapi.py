@@ -31,7 +31,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Invalid request: the error names the field", 401: "No or bad API key",
-            404: "No such webhook in your workspace", 504: "Written but not applied in time"}
+            404: "No such webhook in your workspace",
+            409: "The workspace has as many webhooks as it may",
+            504: "Written but not applied in time"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
 
@@ -135,7 +137,7 @@ def document() -> dict[str, Any]:
                          "requestBody": {"required": True, "content": {"application/json": {
                              "schema": _ref("WebhookCreate")}}},
                          "responses": {"201": _json(_ref("WebhookWithSecret"), "Created"),
-                                       **_errors(400, 401, 504)}},
+                                       **_errors(400, 401, 409, 504)}},
             },
             "/v1/webhooks/{webhook_id}": {
                 "parameters": [_WEBHOOK_ID],
@@ -177,10 +179,17 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json(_ref("DeliveryPage"), "A page"),
                               **_errors(400, 401, 404)}}},
             "/v1/dead-letters": {"get": {
-                "summary": "Dead letters of your webhooks",
+                "summary": "Dead letters of your workspace, newest first",
                 "parameters": [{"name": "webhook_id", "in": "query", "schema": {"type": "string"}},
-                               {"name": "reason", "in": "query", "schema": {"type": "string"}}],
-                "responses": {"200": _json({"type": "object", "required": ["data"], "properties": {
+                               {"name": "reason", "in": "query", "schema": {"type": "string"}},
+                               {"name": "workspace_id", "in": "query",
+                                "schema": {"type": "string"}},
+                               {"name": "limit", "in": "query",
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                               {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object", "required": ["data", "next_cursor"],
+                                            "properties": {
+                    "next_cursor": optional_string,
                     "data": {"type": "array", "items": {"type": "object", "properties": {
                         "delivery_id": {"type": "string"}, "webhook_id": {"type": "string"},
                         "workspace_id": {"type": "string"}, "event": {"type": "string"},

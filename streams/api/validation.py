@@ -157,6 +157,20 @@ def patch_body(body: dict[str, Any], *, allow_insecure: bool) -> dict[str, Any]:
     return fields
 
 
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def idempotency_key(raw: str | None) -> str | None:
+    """The Idempotency-Key header: at most 255 visible characters (as Stripe's)."""
+    if raw is None or raw == "":
+        return None
+    if len(raw) > MAX_IDEMPOTENCY_KEY:
+        raise invalid("Idempotency-Key", f"longer than {MAX_IDEMPOTENCY_KEY} characters")
+    if any(not c.isprintable() for c in raw):
+        raise invalid("Idempotency-Key", "holds control characters")
+    return raw
+
+
 def limit(raw: str | None, default: int = 50, maximum: int = 100) -> int:
     if raw is None:
         return default

@@ -21,23 +21,26 @@ from faust.web import Request, Response, View
 from .. import catalog, history, metrics
 from ..app import app, raw_topic, settings
 from ..control.apikeys import Principal
-from ..control.commands import Command, Subscription, generate_secret
+from ..control.commands import Command, Subscription, generate_secret, over_limit
 from ..delivery.client import NOT_PUBLIC, DeliveryClient, resolves_publicly
 from ..delivery.models import FAILED, SUCCESS, AttemptRecord, DeliveryJob, delivery_id_for
 from ..delivery.sender import attempt
+from ..dlq.index import decode_cursor, encode_cursor
 from ..payload import dumps
 from ..policy import parse_target
-from ..replay import list_dead_letters, replay
-from ..tables import idempotency, subscriptions
+from ..replay import fetch_letters, replay
+from ..tables import dead_letters, idempotency, subscriptions
 from ..timeutil import iso_from_ms, now_ms, parse_iso
 from ..topics import CONTROL, DELIVERY_LOG, IDEMPOTENCY
 from . import openapi
 from . import validation as v
-from .auth import principal_of
+from .auth import TooManyFailures, principal_of
+from .forwarding import answered_by_owner, too_many, unauthorized
 from .validation import ApiError
 
 APPLY_TIMEOUT_S = 10.0
 box = settings.secret_box()
+_idempotency_box = box.derive("hookstream idempotency v1")
 control_topic = raw_topic(CONTROL)
 log_topic = raw_topic(DELIVERY_LOG)
 idempotency_topic = raw_topic(IDEMPOTENCY)
@@ -54,21 +57,26 @@ def api(handler: Handler) -> ViewMethod:
     async def wrapped(self: View, request: Request, **kwargs: Any) -> Response:
         try:
             principal = _principal(request)
-            key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+            key = v.idempotency_key(request.headers.get("Idempotency-Key")
+                                    if request.method == "POST" else None)
             if key:
                 # The first answer was stored before it was returned: catching up with the
                 # topic makes a retry on any worker find it.
                 await idempotency.sync()
                 stored = idempotency.get(f"{principal.key_id}:{key}")
                 if stored is not None:
-                    return self.json(stored["body"], status=stored["status"])
+                    return self.json(_opened(stored), status=stored["status"])
             status: int
             body: Any
             status, body = await handler(self, request, principal, **kwargs)
-            if key and status < 500:
+            # Only what was done is remembered (as Stripe does): a refused request may be
+            # sent again, corrected, with the same key.
+            if key and 200 <= status < 300:
                 await _remember(f"{principal.key_id}:{key}", status, body)
         except ApiError as exc:
             return self.json(exc.body(), status=exc.status)
+        except TooManyFailures as exc:
+            return too_many(self, exc)
         if status == 204:
             return self.bytes(b"", status=204)
         return self.json(body, status=status)
@@ -79,13 +87,21 @@ def api(handler: Handler) -> ViewMethod:
 def _principal(request: Request) -> Principal:
     principal = principal_of(request)
     if principal is None:
-        raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer)")
+        raise unauthorized()
     return principal
 
 
 async def _remember(key: str, status: int, body: Any) -> None:
-    value = json.dumps({"status": status, "body": body, "at": now_ms()}).encode()
+    """Kept sealed: a create or rotate answer holds the webhook's plaintext secret."""
+    sealed = _idempotency_box.seal(json.dumps(body))
+    value = json.dumps({"status": status, "sealed": sealed, "at": now_ms()}).encode()
     await (await idempotency_topic.send(key=key.encode(), value=value, force=True))
+
+
+def _opened(stored: dict[str, Any]) -> Any:
+    if "sealed" in stored:
+        return json.loads(_idempotency_box.open(stored["sealed"]))
+    return stored["body"]  # written before answers were sealed (expires within a day)
 
 
 async def _body(request: Request, required: bool = True) -> dict[str, Any]:
@@ -107,6 +123,15 @@ async def _current(principal: Principal, webhook_id: str) -> Subscription:
     """The webhook as of now (caught up with the table), if the caller may see it."""
     await subscriptions.sync()
     return _visible(principal, webhook_id)
+
+
+def _room_for_one_more(workspace: str) -> None:
+    """HOOKSTREAM_MAX_WEBHOOKS_PER_WORKSPACE: a tenant is bounded by settings. (Creates on
+    two workers at once can both pass; the control agent holds the line as well.)"""
+    why = over_limit(workspace, subscriptions.index.count_in_workspace(workspace),
+                     settings.max_webhooks_per_workspace)
+    if why is not None:
+        raise ApiError(409, "limit_reached", why, "workspace_id")
 
 
 async def _resolves_publicly(url: str) -> None:
@@ -161,6 +186,8 @@ class Webhooks(View):
         if not isinstance(workspace, str) or not workspace:
             raise v.invalid("workspace_id", "is required with the admin key")
         fields = v.create_body(body, allow_insecure=settings.allow_insecure_targets)
+        await subscriptions.sync()
+        _room_for_one_more(workspace)
         await _resolves_publicly(fields["url"])
         secret = fields.get("secret") or generate_secret()
         fields["secret"] = box.seal(secret)
@@ -172,17 +199,16 @@ class Webhooks(View):
     @api
     async def get(self, request: Request, principal: Principal) -> tuple[int, Any]:
         limit = v.limit(request.query.get("limit"))
-        cursor = request.query.get("cursor")
+        cursor = request.query.get("cursor") or None
         workspace = request.query.get("workspace_id")
+        if not principal.is_admin:
+            if workspace not in (None, principal.workspace_id):
+                return 200, {"data": [], "next_cursor": None}
+            workspace = principal.workspace_id
         await subscriptions.sync()
-        subs = sorted((s for s in subscriptions.index.all() if principal.may_see(s.workspace_id)
-                       and (workspace is None or s.workspace_id == workspace)),
-                      key=lambda s: s.id)
-        if cursor:
-            subs = [s for s in subs if s.id > cursor]
-        page = subs[:limit]
+        page, more = subscriptions.index.page(workspace_id=workspace, after=cursor, limit=limit)
         return 200, {"data": [_shown(s) for s in page],
-                     "next_cursor": page[-1].id if len(subs) > limit else None}
+                     "next_cursor": page[-1].id if more else None}
 
 
 @app.page("/v1/webhooks/{webhook_id}")
@@ -292,18 +318,23 @@ class WebhookReplay(View):
                 bounds[name] = int(parse_iso(str(raw)).timestamp() * 1000)
             except ValueError:
                 raise v.invalid(name, "must be an ISO 8601 time with a zone") from None
-        letters = await asyncio.to_thread(list_dead_letters, settings, webhook_id,
-                                          bounds.get("since"), bounds.get("until"))
+        await dead_letters.sync()
+        index = dead_letters.index
+        chosen = [d for d in index.of_webhook(webhook_id)
+                  if bounds.get("since", d.dead_at) <= d.dead_at <= bounds.get("until", d.dead_at)]
+        pending = [d for d in chosen if not index.replayed(d)]
+        letters = await asyncio.to_thread(fetch_letters, settings,
+                                          [(d.partition, d.offset) for d in pending])
         count = await asyncio.to_thread(replay, settings, letters)
-        return 200, {"replayed": count, "already_replayed": len(letters) - count}
+        return 200, {"replayed": count, "already_replayed": len(chosen) - len(pending)}
 
 
 @app.page("/v1/webhooks/{webhook_id}/deliveries")
-@app.table_route(table=history.history, match_info="webhook_id")
-async def deliveries(web: View, request: Request, webhook_id: str) -> Response:
+@answered_by_owner(history.history, "webhook_id")
+async def deliveries(web: View, request: Request, webhook_id: str,
+                     principal: Principal) -> Response:
     """Recent attempts, newest first: answered by the worker holding this webhook's history."""
     try:
-        principal = _principal(request)
         await _current(principal, webhook_id)
         limit = v.limit(request.query.get("limit"))
         status = request.query.get("status")
@@ -334,26 +365,32 @@ async def deliveries(web: View, request: Request, webhook_id: str) -> Response:
 class DeadLetters(View):
     @api
     async def get(self, request: Request, principal: Principal) -> tuple[int, Any]:
-        """Dead letters of the caller's webhooks (all, for the admin), oldest first."""
+        """Dead letters of the caller's workspace (any, for the admin), newest first."""
         webhook_id = request.query.get("webhook_id")
         reason = request.query.get("reason")
+        workspace = request.query.get("workspace_id")
+        if not principal.is_admin:
+            if workspace not in (None, principal.workspace_id):
+                raise v.invalid("workspace_id", "a workspace key sees its own workspace only")
+            workspace = principal.workspace_id
+        limit = v.limit(request.query.get("limit"))
+        raw_cursor = request.query.get("cursor")
+        try:
+            before = decode_cursor(raw_cursor) if raw_cursor else None
+        except ValueError:
+            raise v.invalid("cursor", "is not a cursor from this API") from None
         if webhook_id is not None:
             await _current(principal, webhook_id)
-        letters = await asyncio.to_thread(list_dead_letters, settings, webhook_id)
-        rows = []
-        for stored in letters:
-            job = stored.letter.job
-            if not principal.may_see(job.workspace_id):
-                continue
-            if reason is not None and stored.letter.reason != reason:
-                continue
-            rows.append({"delivery_id": job.delivery_id, "webhook_id": job.webhook_id,
-                         "workspace_id": job.workspace_id, "event": job.event_type,
-                         "event_id": job.event_id, "reason": stored.letter.reason,
-                         "error": stored.letter.error, "attempts": len(job.outcomes),
-                         "dead_at": iso_from_ms(stored.letter.dead_at),
-                         "replayed": stored.replayed})
-        return 200, {"data": rows}
+        await dead_letters.sync()
+        index = dead_letters.index
+        letters, after = index.page(workspace_id=workspace, webhook_id=webhook_id,
+                                    reason=reason, before=before, limit=limit)
+        return 200, {"data": [{
+            "delivery_id": d.delivery_id, "webhook_id": d.webhook_id,
+            "workspace_id": d.workspace_id, "event": d.event_type, "event_id": d.event_id,
+            "reason": d.reason, "error": d.error, "attempts": d.attempts,
+            "dead_at": iso_from_ms(d.dead_at), "replayed": index.replayed(d),
+        } for d in letters], "next_cursor": encode_cursor(after) if after else None}
 
 
 @app.page("/v1/event-types")

@@ -111,6 +111,12 @@ def _dead(letter: DeadLetter, origin: Origin, why: str) -> Produce:
         ("hookstream-error", why[:1000].encode()),
         ("hookstream-attempts", str(len(job.outcomes)).encode()),
         ("hookstream-delivery-id", job.delivery_id.encode()),
+        # What a listing shows, readable without decoding the job (streams.dlq.view).
+        ("hookstream-workspace-id", job.workspace_id.encode()),
+        ("hookstream-event", job.event_type.encode()),
+        ("hookstream-event-id", job.event_id.encode()),
+        ("hookstream-dead-at", str(letter.dead_at).encode()),
+        *((("hookstream-last-error", letter.error[:1000].encode()),) if letter.error else ()),
         # Where the job was last read from, and the domain event it came from.
         ("hookstream-last-topic", origin.topic.encode()),
         ("hookstream-last-partition", str(origin.partition).encode()),

@@ -11,7 +11,7 @@ recovery bugs (faust-streaming#283), so this reads the topic with a plain consum
 
 from __future__ import annotations
 
-from ..compacted import CompactedView
+from ..compacted import CompactedView, Record
 from ..control.commands import Subscription
 from .index import SubscriptionIndex
 
@@ -21,9 +21,9 @@ class SubscriptionsView(CompactedView):
         self.index = SubscriptionIndex()
         super().__init__(bootstrap_servers, topic, self._apply_record)
 
-    def _apply_record(self, key: bytes | None, value: bytes | None) -> None:
-        if value is None:
-            if key is not None:
-                self.index.delete(key.decode())
+    def _apply_record(self, record: Record) -> None:
+        if record.value is None:
+            if record.key is not None:
+                self.index.delete(record.key.decode())
             return
-        self.index.put(Subscription.decode(value))
+        self.index.put(Subscription.decode(record.value))

@@ -162,7 +162,7 @@ def test_tenant_isolation(api: Api) -> None:
     for internal in (f"/internal/subscriptions/{theirs}", f"/internal/webhooks/{theirs}/summary",
                      f"/internal/webhooks/{theirs}/attempts"):
         assert api.on(1, "GET", internal, api.key_a).status == 404, internal
-        assert api.on(1, "GET", internal, None).status == 404, internal
+        assert api.on(1, "GET", internal, None).status == 401, internal
         assert api.on(1, "GET", internal, api.key_b).status == 200, internal
     # B's events never reach A's endpoints.
     mine = api.create(api.key_a, "/iso/a", events=["*"])["id"]

@@ -47,3 +47,33 @@ class TopicReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every record in `topic` up to its end offsets as of this call: all of it, however
+    long that takes (never a fixed time that may stop short)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap,
+                         "group.id": f"test-reader-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+        ends = {}
+        for p in metadata.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        found: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while ends:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: not read to its end in {timeout}s")
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            found.append(message)
+            if (message.offset() or 0) + 1 >= ends.get(message.partition(), 0):
+                ends.pop(message.partition(), None)
+        return found
+    finally:
+        consumer.close()

@@ -366,3 +366,18 @@ def test_limit_custom_default_and_maximum() -> None:
     assert v.limit(None, default=5, maximum=10) == 5
     assert v.limit("10", default=5, maximum=10) == 10
     _raises("limit", lambda: v.limit("11", default=5, maximum=10), "between 1 and 10")
+
+
+@pytest.mark.parametrize("raw", [None, ""])
+def test_no_idempotency_key(raw: str | None) -> None:
+    assert v.idempotency_key(raw) is None
+
+
+@pytest.mark.parametrize("raw", ["k", "k" * 255, "order-42/retry é"])
+def test_idempotency_keys_accepted(raw: str) -> None:
+    assert v.idempotency_key(raw) == raw
+
+
+@pytest.mark.parametrize("raw", ["k" * 256, "a\x7fb", "a\nb", "a\x00b"])
+def test_idempotency_keys_refused(raw: str) -> None:
+    _raises("Idempotency-Key", lambda: v.idempotency_key(raw))

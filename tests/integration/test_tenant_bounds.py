@@ -1,0 +1,212 @@
+"""Tenants are bounded by settings: webhooks per workspace, idempotency keys, dead-letter
+listings that page one workspace's letters; and secrets never rest in plaintext."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from streams import topics
+from streams.delivery.models import DeadLetter
+
+from ..support.api import Answer, call
+from ..support.kafka import read_to_end
+from ..support.pipeline import Deployment
+from ..support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+MAX_WEBHOOKS = 4
+LISTED = 12
+
+
+def _key(dep: Deployment, workspace: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "streams", "apikeys", "create", "--workspace",
+                          workspace], capture_output=True, text=True, timeout=60, env=dep.env)
+    assert out.returncode == 0, out.stderr
+    key = out.stdout.split("key (shown once): ", 1)[1].split()[0]
+    wait_until(lambda: call(dep.workers[0].port, "GET", "/v1/webhooks", key).status == 200,
+               what="the new key known")
+    return key
+
+
+@pytest.fixture(scope="module")
+def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("bounds")),
+                            HOOKSTREAM_MAX_WEBHOOKS_PER_WORKSPACE=str(MAX_WEBHOOKS),
+                            HOOKSTREAM_DEAD_LETTERS_LISTED=str(LISTED))
+    deployment.start_worker()
+    yield deployment
+    deployment.close()
+
+
+def _on(dep: Deployment, method: str, path: str, key: str, body: object = None,
+        headers: dict[str, str] | None = None) -> Answer:
+    return call(dep.workers[0].port, method, path, key, body, headers=headers)
+
+
+def _create(dep: Deployment, key: str, **fields: object) -> Answer:
+    return _on(dep, "POST", "/v1/webhooks", key, {
+        "url": dep.receiver.url(f"/b/{uuid.uuid4().hex[:6]}"), "events": ["task.created"],
+        **fields})
+
+
+def test_a_workspace_has_at_most_its_webhooks(dep: Deployment) -> None:
+    key = _key(dep, "ws_full")
+    made = [_create(dep, key) for _ in range(MAX_WEBHOOKS)]
+    assert [a.status for a in made] == [201] * MAX_WEBHOOKS
+    refused = _create(dep, key)
+    assert refused.status == 409, refused.body
+    assert refused.body["error"]["code"] == "limit_reached"
+    assert f"({MAX_WEBHOOKS})" in refused.body["error"]["message"]
+    # A create sent straight to the control topic is held to the same bound.
+    direct = f"wh_direct_{uuid.uuid4().hex[:6]}"
+    dep.command("create", direct, workspace_id="ws_full", webhook={
+        "url": dep.receiver.url("/direct"), "events": ["task.created"]})
+    invalid = dep.reader(topics.INVALID)
+    (copy,) = [m for m in invalid.wait_for(
+        lambda ms: any(m.key() == direct.encode() for m in ms), what="the create refused")
+        if m.key() == direct.encode()]
+    assert f"the most it may have ({MAX_WEBHOOKS})" in dict(copy.headers())[
+        "hookstream-error"].decode()
+    # Another workspace is not affected; a deletion makes room again.
+    assert _create(dep, _key(dep, "ws_other")).status == 201
+    gone = _on(dep, "DELETE", f"/v1/webhooks/{made[0].body['id']}", key)
+    assert gone.status == 204
+    assert _create(dep, key).status == 201
+
+
+def test_idempotent_answers_keep_the_secret_sealed(dep: Deployment) -> None:
+    key = _key(dep, "ws_idem")
+    headers = {"Idempotency-Key": f"create-{uuid.uuid4().hex}"}
+    first = _create(dep, key, description="idem")
+    assert first.status == 201
+    body = {"url": dep.receiver.url("/idem"), "events": ["task.created"]}
+    created = _on(dep, "POST", "/v1/webhooks", key, body, headers)
+    again = _on(dep, "POST", "/v1/webhooks", key, body, headers)
+    assert created.status == again.status == 201
+    assert again.body == created.body  # the same webhook, the same secret, shown again
+    rotate_headers = {"Idempotency-Key": f"rotate-{uuid.uuid4().hex}"}
+    rotated = _on(dep, "POST", f"/v1/webhooks/{created.body['id']}/rotate-secret", key, None,
+                  rotate_headers)
+    assert rotated.status == 200
+    secrets = [created.body["secret"], rotated.body["secret"], first.body["secret"]]
+    stored = read_to_end(dep.settings.bootstrap_servers,
+                         dep.settings.topic(topics.IDEMPOTENCY))
+    assert len(stored) >= 2
+    for message in stored:
+        for secret in secrets:
+            assert secret.encode() not in message.value()
+            assert secret.split("_", 1)[1].encode() not in message.value()
+
+
+@pytest.mark.parametrize(("value", "status"), [("k" * 255, 201), ("k" * 256, 400)])
+def test_idempotency_keys_are_bounded(dep: Deployment, value: str, status: int) -> None:
+    key = _key(dep, f"ws_k{status}{len(value)}")
+    answer = _on(dep, "POST", "/v1/webhooks", key,
+                 {"url": dep.receiver.url("/k"), "events": ["task.created"]},
+                 {"Idempotency-Key": value})
+    assert answer.status == status, answer.body
+    if status == 400:
+        assert answer.body["error"]["field"] == "Idempotency-Key"
+
+
+def test_a_refused_request_is_not_remembered(dep: Deployment) -> None:
+    """As Stripe: a 400 may be corrected and sent again with the same key."""
+    key = _key(dep, "ws_retry")
+    headers = {"Idempotency-Key": "fix-me"}
+    bad = _on(dep, "POST", "/v1/webhooks", key, {"url": "nope", "events": ["task.created"]},
+              headers)
+    assert bad.status == 400
+    good = _on(dep, "POST", "/v1/webhooks", key,
+               {"url": dep.receiver.url("/fixed"), "events": ["task.created"]}, headers)
+    assert good.status == 201, good.body
+
+
+def _reader_groups(dep: Deployment) -> set[str]:
+    admin = AdminClient({"bootstrap.servers": dep.settings.bootstrap_servers})
+    listed = admin.list_consumer_groups(request_timeout=10).result()
+    return {g.group_id for g in listed.valid if g.group_id.startswith("hookstream-reader-")}
+
+
+def _dead(dep: Deployment, key: str, workspace: str, count: int) -> str:
+    """A disabled webhook and `count` events for it: `count` dead letters."""
+    wh = _create(dep, key, active=False).body["id"]
+    for n in range(count):
+        dep.publisher.publish_event({"id": f"evt_{wh}_{n}", "event": "task.created",
+                                     "workspace_id": workspace,
+                                     "timestamp": "2025-10-14T10:30:00Z",
+                                     "data": {"id": f"t{n}"}})
+    dep.publisher.flush()
+    return str(wh)
+
+
+def _pages(dep: Deployment, key: str, query: str, limit: int) -> list[list[dict]]:
+    pages, cursor = [], None
+    while True:
+        path = f"/v1/dead-letters?limit={limit}{query}" + (f"&cursor={cursor}" if cursor else "")
+        answer = _on(dep, "GET", path, key)
+        assert answer.status == 200, answer.body
+        pages.append(answer.body["data"])
+        cursor = answer.body["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+def test_dead_letters_are_paged_per_workspace(dep: Deployment) -> None:
+    key_a, key_b = _key(dep, "ws_dla"), _key(dep, "ws_dlb")
+    wh_a = _dead(dep, key_a, "ws_dla", 11)
+    wh_b = _dead(dep, key_b, "ws_dlb", 3)
+    wait_until(lambda: len(_on(dep, "GET", "/v1/dead-letters?limit=100", key_a).body["data"])
+               == 11, what="ws_dla's 11 dead letters listed", timeout=60)
+    before = _reader_groups(dep)
+    pages = _pages(dep, key_a, "", 4)
+    assert [len(p) for p in pages] == [4, 4, 3]
+    letters = [d for p in pages for d in p]
+    assert {d["webhook_id"] for d in letters} == {wh_a}
+    assert len({d["delivery_id"] for d in letters}) == 11
+    assert [d["dead_at"] for d in letters] == sorted((d["dead_at"] for d in letters),
+                                                     reverse=True)
+    assert all(d["reason"] == "webhook_disabled" and not d["replayed"] for d in letters)
+    # The same pages through a filter; another workspace's key sees only its own.
+    assert [d for p in _pages(dep, key_a, f"&webhook_id={wh_a}&reason=webhook_disabled", 5)
+            for d in p] == letters
+    assert _pages(dep, key_a, "&reason=attempts_exhausted", 5) == [[]]
+    assert {d["webhook_id"] for p in _pages(dep, key_b, "", 2) for d in p} == {wh_b}
+    admin = dep.env["HOOKSTREAM_ADMIN_KEY"]
+    assert [d for p in _pages(dep, admin, "&workspace_id=ws_dla", 50) for d in p] == letters
+    # Listing read no topic: no reader group was made for it (before, every request was).
+    assert _reader_groups(dep) == before
+    # Bad input is a 400 naming the field.
+    assert _on(dep, "GET", "/v1/dead-letters?cursor=zzz", key_a).body["error"]["field"] == \
+        "cursor"
+    assert _on(dep, "GET", "/v1/dead-letters?workspace_id=ws_dlb", key_a).status == 400
+    assert _on(dep, "GET", f"/v1/dead-letters?webhook_id={wh_b}", key_a).status == 404
+
+
+def test_only_the_newest_dead_letters_of_a_workspace_are_listed(dep: Deployment) -> None:
+    key = _key(dep, "ws_flood")
+    wh = _dead(dep, key, "ws_flood", LISTED + 5)
+    dlq = dep.reader(topics.DLQ)
+    on_topic = dlq.wait_for(lambda ms: sum(m.key() == wh.encode() for m in ms) == LISTED + 5,
+                            what="every letter on the topic")
+    mine = [m for m in on_topic if m.key() == wh.encode()]
+    newest = sorted(mine, key=lambda m: (DeadLetter.decode(m.value()).dead_at, m.partition(),
+                                         m.offset()), reverse=True)[:LISTED]
+    listed = [d for p in _pages(dep, key, "", 100) for d in p]
+    assert [d["delivery_id"] for d in listed] == [
+        DeadLetter.decode(m.value()).job.delivery_id for m in newest]
+    # Replay (of what is listed) marks them replayed, and they are delivered.
+    assert _on(dep, "POST", f"/v1/webhooks/{wh}/enable", key).status == 200
+    replayed = _on(dep, "POST", f"/v1/webhooks/{wh}/replay", key, {})
+    assert replayed.body == {"replayed": LISTED, "already_replayed": 0}
+    dep.receiver.wait_for(lambda rs: len({r.headers["x-webhook-delivery"] for r in rs
+                                          if r.headers.get("x-webhook-id") == wh}) == LISTED,
+                          what="the replayed letters delivered")
+    assert all(d["replayed"] for d in _pages(dep, key, "", 100)[0])
