@@ -1,16 +1,17 @@
 """Every metric the worker exports on /metrics, listed once (prometheus-client).
 
 Counters and histograms are updated where things happen; gauges about Kafka (lag, retry
-backlog) and the tables are refreshed by `refresh_lag` every few seconds, not on scrape,
+backlog) are refreshed by `LagProbe.refresh` every few seconds, not on scrape,
 so a scrape never waits on the broker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 log = logging.getLogger(__name__)
@@ -99,46 +100,61 @@ def stage_of(topic: str) -> str:
 
 
 class LagProbe:
-    """Consumer lag of our groups, from committed offsets and end offsets (confluent-kafka).
+    """Consumer lag of our groups, from committed offsets and end offsets.
 
-    Blocking calls: run it in a thread.
+    On aiokafka, not confluent-kafka's AdminClient: librdkafka dereferences a NULL consumer
+    group when an OffsetFetch is answered NOT_COORDINATOR on a client that has none (an
+    AdminClient), and a broker restart produces exactly that answer. A worker died so, with
+    "segfault at 58" in thread rdk:main, in the broker-restart test (the same crash as
+    confluent-kafka-javascript#374).
     """
 
     def __init__(self, bootstrap: str) -> None:
-        self._admin = AdminClient({"bootstrap.servers": bootstrap})
-        # Only for watermark queries; it never subscribes or commits.
-        self._watermarks = Consumer({"bootstrap.servers": bootstrap,
-                                     "group.id": "hookstream-lag-probe",
-                                     "enable.auto.commit": False})
+        self._bootstrap = bootstrap
+        self._admin: AIOKafkaAdminClient | None = None
+        self._offsets: AIOKafkaConsumer | None = None
 
-    def close(self) -> None:
-        self._watermarks.close()
+    async def __aenter__(self) -> LagProbe:
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+        await self._admin.start()
+        # Only for end offsets and metadata: no group, never subscribes or commits.
+        self._offsets = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
+                                         enable_auto_commit=False)
+        await self._offsets.start()
+        return self
 
-    def lag(self, group: str, topics: list[str], timeout: float = 5.0) -> dict[str, int]:
+    async def __aexit__(self, *exc: object) -> None:
+        if self._offsets is not None:
+            await self._offsets.stop()
+        if self._admin is not None:
+            await self._admin.close()
+
+    async def lag(self, group: str, topics: list[str], timeout: float = 5.0) -> dict[str, int]:
         """Records not yet committed by `group`, per topic."""
-        metadata = self._admin.list_topics(timeout=timeout)
-        tps = [TopicPartition(t, p) for t in topics if t in metadata.topics
-               for p in metadata.topics[t].partitions]
-        if not tps:
-            return {}
-        futures = self._admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group, tps)], request_timeout=timeout)
-        committed = {(tp.topic, tp.partition): tp.offset
-                     for tp in futures[group].result().topic_partitions}
+        assert self._admin is not None and self._offsets is not None
+        async with asyncio.timeout(timeout):
+            known = await self._offsets.topics()  # refreshes the metadata
+            tps = [TopicPartition(t, p) for t in topics if t in known
+                   for p in sorted(self._offsets.partitions_for_topic(t) or ())]
+            if not tps:
+                return {}
+            committed = await self._admin.list_consumer_group_offsets(group, partitions=tps)
+            ends = await self._offsets.end_offsets(tps)
+            starts = await self._offsets.beginning_offsets(tps)
         lag: dict[str, int] = {}
         for tp in tps:
-            low, high = self._watermarks.get_watermark_offsets(tp, timeout=timeout)
-            done = committed.get((tp.topic, tp.partition), -1)
-            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, high - (done if done >= 0 else low))
+            found = committed.get(tp)
+            done = found.offset if found is not None and found.offset >= 0 else starts[tp]
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, ends[tp] - done)
         return lag
 
-    def refresh(self, groups: dict[str, list[str]], retry_topics: list[str],
-                delivery_group: str) -> dict[str, dict[str, int]]:
+    async def refresh(self, groups: dict[str, list[str]], retry_topics: list[str],
+                      delivery_group: str) -> dict[str, dict[str, int]]:
         """Update the lag gauges; return what was measured (for `hookstream status`)."""
         measured: dict[str, dict[str, int]] = {}
         for group, topics in groups.items():
             try:
-                per_topic = self.lag(group, topics)
+                per_topic = await self.lag(group, topics)
             except Exception as exc:  # the broker may be restarting: next time
                 log.warning("lag of %s unavailable: %s", group, exc)
                 continue
@@ -148,3 +164,16 @@ class LagProbe:
                 if group == delivery_group and topic in retry_topics:
                     RETRY_BACKLOG.labels(topic=stage_of(topic)).set(value)
         return measured
+
+
+def measure_lag(bootstrap: str,
+                queries: dict[str, tuple[str, list[str]]]) -> dict[str, dict[str, int]]:
+    """For each name, (consumer group, topics): that group's lag per topic. From outside an
+    event loop (the CLI, tests)."""
+
+    async def measure() -> dict[str, dict[str, int]]:
+        async with LagProbe(bootstrap) as probe:
+            return {name: await probe.lag(group, topics)
+                    for name, (group, topics) in queries.items()}
+
+    return asyncio.run(measure())

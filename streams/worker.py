@@ -99,15 +99,12 @@ class Pipeline(mode.Service):
     @mode.Service.task
     async def _measure_lag(self) -> None:
         """Consumer lag and retry backlog for /metrics, every LAG_INTERVAL_S."""
-        probe = metrics.LagProbe(settings.bootstrap_servers)
-        try:
+        async with metrics.LagProbe(settings.bootstrap_servers) as probe:
             while not self.should_stop:
                 metrics.THROUGHPUT.sample(time.time())
-                await asyncio.to_thread(probe.refresh, lag_groups(), retry_topics(),
-                                        f"{settings.topic_prefix}{DeliveryWorker.group}")
+                await probe.refresh(lag_groups(), retry_topics(),
+                                    f"{settings.topic_prefix}{DeliveryWorker.group}")
                 await self.sleep(LAG_INTERVAL_S)
-        finally:
-            probe.close()
 
     async def on_stop(self) -> None:
         for stage in (self.fanout, self.delivery):

@@ -178,7 +178,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="JSON for script
            ) -> None:
     """Lag and backlog per stage, and the disabled webhooks, read from Kafka."""
     from ..control.commands import Subscription
-    from ..metrics import LagProbe
+    from ..metrics import measure_lag
     from ..reader import read_topic
     from ..schemas import SchemaError
     from ..topics import (
@@ -202,14 +202,11 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="JSON for script
         "dead letters": (f"{p}hookstream", [s.topic(DLQ)]),
         "history": (f"{p}hookstream", [s.topic(DELIVERY_LOG)]),
     }
-    probe = LagProbe(s.bootstrap_servers)
     try:
-        lag = {name: sum(probe.lag(group, topics).values())
-               for name, (group, topics) in stages.items()}
+        lag = {name: sum(per_topic.values())
+               for name, per_topic in measure_lag(s.bootstrap_servers, stages).items()}
     except Exception as exc:
         raise CliError(f"cannot read consumer lag from {s.bootstrap_servers}: {exc}") from None
-    finally:
-        probe.close()
     current: dict[str, Subscription | None] = {}
     try:
         for _, _, key, record in read_topic(s, SUBSCRIPTIONS):

@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from streams.metrics import LagProbe
+from streams.metrics import measure_lag
 from streams.settings import Settings
 from streams.topics import CONTROL, DELIVERIES, DELIVERY_LOG, DLQ, RETRY_TOPICS, domain_topic
 
@@ -80,18 +80,16 @@ def pipeline_groups(s: Settings) -> dict[str, list[str]]:
 
 def wait_no_lag(s: Settings, timeout: float = 60.0) -> None:
     """Until every group's committed offsets reach the end of every topic it reads."""
-    probe = LagProbe(s.bootstrap_servers)
-    try:
-        def behind() -> dict[str, dict[str, int]]:
-            return {group: {t: n for t, n in probe.lag(group, topics).items() if n}
-                    for group, topics in pipeline_groups(s).items()}
+    def behind() -> dict[str, dict[str, int]]:
+        measured = measure_lag(s.bootstrap_servers, {
+            group: (group, topics) for group, topics in pipeline_groups(s).items()})
+        return {group: {t: n for t, n in lag.items() if n} for group, lag in measured.items()}
 
+    try:
         wait_until(lambda: not any(behind().values()) or None, timeout=timeout,
                    what="every consumer group at the end of its topics")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; still behind: {behind()}") from None
-    finally:
-        probe.close()
 
 
 def drawn(strategy: st.SearchStrategy[T], count: int,
