@@ -1,12 +1,15 @@
 """The delivery stage: jobs and due retries in, signed POSTs out, each outcome routed
 (streams.delivery.routing) and logged.
 
-Attempts run concurrently under two bounds: `delivery_concurrency` in the whole worker and
-`per_webhook_concurrency` per webhook, so one slow endpoint holds at most its own slots and
-everyone else's deliveries go on; and a webhook that cannot take its jobs soon has the
-rest parked on the first retry topic (streams.delivery.pressure), so its queue never
-pauses the partition it shares with others. A retry partition whose head job is not yet due is held
-(paused) until it is: one delay per retry topic keeps each of its partitions in due order.
+Attempts run concurrently under three bounds: `delivery_concurrency` in the whole worker,
+shared fairly between workspaces with at most `per_workspace_concurrency` each
+(streams.delivery.fairness), and `per_webhook_concurrency` per webhook, so one slow
+endpoint holds at most its own slots, one tenant's flood at most its share, and everyone
+else's deliveries go on; and a job that cannot have its slots soon, because its webhook
+lags or its workspace is at its cap, is parked on the first retry topic
+(streams.delivery.pressure), so its queue never pauses the partition it shares with others.
+A retry partition whose head job is not yet due is held (paused) until it is: one delay
+per retry topic keeps each of its partitions in due order.
 A due time is what the job's header says, but never later than the topic's delay after
 the broker appended the record (`hold_until`), so a forged far-future due time cannot hold
 a partition for longer than one honest retry would.
@@ -30,6 +33,7 @@ from ..subscriptions.view import SubscriptionsView
 from ..timeutil import now_ms, parse_iso
 from ..topics import DELIVERIES, RETRY_TOPICS
 from .client import DeliveryClient
+from .fairness import FairSlots
 from .models import (
     ATTEMPTS_EXHAUSTED,
     DEAD,
@@ -60,7 +64,8 @@ class DeliveryWorker(Stage):
         super().__init__(settings, [settings.topic(DELIVERIES), *sorted(self._retry_delays)],
                          drain_timeout=settings.delivery_timeout + 5)
         self.view = view
-        self._slots = Slots(settings.delivery_concurrency)
+        self._slots = FairSlots(settings.delivery_concurrency,
+                                settings.per_workspace_concurrency)
         self._per_webhook: dict[str, Slots] = {}
         self._load = WebhookLoad(settings.per_webhook_concurrency, settings.defer_after)
         self._client: DeliveryClient | None = None
@@ -106,13 +111,13 @@ class DeliveryWorker(Stage):
             return self._defer(job)
         assert self._client is not None
         try:
-            async with self._webhook_slot(job.webhook_id), self._slots:
+            async with self._attempt_slots(job.webhook_id, sub.workspace_id):
                 outcome = await attempt(
                     self._client, sub, job, timeout=self.settings.delivery_timeout,
                     allow_insecure=self.settings.allow_insecure_targets, box=self._box,
                 )
-        except _NoSlot:
-            return self._defer(job)
+        except _NoSlot as no_slot:
+            return self._defer(job, str(no_slot))
         log.info("delivery %s to webhook %s attempt %d: %s %s %dms", job.delivery_id,
                  job.webhook_id, outcome.attempt, "success" if outcome.ok else "failed",
                  outcome.response_code or outcome.error, outcome.response_time_ms,
@@ -120,9 +125,10 @@ class DeliveryWorker(Stage):
         self._observe(job, outcome, stage)
         return after_attempt(job, outcome, self.settings.retry_delays, origin)
 
-    def _defer(self, job: DeliveryJob) -> list[Produce]:
-        log.info("delivery %s to webhook %s deferred: its endpoint is saturated",
-                 job.delivery_id, job.webhook_id, extra=_ids(job))
+    def _defer(self, job: DeliveryJob,
+               why: str = "its endpoint is saturated") -> list[Produce]:
+        log.info("delivery %s to webhook %s deferred: %s", job.delivery_id, job.webhook_id,
+                 why, extra=_ids(job))
         metrics.DEFERRED.inc()
         return deferred(job, self.settings.retry_delays, now_ms())
 
@@ -141,25 +147,43 @@ class DeliveryWorker(Stage):
         metrics.DELIVERIES.labels(outcome=status, stage=stage).inc()
 
     @contextlib.asynccontextmanager
-    async def _webhook_slot(self, webhook_id: str) -> AsyncIterator[None]:
+    async def _attempt_slots(self, webhook_id: str, workspace: str) -> AsyncIterator[None]:
+        """One of the webhook's slots, then one of the worker's within its workspace's share.
+
+        Always in that order, so no two waits form a cycle. A webhook belongs to one
+        workspace, so a job holding its webhook's slot while it waits for its workspace's
+        turn keeps back only that workspace's jobs; the other way round, it would hold one
+        of the worker's shared slots while queued behind a hanging endpoint.
+        A burst can be admitted before its endpoint shows that it hangs, or before its
+        workspace reaches its cap, so each wait is bounded too: past `defer_after` the job
+        is parked (_NoSlot) if its own webhook lags or its own workspace holds all it may;
+        anyone else's keeps waiting (a busy worker, where all wait alike, defers nothing).
+        An attempt is timed (`started`) from when it holds both, so `lagging` measures the
+        endpoint, not the workspace's turn.
+        """
         slots = self._per_webhook.get(webhook_id)
         if slots is None:
             slots = self._per_webhook[webhook_id] = Slots(
                 self.settings.per_webhook_concurrency)
         token: int | None = None
         try:
-            # Queued behind the webhook's own attempts. A burst can be admitted before they
-            # show that they hang, so the wait is bounded too: past it, a lagging webhook's
-            # job is parked (_NoSlot); anyone else's keeps waiting.
             while not await slots.acquire(self.settings.defer_after):
                 if self._load.lagging(webhook_id, time.monotonic()):
-                    raise _NoSlot
+                    raise _NoSlot("its endpoint is saturated")
+                if self._slots.capped(workspace):
+                    raise _NoSlot("its workspace is at its concurrency limit")
             try:
-                token = self._load.started(webhook_id, time.monotonic())
-                yield
+                while not await self._slots.acquire(workspace, self.settings.defer_after):
+                    if self._slots.capped(workspace):
+                        raise _NoSlot("its workspace is at its concurrency limit")
+                try:
+                    token = self._load.started(webhook_id, time.monotonic())
+                    yield
+                finally:
+                    if token is not None:
+                        self._load.finished(webhook_id, token, time.monotonic())
+                    self._slots.release(workspace)
             finally:
-                if token is not None:
-                    self._load.finished(webhook_id, token, time.monotonic())
                 slots.release()
         finally:
             if token is None:
@@ -169,7 +193,7 @@ class DeliveryWorker(Stage):
 
 
 class _NoSlot(Exception):
-    """The webhook had no free slot within `defer_after` seconds."""
+    """No slot within `defer_after` seconds, for a reason of the job's own (the message)."""
 
 
 def _ids(job: DeliveryJob) -> dict[str, str]:

@@ -37,6 +37,10 @@ class Receiver:
         self.delay: dict[str, float] = {}
         #: Answer 500 to the first N requests of a path, then `status` (or 200).
         self.fail_first: dict[str, int] = {}
+        #: Requests being answered now, and the most ever at once, by the path's first
+        #: segment ("/a/wh_1" counts under "a").
+        self.in_flight: dict[str, int] = {}
+        self.most_in_flight: dict[str, int] = {}
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         receiver = self
@@ -47,10 +51,16 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                group = self.path.split("/")[1] if self.path.count("/") > 1 else ""
+                with receiver._lock:
+                    now = receiver.in_flight[group] = receiver.in_flight.get(group, 0) + 1
+                    receiver.most_in_flight[group] = max(
+                        now, receiver.most_in_flight.get(group, 0))
                 stall = receiver.delay.get(self.path, 0.0)
                 if stall:
                     time.sleep(stall)  # simulates a slow endpoint, not synchronisation
                 with receiver._lock:
+                    receiver.in_flight[group] -= 1
                     seen = sum(1 for r in receiver.requests if r.path == self.path)
                     code = (500 if seen < receiver.fail_first.get(self.path, 0)
                             else receiver.status.get(self.path, 200))
