@@ -22,18 +22,31 @@ def read_topic(settings: Settings, topic: str) -> Iterator[Record]:
     found = metadata.topics.get(name)
     if found is None or found.error is not None:
         raise RuntimeError(f"topic {name} does not exist; run `hookstream topics create`")
+    yield from _read(settings, name, {p: (0, None) for p in found.partitions})
+
+
+def read_partition(settings: Settings, topic: str, partition: int, start: int,
+                   end: int) -> Iterator[Record]:
+    """(partition, offset, key, value) of the records of one partition in [start, end)."""
+    yield from _read(settings, settings.topic(topic), {partition: (start, end)})
+
+
+def _read(settings: Settings, name: str,
+          ranges: dict[int, tuple[int, int | None]]) -> Iterator[Record]:
+    """The records of each partition in [start, end), `end` None for the end as of now."""
     consumer = Consumer({
         "bootstrap.servers": settings.bootstrap_servers,
         "group.id": f"hookstream-reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
         "logger": logging.getLogger("hookstream.kafka"),
     })
     try:
-        ends = {}
-        for p in found.partitions:
+        starts, ends = {}, {}
+        for p, (start, end) in ranges.items():
             low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(name, p, 0) for p in ends])
+            starts[p], ends[p] = max(start, low), high if end is None else min(end, high)
+            if starts[p] >= ends[p]:
+                del ends[p]
+        consumer.assign([TopicPartition(name, p, starts[p]) for p in ends])
         while ends:
             message = consumer.poll(5.0)
             if message is None:
@@ -41,39 +54,9 @@ def read_topic(settings: Settings, topic: str) -> Iterator[Record]:
             if message.error() is not None:
                 continue
             partition, offset = message.partition() or 0, message.offset() or 0
-            yield partition, offset, message.key(), message.value()
+            if offset < ends.get(partition, 0):
+                yield partition, offset, message.key(), message.value()
             if offset + 1 >= ends.get(partition, 0):
                 ends.pop(partition, None)
-    finally:
-        consumer.close()
-
-
-def read_partition(settings: Settings, topic: str, partition: int, start: int,
-                   end: int) -> Iterator[Record]:
-    """(partition, offset, key, value) of the records of one partition in [start, end)."""
-    name = settings.topic(topic)
-    consumer = Consumer({
-        "bootstrap.servers": settings.bootstrap_servers,
-        "group.id": f"hookstream-reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
-        "logger": logging.getLogger("hookstream.kafka"),
-    })
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=30)
-        start, end = max(start, low), min(end, high)
-        if start >= end:
-            return
-        consumer.assign([TopicPartition(name, partition, start)])
-        while True:
-            message = consumer.poll(5.0)
-            if message is None:
-                raise RuntimeError(f"reading {name} stalled; is Kafka up?")
-            if message.error() is not None:
-                continue
-            offset = message.offset() or 0
-            if offset >= end:
-                return
-            yield partition, offset, message.key(), message.value()
-            if offset + 1 >= end:
-                return
     finally:
         consumer.close()

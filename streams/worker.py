@@ -24,11 +24,12 @@ from . import history as _history  # noqa: F401 - registers the agent and its vi
 from . import metrics
 from .admin import create_topics
 from .api import webhooks as _api  # noqa: F401 - registers the API views
-from .api.auth import TooManyFailures, may_see, principal_of
-from .api.forwarding import too_many, unauthorized
+from .api.auth import may_see
+from .api.forwarding import caller
 from .app import DatadirError, app, prepare_datadir, settings
 from .console import pages as _console  # noqa: F401 - registers the console pages
 from .control import agent as _control_agent  # noqa: F401 - registers the agent
+from .control.apikeys import Principal
 from .delivery.worker import DeliveryWorker
 from .fanout import FanoutStage
 from .logs import logging_config
@@ -173,12 +174,9 @@ async def metrics_page(_web, request):  # type: ignore[no-untyped-def]
 @app.page("/internal/subscriptions/{webhook_id}")
 async def subscription_state(_web, request, webhook_id: str):  # type: ignore[no-untyped-def]
     """This worker's view of one webhook, without its secret (for probes and tests)."""
-    try:
-        principal = principal_of(request)
-    except TooManyFailures as exc:
-        return too_many(_web, exc)
-    if principal is None:
-        return _web.json(unauthorized().body(), status=401)
+    principal = caller(_web, request)
+    if not isinstance(principal, Principal):
+        return principal
     sub = view.index.get(webhook_id)
     if sub is None or not may_see(principal, webhook_id):
         return _web.json({"error": "not found"}, status=404)

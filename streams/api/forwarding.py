@@ -17,6 +17,7 @@ from faust.types import TableT
 from faust.web import Request, Response, View
 
 from ..app import app
+from ..control.apikeys import Principal
 from .auth import FORWARDED_PRINCIPAL, TooManyFailures, principal_of, vouch
 from .validation import ApiError
 
@@ -32,6 +33,18 @@ def too_many(view: View, exc: TooManyFailures) -> Response:
                      headers={"Retry-After": str(int(exc.retry_after_s) + 1)})
 
 
+def caller(web: View, request: Request) -> Principal | Response:
+    """The authenticated caller, or the answer to give instead (401, or 429 with when to
+    come back)."""
+    try:
+        principal = principal_of(request)
+    except TooManyFailures as exc:
+        return too_many(web, exc)
+    if principal is None:
+        return web.json(unauthorized().body(), status=401)
+    return principal
+
+
 def answered_by_owner(table: TableT[Any, Any], match_info: str) -> Callable[[ViewFunction],
                                                                             ViewFunction]:
     """Authenticate the caller (401, 429), then run the view here, given the `principal`,
@@ -41,12 +54,9 @@ def answered_by_owner(table: TableT[Any, Any], match_info: str) -> Callable[[Vie
     def decorate(view: ViewFunction) -> ViewFunction:
         @functools.wraps(view)
         async def routed(web: View, request: Request, *args: Any, **kwargs: Any) -> Response:
-            try:
-                principal = principal_of(request)
-            except TooManyFailures as exc:
-                return too_many(web, exc)
-            if principal is None:
-                return web.json(unauthorized().body(), status=401)
+            principal = caller(web, request)
+            if not isinstance(principal, Principal):
+                return principal
             owner = app.router.key_store(table.name, request.match_info[match_info])
             here = app.conf.canonical_url
             if (owner.host, owner.port) == (here.host, here.port):

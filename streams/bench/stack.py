@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..admin import admin_client, create_topics
+from ..admin import create_topics, delete_topics
 from ..control.commands import Command, generate_secret
 from ..producer import Publisher
 from ..secretbox import generate_master_key
@@ -222,10 +222,6 @@ class Stack:
                     process.kill()
         # Every run leaves ~15 topics; hundreds of them slow the one-node broker and would
         # make later runs measure it rather than the pipeline.
-        admin = admin_client(self.settings)
-        names = [t for t in admin.list_topics(timeout=30).topics if t.startswith(self.prefix)]
-        if names:
-            for future in admin.delete_topics(names, operation_timeout=30).values():
-                future.result()
+        delete_topics(self.settings)
 
 

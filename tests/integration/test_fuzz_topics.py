@@ -50,7 +50,15 @@ from streams.timeutil import iso_from_ms, now_ms
 from streams.topics import MAX_MESSAGE_BYTES
 
 from ..support import hostile
-from ..support.fuzzing import Headers, Sent, TrackedProducer, drawn, headers_of, wait_no_lag
+from ..support.fuzzing import (
+    Headers,
+    Sent,
+    TrackedProducer,
+    drawn,
+    headers_of,
+    quarantined_copies,
+    wait_no_lag,
+)
 from ..support.pipeline import SECRET, Deployment, wait_webhook_state
 
 pytestmark = pytest.mark.integration
@@ -250,20 +258,7 @@ def test_hostile_records_on_every_input_topic(dep: Deployment) -> None:
     wait_webhook_state(dep, wh_dead, {"active": False})
 
     # Every bad record is quarantined with where it came from and why; no valid one is.
-    invalid = dep.reader(topics.INVALID)
-
-    def by_origin(messages: list[Any]) -> dict[tuple[str, int, int], Any]:
-        found = {}
-        for m in messages:
-            h = headers_of(m)
-            found[(h["hookstream-source-topic"].decode(),
-                   int(h["hookstream-source-partition"]),
-                   int(h["hookstream-source-offset"]))] = m
-        return found
-
-    invalid.wait_for(lambda ms: {r.origin for r in bad} <= set(by_origin(ms)), timeout=60,
-                     what=f"all {len(bad)} bad records quarantined")
-    copies = by_origin(invalid.messages)
+    copies = quarantined_copies(dep, bad, f"all {len(bad)} bad records quarantined")
     for record in bad:
         _check_copy(record, copies[record.origin], s.topic_prefix)
     assert not {r.origin for r in valid_sent} & set(copies), "a valid record was quarantined"

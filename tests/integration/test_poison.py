@@ -22,7 +22,12 @@ from streams.timeutil import now_ms
 from streams.topics import MAX_MESSAGE_BYTES
 
 from ..support import hostile
-from ..support.fuzzing import Sent, TrackedProducer, headers_of, wait_no_lag
+from ..support.fuzzing import (
+    TrackedProducer,
+    headers_of,
+    quarantined_copies,
+    wait_no_lag,
+)
 from ..support.pipeline import Deployment, wait_webhook_state
 
 pytestmark = pytest.mark.integration
@@ -121,27 +126,6 @@ def test_every_input_topic_quarantines_poison_and_valid_traffic_flows(dep: Deplo
 
 
 # -- issue 10: no record can stall a partition -------------------------------------------
-Origins = dict[tuple[str, int, int], Any]
-
-
-def _invalid_by_origin(dep: Deployment, sent: list[Sent], what: str) -> Origins:
-    """Wait until every sent record is on hookstream.invalid; its copies by origin."""
-    invalid = dep.reader(topics.INVALID)
-
-    def by_origin(messages: list[Any]) -> Origins:
-        found = {}
-        for m in messages:
-            h = headers_of(m)
-            found[(h["hookstream-source-topic"].decode(),
-                   int(h["hookstream-source-partition"]),
-                   int(h["hookstream-source-offset"]))] = m
-        return found
-
-    invalid.wait_for(lambda ms: {s.origin for s in sent} <= set(by_origin(ms)), timeout=60,
-                     what=what)
-    return by_origin(invalid.messages)
-
-
 def _metric(dep: Deployment, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{dep.workers[0].port}/metrics",
                                 timeout=5) as response:
@@ -168,7 +152,7 @@ def test_deep_nesting_on_a_domain_topic_is_quarantined_and_the_partition_moves_o
     dep.receiver.wait_for(lambda _: [json.loads(r.body)["id"]
                                      for r in dep.receiver.at(f"/deep/{wh}")] == [good],
                           what="the valid event after the deep ones")
-    copies = _invalid_by_origin(dep, sent, f"all {len(sent)} deeply nested events quarantined")
+    copies = quarantined_copies(dep, sent, f"all {len(sent)} deeply nested events quarantined")
     for record in sent:
         copy = copies[record.origin]
         assert copy.value() == record.value
@@ -189,7 +173,7 @@ def test_an_event_whose_job_would_be_too_big_is_quarantined(dep: Deployment) -> 
     producer = TrackedProducer(dep.settings.bootstrap_servers)
     producer.send(dep.settings.topic(topics.domain_topic("task")), payload, ws.encode())
     sent = producer.flush()
-    copies = _invalid_by_origin(dep, sent, "the growing event quarantined")
+    copies = quarantined_copies(dep, sent, "the growing event quarantined")
     assert b"bytes as sent" in headers_of(copies[sent[0].origin])["hookstream-error"]
     good = dep.publish("task.created", ws, {"id": "after-growing"})
     dep.receiver.wait_for(lambda _: [json.loads(r.body)["id"]
@@ -213,7 +197,7 @@ def test_deep_nesting_on_control_is_quarantined_and_commands_still_apply(
         dep.create_webhook(wh, f"ws_{run}", f"/after/{wh}", ["*"])
     for wh in created:
         wait_webhook_state(dep, wh, {"active": True})
-    copies = _invalid_by_origin(dep, sent, f"all {len(sent)} deep commands quarantined")
+    copies = quarantined_copies(dep, sent, f"all {len(sent)} deep commands quarantined")
     for record in sent:
         assert copies[record.origin].value() == record.value
         assert headers_of(copies[record.origin])["hookstream-error"].startswith(
@@ -254,7 +238,7 @@ def test_a_record_whose_handler_keeps_failing_is_quarantined_after_three_tries(
     producer = TrackedProducer(dep.settings.bootstrap_servers)
     producer.send(dep.settings.topic(topics.DELIVERIES), job(blob).encode(), wh.encode())
     sent = producer.flush()
-    copy = _invalid_by_origin(dep, sent, "the job quarantined")[sent[0].origin]
+    copy = quarantined_copies(dep, sent, "the job quarantined")[sent[0].origin]
     assert copy.value() == sent[0].value
     assert copy.key() == wh.encode()
     reason = headers_of(copy)["hookstream-error"].decode()

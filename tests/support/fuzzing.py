@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 
 from streams.metrics import measure_lag
 from streams.settings import Settings
-from streams.topics import CONTROL, DELIVERIES, DELIVERY_LOG, DLQ, RETRY_TOPICS, domain_topic
+from streams.topics import (
+    CONTROL,
+    DELIVERIES,
+    DELIVERY_LOG,
+    DLQ,
+    INVALID,
+    RETRY_TOPICS,
+    domain_topic,
+)
 
 from .waiting import wait_until
 
@@ -111,3 +119,25 @@ def drawn(strategy: st.SearchStrategy[T], count: int,
 
 def headers_of(message: Any) -> dict[str, bytes]:
     return dict(message.headers() or [])
+
+
+#: Quarantined copies by the (topic, partition, offset) they were read from.
+Origins = dict[tuple[str, int, int], Any]
+
+
+def quarantined_copies(dep: Any, sent: list[Sent], what: str) -> Origins:
+    """Wait until every sent record is on hookstream.invalid; its copies by origin."""
+    invalid = dep.reader(INVALID)
+
+    def by_origin(messages: list[Any]) -> Origins:
+        found = {}
+        for m in messages:
+            h = headers_of(m)
+            found[(h["hookstream-source-topic"].decode(),
+                   int(h["hookstream-source-partition"]),
+                   int(h["hookstream-source-offset"]))] = m
+        return found
+
+    invalid.wait_for(lambda ms: {s.origin for s in sent} <= set(by_origin(ms)), timeout=60,
+                     what=what)
+    return by_origin(invalid.messages)
