@@ -29,7 +29,7 @@ test: install browser  ## Everything from nothing: deps, lint, Kafka jars, broke
 	$(PY) -m pytest -p no:cacheprovider -q
 
 bench: install  ## Benchmarks against the local broker (scenarios a-e, README Performance); JSON in bench/results/
-	$(PY) -m streams.bench
+	$(PY) -m localdev.bench
 
 test-unit: install  ## The pure core only, no broker (seconds)
 	$(PY) -m pytest -p no:cacheprovider -q tests/unit

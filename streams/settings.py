@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .secretbox import SecretBox
+from .core.secretbox import SecretBox
 
 DEFAULT_FAMILIES = ("task", "project", "comment", "user")
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams.localkafka import LocalKafka
+from localdev.kafka import LocalKafka
 
 
 def _answers(bootstrap: str) -> bool:

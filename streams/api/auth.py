@@ -4,7 +4,7 @@ or, on a request another worker forwarded, the principal that worker vouched for
 Failed attempts are counted (hookstream_auth_failures_total), logged without the key, and a
 client address with more than 20 of them a minute is answered 429 before its key is even
 looked at (streams.api.throttle). The client address is the connection's peer, or what a
-trusted proxy says it is (streams.proxies).
+trusted proxy says it is (streams.core.proxies).
 
 Forwarding: a read routed to the worker that holds a webhook's history (streams.api.
 forwarding) does not carry the caller's key across the cluster. The first worker
@@ -19,12 +19,12 @@ import logging
 import time
 from typing import Any
 
-from .. import metrics
-from ..app import settings
-from ..control.apikeys import Principal, authenticate, key_id_of
-from ..proxies import TrustedProxies
-from ..secretbox import SecretBoxError
-from ..tables import api_keys, subscriptions
+from ..core.apikeys import Principal, authenticate, key_id_of
+from ..core.proxies import TrustedProxies
+from ..core.secretbox import SecretBoxError
+from ..runtime import metrics
+from ..runtime.app import settings
+from ..runtime.views import api_keys, subscriptions
 from .throttle import FailureLimiter
 
 log = logging.getLogger(__name__)

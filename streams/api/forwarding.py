@@ -16,8 +16,8 @@ from typing import Any
 from faust.types import TableT
 from faust.web import Request, Response, View
 
-from ..app import app
-from ..control.apikeys import Principal
+from ..core.apikeys import Principal
+from ..runtime.app import app
 from .auth import FORWARDED_PRINCIPAL, TooManyFailures, principal_of, vouch
 from .validation import ApiError
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import __version__, catalog
-from ..control.commands import MAX_DESCRIPTION, SCHEMES
+from .. import __version__
+from ..core import catalog
+from ..subscriptions.commands import MAX_DESCRIPTION, SCHEMES
 
 EVENT_PATTERNS = sorted(catalog.ALL_EVENT_TYPES) + [f"{f}.*" for f in catalog.EVENT_TYPES] + ["*"]
 STATUSES = ["success", "retrying", "dead", "disabled", "failed"]
 _PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 _OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 #: A dotted-quad IPv4 address, or a name whose last label starts with a letter (a last label
-#: that is a number makes the host an IPv4 address: streams.policy).
+#: that is a number makes the host an IPv4 address: streams.core.urls).
 _HOST = rf"({_OCTET}\.){{3}}{_OCTET}|([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*"
 _URL_PATTERN = rf"^https?://({_HOST})(:{_PORT})?(/[^\s\\]*)?$"
 

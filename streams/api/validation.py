@@ -7,9 +7,9 @@ import binascii
 import json
 from typing import Any
 
-from .. import catalog
-from ..control.commands import MAX_DESCRIPTION, SCHEMES
-from ..policy import UrlPolicyError, check_url
+from ..core import catalog
+from ..core.urls import UrlPolicyError, check_url
+from ..subscriptions.commands import MAX_DESCRIPTION, SCHEMES
 
 MAX_BODY = 1024 * 1024
 MIN_SECRET = 16

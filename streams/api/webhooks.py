@@ -18,20 +18,22 @@ from typing import Any
 from aiohttp.web import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
 
-from .. import catalog, history, metrics
-from ..app import app, raw_topic, settings
-from ..control.apikeys import Principal
-from ..control.commands import Command, Subscription, generate_secret, over_limit
+from ..core import catalog
+from ..core.apikeys import Principal
+from ..core.payload import dumps
+from ..core.timeutil import iso_from_ms, now_ms, parse_iso
+from ..core.urls import parse_target
 from ..delivery.client import NOT_PUBLIC, DeliveryClient, resolves_publicly
 from ..delivery.models import FAILED, SUCCESS, AttemptRecord, DeliveryJob, delivery_id_for
 from ..delivery.sender import attempt
 from ..dlq.index import decode_cursor, encode_cursor
-from ..payload import dumps
-from ..policy import parse_target
-from ..replay import fetch_letters, replay
-from ..tables import dead_letters, idempotency, subscriptions
-from ..timeutil import iso_from_ms, now_ms, parse_iso
-from ..topics import CONTROL, DELIVERY_LOG, IDEMPOTENCY
+from ..dlq.replay import fetch_letters, replay
+from ..history import table as history
+from ..kafka.topics import CONTROL, DELIVERY_LOG, IDEMPOTENCY
+from ..runtime import metrics
+from ..runtime.app import app, raw_topic, settings
+from ..runtime.views import dead_letters, idempotency, subscriptions
+from ..subscriptions.commands import Command, Subscription, generate_secret, over_limit
 from . import openapi
 from . import validation as v
 from .auth import TooManyFailures, principal_of

@@ -19,7 +19,7 @@ def kafka_up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
 ) -> None:
     """Start the local broker in the background (formats storage on first use)."""
-    from ..localkafka import LocalKafka, LocalKafkaError
+    from localdev.kafka import LocalKafka, LocalKafkaError
 
     try:
         status, started = LocalKafka.from_env().up(timeout=timeout)
@@ -31,7 +31,7 @@ def kafka_up(
 @kafka_cli.command("down")
 def kafka_down() -> None:
     """Stop the local broker started by `kafka up`."""
-    from ..localkafka import LocalKafka, LocalKafkaError
+    from localdev.kafka import LocalKafka, LocalKafkaError
 
     try:
         stopped = LocalKafka.from_env().down()
@@ -44,7 +44,7 @@ def kafka_down() -> None:
 def kafka_status(as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
                  = False) -> None:
     """Say whether the local broker runs, and where."""
-    from ..localkafka import LocalKafka
+    from localdev.kafka import LocalKafka
 
     status = LocalKafka.from_env().status()
     if as_json:
@@ -61,7 +61,7 @@ def kafka_status(as_json: Annotated[bool, typer.Option("--json", help="JSON for 
 def topics_create(as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
                   = False) -> None:
     """Create every topic that is missing (idempotent)."""
-    from ..admin import AdminError, create_topics
+    from ..kafka.admin import AdminError, create_topics
 
     try:
         states = create_topics(settings())
@@ -85,8 +85,8 @@ def topics_describe(as_json: Annotated[bool, typer.Option("--json", help="JSON f
     """Every topic: whether it exists, partitions, records held, cleanup policy."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    from ..admin import admin_client
-    from ..topics import all_topics
+    from ..kafka.admin import admin_client
+    from ..kafka.topics import all_topics
 
     current = settings()
     try:

@@ -15,7 +15,7 @@ apikeys_cli = group("API keys of workspaces (stored as hashes).")
 
 # -- dead letters --------------------------------------------------------------------
 def _time_ms(raw: str | None, option: str) -> int | None:
-    from ..timeutil import parse_iso
+    from ..core.timeutil import parse_iso
 
     if raw is None:
         return None
@@ -26,7 +26,7 @@ def _time_ms(raw: str | None, option: str) -> int | None:
 
 
 def _letters(webhook: str | None, since: str | None, until: str | None) -> list[Any]:
-    from ..replay import list_dead_letters
+    from ..dlq.replay import list_dead_letters
 
     try:
         return list_dead_letters(settings(), webhook, _time_ms(since, "--since"),
@@ -44,7 +44,7 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
 ) -> None:
     """List dead letters: delivery id, event, reason, last error, time."""
-    from ..timeutil import iso_from_ms
+    from ..core.timeutil import iso_from_ms
 
     letters = _letters(webhook, since, until)
     rows = [{"delivery_id": s.letter.job.delivery_id, "webhook_id": s.letter.job.webhook_id,
@@ -72,8 +72,8 @@ def dlq_replay(
     """Re-queue dead letters with their original delivery ids (each letter only once)."""
     from rich.progress import Progress
 
-    from ..producer import PublishError
-    from ..replay import replay
+    from ..dlq.replay import replay
+    from ..kafka.producer import PublishError
 
     letters = _letters(webhook, since, until)
     todo = [s for s in letters if not s.replayed]
@@ -89,9 +89,9 @@ def dlq_replay(
 
 # -- API keys ------------------------------------------------------------------------
 def _stored_keys() -> dict[str, Any]:
-    from ..control.apikeys import ApiKey
-    from ..reader import read_topic
-    from ..topics import API_KEYS
+    from ..core.apikeys import ApiKey
+    from ..kafka.reader import read_topic
+    from ..kafka.topics import API_KEYS
 
     keys: dict[str, Any] = {}
     try:
@@ -107,8 +107,8 @@ def _stored_keys() -> dict[str, Any]:
 
 
 def _store_key(record: Any) -> None:
-    from ..producer import Publisher, PublishError
-    from ..topics import API_KEYS
+    from ..kafka.producer import Publisher, PublishError
+    from ..kafka.topics import API_KEYS
 
     current = settings()
     publisher = Publisher(current, logger=quiet_kafka_logger())
@@ -125,8 +125,8 @@ def apikeys_create(
     description: Annotated[str | None, typer.Option(help="A note for humans.")] = None,
 ) -> None:
     """Create an API key. It is printed once: only its hash is stored."""
-    from ..control.apikeys import new_key
-    from ..timeutil import now_ms
+    from ..core.apikeys import new_key
+    from ..core.timeutil import now_ms
 
     if not workspace.strip():
         raise CliError("--workspace must not be empty")
@@ -142,7 +142,7 @@ def apikeys_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """List API keys (ids and workspaces, never the keys)."""
-    from ..timeutil import iso_from_ms
+    from ..core.timeutil import iso_from_ms
 
     rows = [{"key_id": k.key_id, "workspace_id": k.workspace_id, "description": k.description,
              "created_at": iso_from_ms(k.created_at),
@@ -163,7 +163,7 @@ def apikeys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to rev
     """Revoke an API key: it stops working on every worker within a moment."""
     from dataclasses import replace
 
-    from ..timeutil import now_ms
+    from ..core.timeutil import now_ms
 
     record = _stored_keys().get(key_id)
     if record is None:
@@ -177,11 +177,9 @@ def apikeys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to rev
 def status(as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
            ) -> None:
     """Lag and backlog per stage, and the disabled webhooks, read from Kafka."""
-    from ..control.commands import Subscription
-    from ..metrics import measure_lag
-    from ..reader import read_topic
-    from ..schemas import SchemaError
-    from ..topics import (
+    from ..core.schemas import SchemaError
+    from ..kafka.reader import read_topic
+    from ..kafka.topics import (
         CONTROL,
         DELIVERIES,
         DELIVERY_LOG,
@@ -190,6 +188,8 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="JSON for script
         SUBSCRIPTIONS,
         domain_topic,
     )
+    from ..runtime.metrics import measure_lag
+    from ..subscriptions.commands import Subscription
 
     s = settings()
     p = s.topic_prefix

@@ -38,9 +38,9 @@ def publish(
     """
     from rich.progress import Progress
 
-    from ..events import InvalidEvent, validate_event
-    from ..producer import Publisher, PublishError
-    from ..timeutil import iso_from_ms, now_ms
+    from ..core.events import InvalidEvent, validate_event
+    from ..core.timeutil import iso_from_ms, now_ms
+    from ..kafka.producer import Publisher, PublishError
 
     if file is not None:
         records = _read_events(file)
@@ -102,8 +102,8 @@ def _read_events(file: Path) -> list[dict[str, Any]]:
 def worker() -> None:
     """Run a worker: fan-out, control, delivery and the web server (settings from env)."""
     settings()
-    from ..admin import AdminError
-    from ..app import DatadirError, prepare_datadir
+    from ..kafka.admin import AdminError
+    from ..runtime.app import DatadirError, prepare_datadir
 
     try:
         # Before importing the worker: without HOOKSTREAM_MASTER_KEY its modules write
@@ -111,7 +111,7 @@ def worker() -> None:
         prepare_datadir()
     except DatadirError as exc:
         raise CliError(str(exc)) from None
-    from ..worker import run_worker
+    from ..runtime.worker import run_worker
 
     try:
         run_worker()
@@ -124,7 +124,7 @@ def dev(
     events: Annotated[int, typer.Option(help="How many demo events to publish.")] = 5,
 ) -> None:
     """Local Kafka + worker + a verifying demo receiver + a demo webhook and events."""
-    from ..demo.run import run_demo
+    from localdev.demo.run import run_demo
 
     run_demo(receiver_port=receiver_port, events=events)
 

@@ -13,8 +13,8 @@ import httpx
 import typer
 from rich.table import Table
 
-from .. import catalog
-from ..policy import UrlPolicyError, check_url
+from ..core import catalog
+from ..core.urls import UrlPolicyError, check_url
 from .common import CliError, group, out, print_json, settings
 
 webhooks_cli = group("Manage webhooks through the HTTP API.")

@@ -21,14 +21,15 @@ from aiohttp import web as aioweb
 from faust.types import TopicT
 from faust.web import Request, View
 
-from .. import catalog, metrics
 from ..api.auth import check_key, client_of, retry_after
-from ..app import app, raw_topic, settings
-from ..control.apikeys import authenticate
-from ..proxies import TrustedProxies
-from ..tables import api_keys, console_logouts
-from ..timeutil import iso_from_ms, now_ms
-from ..topics import CONSOLE_LOGOUTS
+from ..core import catalog
+from ..core.apikeys import authenticate
+from ..core.proxies import TrustedProxies
+from ..core.timeutil import iso_from_ms, now_ms
+from ..kafka.topics import CONSOLE_LOGOUTS
+from ..runtime import metrics
+from ..runtime.app import app, raw_topic, settings
+from ..runtime.views import api_keys, console_logouts
 from . import session
 from .html import STYLE, button, e, form, login_form, page, secret_card, sparkline, table
 

@@ -1,7 +1,7 @@
 """Console sessions: the signed-in API key sealed into a cookie, under a key of its own. Pure.
 
 A cookie is `{"sid", "key", "exp"}` sealed (AES-256-GCM) by a box derived from the master key
-for sessions only (LABEL, streams.secretbox.SecretBox.derive), so a session and a webhook
+for sessions only (LABEL, streams.core.secretbox.SecretBox.derive), so a session and a webhook
 secret, both sealed under the same master key, never open as each other. `sid` (128 random
 bits) names the session: signing out publishes it with `exp` to hookstream.console-logouts,
 and a session whose sid is there is refused by every worker. `exp` (ms) ends the cookie and
@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Container, MutableMapping
 from dataclasses import dataclass
 
-from ..secretbox import SecretBox, SecretBoxError
+from ..core.secretbox import SecretBox, SecretBoxError
 
 #: HKDF info of the session key. A new version of the payload gets a new label, so cookies
 #: of the old shape stop opening instead of being half-understood.

@@ -4,7 +4,7 @@ The table's changelog IS the compacted hookstream.subscriptions topic (Avro Subs
 values keyed by webhook id, tombstone on delete), so faust writes each change there and
 recovers the table from it on start. Commands for one webhook share a key, hence a
 partition, hence are applied strictly in order. A command that does not decode, validate
-or apply is quarantined with the reason, and the agent goes on (streams.quarantine.each).
+or apply is quarantined with the reason, and the agent goes on (streams.pipeline.agents.each).
 """
 
 from __future__ import annotations
@@ -15,13 +15,20 @@ from typing import Any
 
 from faust.types import EventT
 
-from ..app import app, raw_table, raw_topic, settings
-from ..quarantine import each
-from ..schemas import SchemaError
-from ..tables import subscriptions as view
-from ..timeutil import now_ms
-from ..topics import CONTROL, SUBSCRIPTIONS
-from .commands import Command, InvalidCommand, Subscription, apply, decode_command, over_limit
+from ..core.schemas import SchemaError
+from ..core.timeutil import now_ms
+from ..kafka.topics import CONTROL, SUBSCRIPTIONS
+from ..pipeline.agents import each
+from ..runtime.app import app, raw_table, raw_topic, settings
+from ..runtime.views import subscriptions as view
+from ..subscriptions.commands import (
+    Command,
+    InvalidCommand,
+    Subscription,
+    apply,
+    decode_command,
+    over_limit,
+)
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from aiohttp.resolver import ThreadedResolver
 from httpx_aiohttp import AiohttpTransport
 
 from .. import __version__
-from ..policy import is_public_address
+from ..core.urls import is_public_address
 from ..settings import Settings
 
 USER_AGENT = f"hookstream/{__version__} (+https://github.com/hookstream/hookstream)"

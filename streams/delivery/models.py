@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..schemas import DEAD_LETTER, DELIVERY_ATTEMPT, DELIVERY_JOB, SchemaError, registry
-from ..timeutil import parse_iso, to_ms
+from ..core.schemas import DEAD_LETTER, DELIVERY_ATTEMPT, DELIVERY_JOB, SchemaError, registry
+from ..core.timeutil import parse_iso, to_ms
 
 #: Latest states of a delivery, as the log records them.
 SUCCESS = "success"
@@ -33,7 +33,7 @@ WEBHOOK_DISABLED = "webhook_disabled"
 WEBHOOK_DELETED = "webhook_deleted"
 
 
-#: The first attempt and one after each retry topic (streams.topics.RETRY_TOPICS; the
+#: The first attempt and one after each retry topic (streams.kafka.topics.RETRY_TOPICS; the
 #: settings insist on exactly three retry delays).
 MAX_ATTEMPTS = 4
 #: Attempt records are ids, codes and an error of a few hundred bytes; the history table

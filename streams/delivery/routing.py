@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..policy import retry_after
-from ..topics import DELIVERY_LOG, DLQ, INVALID, RETRY_TOPICS
+from ..core.urls import retry_after
+from ..kafka.topics import DELIVERY_LOG, DLQ, INVALID, RETRY_TOPICS
 from .models import (
     ATTEMPTS_EXHAUSTED,
     DEAD,

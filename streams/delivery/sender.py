@@ -9,12 +9,12 @@ import time
 import aiohttp
 import httpx
 
-from .. import signing
-from ..control.commands import Subscription
-from ..payload import webhook_body
-from ..policy import UrlPolicyError, check_url
-from ..secretbox import SecretBox, SecretBoxError, is_sealed
-from ..timeutil import now_ms
+from ..core import signing
+from ..core.payload import webhook_body
+from ..core.secretbox import SecretBox, SecretBoxError, is_sealed
+from ..core.timeutil import now_ms
+from ..core.urls import UrlPolicyError, check_url
+from ..subscriptions.commands import Subscription
 from .client import DeliveryClient
 from .models import DeliveryJob, Outcome
 

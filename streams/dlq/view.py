@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..compacted import CompactedView, Record
+from ..core.schemas import SchemaError
 from ..delivery.models import DeadLetter
-from ..schemas import SchemaError
+from ..kafka.compacted import CompactedView, Record
 from .index import DeadLetterIndex, Letter
 
 log = logging.getLogger(__name__)

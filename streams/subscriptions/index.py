@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 from sortedcontainers import SortedList
 
-from ..control.commands import Subscription
-from ..matching import matches
+from ..core.matching import matches
+from .commands import Subscription
 
 
 class SubscriptionIndex:

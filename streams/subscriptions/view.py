@@ -11,8 +11,8 @@ recovery bugs (faust-streaming#283), so this reads the topic with a plain consum
 
 from __future__ import annotations
 
-from ..compacted import CompactedView, Record
-from ..control.commands import Subscription
+from ..kafka.compacted import CompactedView, Record
+from .commands import Subscription
 from .index import SubscriptionIndex
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from streams import signing, topics
+from streams.core import signing
 from streams.delivery.models import AttemptRecord
+from streams.kafka import topics
 
 from ..support.api import Answer, call
 from ..support.pipeline import Deployment

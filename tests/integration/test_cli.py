@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.admin import create_topics
+from streams.kafka.admin import create_topics
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.core.urls import UrlPolicyError, check_url
 from streams.delivery.client import DeliveryClient, resolves_publicly
-from streams.policy import UrlPolicyError, check_url
 from streams.settings import Settings
 
 from ..support.hostile_urls import DOTS, FULLWIDTH_DIGITS, ipv4_spelling, unicode_dressing

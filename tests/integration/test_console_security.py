@@ -26,10 +26,10 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from streams import topics
 from streams.console import session
-from streams.secretbox import SecretBox, parse_keys
-from streams.signing import verify
+from streams.core.secretbox import SecretBox, parse_keys
+from streams.core.signing import verify
+from streams.kafka import topics
 
 from ..support.api import call
 from ..support.pipeline import Deployment

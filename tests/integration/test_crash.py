@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from streams import topics
+from localdev.kafka import LocalKafka
+from streams.core.timeutil import now_ms
 from streams.delivery.models import DeliveryJob, delivery_id_for
 from streams.delivery.routing import DUE_AT_HEADER
-from streams.localkafka import LocalKafka
-from streams.timeutil import now_ms
+from streams.kafka import topics
 
 from ..support.pipeline import Deployment, wait_webhook_state
 from ..support.waiting import wait_until

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from streams import topics
+from streams.core.schemas import OPERATIONAL_EVENT, registry
+from streams.core.timeutil import now_ms
 from streams.delivery.models import (
     ATTEMPTS_EXHAUSTED,
     WEBHOOK_DISABLED,
@@ -24,8 +25,7 @@ from streams.delivery.models import (
     delivery_id_for,
 )
 from streams.delivery.routing import DUE_AT_HEADER
-from streams.schemas import OPERATIONAL_EVENT, registry
-from streams.timeutil import now_ms
+from streams.kafka import topics
 
 from ..support.pipeline import Deployment, wait_webhook_state
 

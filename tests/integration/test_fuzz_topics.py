@@ -32,8 +32,9 @@ import pytest
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 from hypothesis import strategies as st
 
-from streams import topics
-from streams.control.commands import Command, decode_command
+from streams.core.events import decode_event
+from streams.core.schemas import EVENT, FAMILY_DATA, SUBSCRIPTION, registry
+from streams.core.timeutil import iso_from_ms, now_ms
 from streams.delivery.models import (
     ATTEMPTS_EXHAUSTED,
     AttemptRecord,
@@ -43,11 +44,10 @@ from streams.delivery.models import (
     delivery_id_for,
 )
 from streams.delivery.routing import DUE_AT_HEADER
-from streams.events import decode_event
-from streams.schemas import EVENT, FAMILY_DATA, SUBSCRIPTION, registry
-from streams.stage import TRUNCATED_HEADER, record_size
-from streams.timeutil import iso_from_ms, now_ms
-from streams.topics import MAX_MESSAGE_BYTES
+from streams.kafka import topics
+from streams.kafka.topics import MAX_MESSAGE_BYTES
+from streams.pipeline.stage import TRUNCATED_HEADER, record_size
+from streams.subscriptions.commands import Command, decode_command
 
 from ..support import hostile
 from ..support.fuzzing import (
@@ -67,7 +67,7 @@ pytestmark = pytest.mark.integration
 DELAYS = (1.0, 2.0, 3.0)
 #: Hypothesis examples drawn per topic (some are dropped: see the module docstring).
 PER_TOPIC = 60
-#: faust's producer refuses records over this; a bigger copy is cut (streams.quarantine).
+#: faust's producer refuses records over this; a bigger copy is cut (streams.pipeline.agents).
 FAUST_PRODUCER_LIMIT = 1_000_000
 #: Topics read by faust agents; the others are read by the fan-out and delivery stages.
 FAUST_TOPICS = (topics.CONTROL, topics.DLQ, topics.DELIVERY_LOG)

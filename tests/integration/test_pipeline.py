@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from streams import signing, topics
+from streams.core import signing
+from streams.core.events import stable_event_id
+from streams.core.schemas import EVENT, registry
 from streams.delivery.models import AttemptRecord, delivery_id_for
-from streams.events import stable_event_id
-from streams.schemas import EVENT, registry
+from streams.kafka import topics
 
 from ..support.pipeline import SECRET, Deployment, wait_webhook_state
 

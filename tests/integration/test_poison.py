@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from streams import topics
-from streams.control.commands import Command
+from streams.core.schemas import EVENT, SUBSCRIPTION, registry
+from streams.core.timeutil import now_ms
 from streams.delivery.models import DeliveryJob, delivery_id_for
 from streams.delivery.routing import Origin, undeliverable
-from streams.schemas import EVENT, SUBSCRIPTION, registry
-from streams.stage import record_size
-from streams.timeutil import now_ms
-from streams.topics import MAX_MESSAGE_BYTES
+from streams.kafka import topics
+from streams.kafka.topics import MAX_MESSAGE_BYTES
+from streams.pipeline.stage import record_size
+from streams.subscriptions.commands import Command
 
 from ..support import hostile
 from ..support.fuzzing import (

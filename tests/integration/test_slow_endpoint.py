@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import topics
 from streams.delivery.models import SUCCESS, AttemptRecord
+from streams.kafka import topics
 
 from ..support.pipeline import Deployment, wait_webhook_state
 

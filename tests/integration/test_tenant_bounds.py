@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import topics
 from streams.delivery.models import DeadLetter
+from streams.kafka import topics
 
 from ..support.api import Answer, call
 from ..support.kafka import read_to_end

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import topics
 from streams.delivery.models import AttemptRecord
+from streams.kafka import topics
 
 from ..support.pipeline import Deployment, wait_webhook_state
 from ..support.waiting import wait_until

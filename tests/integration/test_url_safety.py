@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from streams import topics
 from streams.delivery.models import AttemptRecord
+from streams.kafka import topics
 
 from ..support.api import call
 from ..support.hostile_urls import PRIVATE_HOST, hostile_url

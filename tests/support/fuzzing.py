@@ -11,9 +11,7 @@ from confluent_kafka import Producer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from streams.metrics import measure_lag
-from streams.settings import Settings
-from streams.topics import (
+from streams.kafka.topics import (
     CONTROL,
     DELIVERIES,
     DELIVERY_LOG,
@@ -22,6 +20,8 @@ from streams.topics import (
     RETRY_TOPICS,
     domain_topic,
 )
+from streams.runtime.metrics import measure_lag
+from streams.settings import Settings
 
 from .waiting import wait_until
 
@@ -76,7 +76,7 @@ class TrackedProducer:
 
 
 def pipeline_groups(s: Settings) -> dict[str, list[str]]:
-    """Each consumer group and the topics it reads (streams.worker.lag_groups, which reads
+    """Each consumer group and the topics it reads (streams.runtime.worker.lag_groups, which reads
     the worker's environment at import, computed here for a test's deployment)."""
     p = s.topic_prefix
     return {

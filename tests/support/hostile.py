@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from streams.control.commands import Command
+from streams.core.schemas import EVENT, FAMILY_DATA, SOE_MAGIC, registry
 from streams.delivery.models import AttemptRecord, DeadLetter, DeliveryJob, Outcome
-from streams.schemas import EVENT, FAMILY_DATA, SOE_MAGIC, registry
+from streams.subscriptions.commands import Command
 
 T0 = 1_760_437_800_123
 

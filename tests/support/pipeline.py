@@ -7,12 +7,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from streams.admin import create_topics, delete_topics
-from streams.control.commands import Command
-from streams.producer import Publisher
-from streams.secretbox import generate_master_key
+from streams.core.secretbox import generate_master_key
+from streams.core.timeutil import iso_from_ms, now_ms
+from streams.kafka.admin import create_topics, delete_topics
+from streams.kafka.producer import Publisher
 from streams.settings import Settings
-from streams.timeutil import iso_from_ms, now_ms
+from streams.subscriptions.commands import Command
 
 from .kafka import TopicReader
 from .receiver import Receiver

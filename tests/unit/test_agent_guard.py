@@ -1,4 +1,4 @@
-"""streams.quarantine.each: what a faust agent does with a record it cannot handle.
+"""streams.pipeline.agents.each: what a faust agent does with a record it cannot handle.
 
 Bad input is quarantined at once; a body that raises anything else is tried three times,
 then its record is quarantined with the reason; either way the agent goes on to the next
@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from streams import metrics, quarantine
-from streams.schemas import SchemaError
-from streams.stage import HANDLER_ATTEMPTS
+from streams.core.schemas import SchemaError
+from streams.pipeline import agents as quarantine
+from streams.pipeline.stage import HANDLER_ATTEMPTS
+from streams.runtime import metrics
 
 
 @dataclass

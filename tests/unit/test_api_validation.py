@@ -11,7 +11,7 @@ import pytest
 
 from streams.api import validation as v
 from streams.api.validation import MAX_BODY, ApiError, create_body, parse_json, patch_body
-from streams.control.commands import MAX_DESCRIPTION, generate_secret
+from streams.subscriptions.commands import MAX_DESCRIPTION, generate_secret
 
 URL = "https://example.com/hooks"
 BASE: dict[str, Any] = {"url": URL, "events": ["task.created"]}
@@ -267,7 +267,7 @@ def test_create_events_unknown_type(bad: Any) -> None:
     ("https://B\u00fccher.example/h", "https://xn--bcher-kva.example/h")])
 @pytest.mark.parametrize("allow_insecure", [True, False])
 def test_create_url_accepted(url: str, stored: str, allow_insecure: bool) -> None:
-    """Stored in the form the client connects to (streams.policy)."""
+    """Stored in the form the client connects to (streams.core.urls)."""
     assert _create(allow_insecure, url=url)["url"] == stored
 
 

@@ -1,4 +1,4 @@
-"""streams.control.apikeys: key format, hash-only records, authentication, principals."""
+"""streams.core.apikeys: key format, hash-only records, authentication, principals."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from streams.control.apikeys import (
+from streams.core.apikeys import (
     PREFIX,
     ApiKey,
     Principal,

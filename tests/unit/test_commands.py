@@ -1,4 +1,4 @@
-"""streams.control.commands: decode, validate and apply control commands."""
+"""streams.subscriptions.commands: decode, validate and apply control commands."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from streams.control import commands
-from streams.control.commands import (
+from streams.core.schemas import SchemaError
+from streams.subscriptions import commands
+from streams.subscriptions.commands import (
     MAX_COMMAND_BYTES,
     MAX_DESCRIPTION,
     MAX_WEBHOOK_ID,
@@ -22,7 +23,6 @@ from streams.control.commands import (
     generate_secret,
     validate_command,
 )
-from streams.schemas import SchemaError
 
 from ..support import hostile
 
@@ -453,7 +453,7 @@ def test_applied_commands_can_be_stored(payload: bytes) -> None:
 
 
 def test_command_id_survives_both_wire_formats_and_is_recorded() -> None:
-    from streams.control.commands import decode_command
+    from streams.subscriptions.commands import decode_command
 
     command = Command(op="create", webhook_id="wh_1", workspace_id="ws_1",
                       webhook={"url": "https://example.com/h", "events": ["*"],

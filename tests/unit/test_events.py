@@ -1,4 +1,4 @@
-"""streams.events: decode JSON and Avro domain events, validate them, derive stable ids."""
+"""streams.core.events: decode JSON and Avro domain events, validate them, derive stable ids."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from streams import events
-from streams.delivery.models import DeliveryJob, delivery_id_for
-from streams.events import (
+from streams.core import events
+from streams.core.events import (
     MAX_EVENT_BYTES,
     Event,
     InvalidEvent,
@@ -19,8 +18,9 @@ from streams.events import (
     stable_event_id,
     validate_event,
 )
-from streams.payload import MAX_DEPTH, dumps, webhook_body
-from streams.schemas import EVENT, FAMILY_DATA, SUBSCRIPTION, registry
+from streams.core.payload import MAX_DEPTH, dumps, webhook_body
+from streams.core.schemas import EVENT, FAMILY_DATA, SUBSCRIPTION, registry
+from streams.delivery.models import DeliveryJob, delivery_id_for
 
 from ..support import hostile
 

@@ -12,7 +12,7 @@ import pytest
 from yarl import URL
 
 from streams.api import auth, forwarding
-from streams.control.apikeys import Principal
+from streams.core.apikeys import Principal
 
 
 class _Answer:
@@ -117,7 +117,7 @@ def test_a_vouched_principal_must_open_and_be_fresh() -> None:
     assert auth._unvouch(sealed[:-4] + "AAAA", time.time()) is None
     assert auth._unvouch("enc:v1:dev:xyz", time.time()) is None
     # Sealed under the master key itself (as a webhook secret is): not a principal.
-    from streams.app import settings
+    from streams.runtime.app import settings
     assert auth._unvouch(settings.secret_box().seal('{"key_id": "admin", "workspace_id": null,'
                                                     f' "until": {time.time() + 10}}}'),
                          time.time()) is None

@@ -1,4 +1,4 @@
-"""streams.tables.IdempotencyView: stored answers leave memory when they expire."""
+"""streams.runtime.views.IdempotencyView: stored answers leave memory when they expire."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 from aiokafka import ConsumerRecord
 
-from streams.tables import IDEMPOTENCY_TTL_MS, IdempotencyView
-from streams.timeutil import now_ms
+from streams.core.timeutil import now_ms
+from streams.runtime.views import IDEMPOTENCY_TTL_MS, IdempotencyView
 
 
 def _record(offset: int, key: str, at: int) -> ConsumerRecord[bytes, bytes]:

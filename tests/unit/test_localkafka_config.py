@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.localkafka import LocalKafka, LocalKafkaError, render_server_properties
+from localdev.kafka import LocalKafka, LocalKafkaError, render_server_properties
 
 
 def _props(text: str) -> dict[str, str]:

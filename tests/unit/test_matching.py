@@ -1,11 +1,11 @@
-"""streams.matching and streams.catalog: which patterns want which event types."""
+"""streams.core.matching and streams.core.catalog: which patterns want which event types."""
 
 from __future__ import annotations
 
 import pytest
 
-from streams import catalog
-from streams.catalog import (
+from streams.core import catalog
+from streams.core.catalog import (
     ALL_EVENT_TYPES,
     EVENT_TYPES,
     TEST_EVENT,
@@ -13,7 +13,7 @@ from streams.catalog import (
     is_known,
     is_valid_pattern,
 )
-from streams.matching import matches
+from streams.core.matching import matches
 
 DOC_EVENT_TYPES = {
     "task.created", "task.updated", "task.completed", "task.deleted", "task.assigned",

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from streams.control.commands import Subscription
+from streams.core.schemas import SchemaError
 from streams.delivery.models import (
     DEAD,
     MAX_ATTEMPT_RECORD_BYTES,
@@ -26,8 +26,8 @@ from streams.delivery.models import (
 )
 from streams.delivery.routing import Origin, after_attempt, deferred, undeliverable
 from streams.delivery.sender import build_request
-from streams.schemas import SchemaError
-from streams.topics import RETRY_TOPICS
+from streams.kafka.topics import RETRY_TOPICS
+from streams.subscriptions.commands import Subscription
 
 from ..support import hostile
 

@@ -1,4 +1,4 @@
-"""streams.delivery.offsets: the committable offset while jobs finish out of order."""
+"""streams.pipeline.offsets: the committable offset while jobs finish out of order."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from streams.delivery.offsets import OffsetTracker
+from streams.pipeline.offsets import OffsetTracker
 
 
 def test_fresh_tracker() -> None:

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from streams import catalog
 from streams.api import openapi
-from streams.control.commands import SCHEMES
-from streams.policy import UrlPolicyError, check_url
+from streams.core import catalog
+from streams.core.urls import UrlPolicyError, check_url
+from streams.subscriptions.commands import SCHEMES
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 URL_RE = re.compile(openapi._URL_PATTERN)

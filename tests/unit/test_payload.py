@@ -1,4 +1,4 @@
-"""streams.payload: the body a receiver can re-create with JSON.stringify(JSON.parse(body))."""
+"""streams.core.payload: the body a receiver can re-create with JSON.stringify(JSON.parse(body))."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from streams.payload import MAX_DEPTH, NotRepresentable, dumps, webhook_body
+from streams.core.payload import MAX_DEPTH, NotRepresentable, dumps, webhook_body
 
 
 def _roundtrip(body: bytes) -> bytes:

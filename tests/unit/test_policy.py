@@ -1,10 +1,10 @@
-"""streams.policy: which webhook URLs and addresses we deliver to."""
+"""streams.core.urls: which webhook URLs and addresses we deliver to."""
 
 from __future__ import annotations
 
 import pytest
 
-from streams.policy import MAX_URL_LENGTH, UrlPolicyError, check_url, is_public_address
+from streams.core.urls import MAX_URL_LENGTH, UrlPolicyError, check_url, is_public_address
 
 REFUSED_ADDRESSES = [
     "127.0.0.1", "127.255.255.254", "::1",                     # loopback

@@ -1,4 +1,4 @@
-"""streams.proxies: whose forwarded headers we believe, and what they tell us."""
+"""streams.core.proxies: whose forwarded headers we believe, and what they tell us."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from streams.proxies import TrustedProxies, parse_address
+from streams.core.proxies import TrustedProxies, parse_address
 
 PROXIES = TrustedProxies(["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"])
 NONE = TrustedProxies([])

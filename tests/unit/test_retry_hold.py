@@ -1,4 +1,4 @@
-"""streams.delivery.worker.hold_until: how long a job read from a retry topic is held.
+"""streams.delivery.stage.hold_until: how long a job read from a retry topic is held.
 
 Never past the topic's delay after the broker appended it, whatever the job claims."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from aiokafka import ConsumerRecord
 
-from streams.delivery.worker import hold_until
+from streams.delivery.stage import hold_until
 
 from ..support.hostile import sample_job
 

@@ -22,7 +22,7 @@ from streams.delivery.routing import (
     deferred,
     undeliverable,
 )
-from streams.topics import DELIVERY_LOG, DLQ, RETRY_TOPICS
+from streams.kafka.topics import DELIVERY_LOG, DLQ, RETRY_TOPICS
 
 T0 = 1_760_437_800_000
 DELAYS = (60.0, 300.0, 1800.0)

@@ -1,4 +1,4 @@
-"""streams.schemas: the .avsc files, single-object encoding, and schema evolution."""
+"""streams.core.schemas: the .avsc files, single-object encoding, and schema evolution."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams import schemas
-from streams.schemas import (
+from streams.core import schemas
+from streams.core.schemas import (
     CONTROL_COMMAND,
     DEAD_LETTER,
     DELIVERY_ATTEMPT,
@@ -350,8 +350,8 @@ def test_records_written_by_a_previous_schema_version_still_decode() -> None:
     from fastavro.schema import parse_schema as _parse
     from fastavro.schema import to_parsing_canonical_form as _pcf
 
-    from streams.control.commands import Subscription
-    from streams.schemas import schemas_dir
+    from streams.core.schemas import schemas_dir
+    from streams.subscriptions.commands import Subscription
 
     v1 = _parse(_json.loads((schemas_dir() / "previous" / "subscription.v1.avsc").read_text()),
                 named_schemas={})

@@ -1,4 +1,4 @@
-"""streams.secretbox: AES-256-GCM sealing of webhook secrets, key ids, rotation, key files,
+"""streams.core.secretbox: AES-256-GCM sealing of webhook secrets, key ids, rotation, key files,
 and boxes derived per purpose."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.secretbox import (
+from streams.core.secretbox import (
     PREFIX,
     SecretBox,
     SecretBoxError,

@@ -10,7 +10,7 @@ import pytest
 
 from streams.console import session
 from streams.console.session import Session, Sessions, Sweeper
-from streams.secretbox import SecretBox, SecretBoxError, parse_keys
+from streams.core.secretbox import SecretBox, SecretBoxError, parse_keys
 
 NOW = 1_760_000_000_000  # ms
 LIFETIME_MS = session.LIFETIME_S * 1000

@@ -1,4 +1,4 @@
-"""streams.signing: HMAC-SHA256 over the exact body bytes, `sha256=` prefixed."""
+"""streams.core.signing: HMAC-SHA256 over the exact body bytes, `sha256=` prefixed."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from streams import signing
-from streams.signing import SIGNATURE_PREFIX, sign, verify
+from streams.core import signing
+from streams.core.signing import SIGNATURE_PREFIX, sign, verify
 
 # GitHub's documented test vector for X-Hub-Signature-256.
 GITHUB_SECRET = "It's a Secret to Everybody"

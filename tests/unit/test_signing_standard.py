@@ -1,4 +1,4 @@
-"""Standard Webhooks signing (streams.signing.sign_standard), checked with the published
+"""Standard Webhooks signing (streams.core.signing.sign_standard), checked with the published
 `standardwebhooks` library, and build_request's headers for both schemes and rotations."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from streams import signing
-from streams.control.commands import Subscription, generate_secret
+from streams.core import signing
+from streams.core.secretbox import SecretBox, SecretBoxError, generate_master_key, parse_keys
 from streams.delivery.models import DeliveryJob, delivery_id_for
 from streams.delivery.sender import build_request
-from streams.secretbox import SecretBox, SecretBoxError, generate_master_key, parse_keys
+from streams.subscriptions.commands import Subscription, generate_secret
 
 BODY = b'{"id":"evt_1","event":"task.created","data":{"id":"task_1","name":"\xc3\xa9t\xc3\xa9"}}'
 MSG_ID = "dlv_0123456789abcdef01234567"

@@ -1,4 +1,4 @@
-"""streams.stage's pure parts: what a failed handler's record becomes on hookstream.invalid."""
+"""streams.pipeline.stage, pure parts: what a failed handler's record becomes when quarantined."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from streams.delivery.routing import Origin
-from streams.stage import (
+from streams.kafka.topics import INVALID, INVALID_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES
+from streams.pipeline.stage import (
     HANDLER_ATTEMPTS,
     HANDLER_BACKOFF_S,
     TRUNCATED_HEADER,
@@ -15,7 +16,6 @@ from streams.stage import (
     quarantine_copy,
     record_size,
 )
-from streams.topics import INVALID, INVALID_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES
 
 ORIGIN = Origin("p.domain.task", 2, 41)
 

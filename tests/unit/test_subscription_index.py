@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.control.commands import Subscription
+from streams.subscriptions.commands import Subscription
 from streams.subscriptions.index import SubscriptionIndex
 
 

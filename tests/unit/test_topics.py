@@ -1,11 +1,10 @@
-"""streams.topics: every topic, prefixed, with its partitions and configs."""
+"""streams.kafka.topics: every topic, prefixed, with its partitions and configs."""
 
 from __future__ import annotations
 
 import pytest
 
-from streams.settings import Settings
-from streams.topics import (
+from streams.kafka.topics import (
     INVALID,
     INVALID_MAX_MESSAGE_BYTES,
     MAX_MESSAGE_BYTES,
@@ -15,6 +14,7 @@ from streams.topics import (
     domain_topic,
     max_message_bytes,
 )
+from streams.settings import Settings
 
 EXPECTED = {
     "domain.task", "domain.project", "domain.comment", "domain.user",

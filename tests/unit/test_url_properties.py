@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from streams.api.validation import ApiError
 from streams.api.validation import url as api_url
-from streams.policy import Address, Target, UrlPolicyError, check_url, is_public_ip, parse_target
+from streams.core.urls import Address, Target, UrlPolicyError, check_url, is_public_ip, parse_target
 
 from ..support.hostile_urls import PRIVATE_HOST, hostile_url
 

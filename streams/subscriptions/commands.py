@@ -12,10 +12,10 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import catalog
-from ..policy import UrlPolicyError, check_url
-from ..schemas import CONTROL_COMMAND, SUBSCRIPTION, SchemaError, is_single_object, registry
-from ..timeutil import to_ms
+from ..core import catalog
+from ..core.schemas import CONTROL_COMMAND, SUBSCRIPTION, SchemaError, is_single_object, registry
+from ..core.timeutil import to_ms
+from ..core.urls import UrlPolicyError, check_url
 
 OPS = ("create", "update", "delete", "enable", "disable", "rotate_secret")
 WEBHOOK_FIELDS = ("url", "events", "secret", "active", "description", "signature_scheme")

@@ -9,11 +9,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from . import catalog
-from .control.commands import Command
-from .events import Event, validate_event
-from .schemas import EVENT, FAMILY_DATA, registry
-from .settings import Settings
+from ..core import catalog
+from ..core.events import Event, validate_event
+from ..core.schemas import EVENT, FAMILY_DATA, registry
+from ..settings import Settings
+from ..subscriptions.commands import Command
 from .topics import CONTROL, domain_topic
 
 

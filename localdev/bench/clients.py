@@ -17,12 +17,12 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from ..control.commands import generate_secret
-from ..delivery.client import DeliveryClient
-from ..payload import webhook_body
-from ..settings import Settings
-from ..signing import sign
-from ..timeutil import iso_from_ms
+from streams.core.payload import webhook_body
+from streams.core.signing import sign
+from streams.core.timeutil import iso_from_ms
+from streams.delivery.client import DeliveryClient
+from streams.settings import Settings
+from streams.subscriptions.commands import generate_secret
 
 #: Requests in flight, for the bare clients and the workers' measured limit alike.
 CONCURRENCY = 200
@@ -80,7 +80,7 @@ def compare(total: int, concurrency: int, runs: int = 3) -> dict[str, Any]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    receiver = subprocess.Popen([sys.executable, "-m", "streams.bench.receiver", str(port)],
+    receiver = subprocess.Popen([sys.executable, "-m", "localdev.bench.receiver", str(port)],
                                 env=os.environ.copy())
     try:
         deadline = time.monotonic() + 30

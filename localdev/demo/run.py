@@ -14,12 +14,13 @@ import sys
 import time
 import uuid
 
-from ..admin import create_topics
-from ..control.commands import Command, generate_secret
-from ..localkafka import LocalKafka
-from ..producer import Publisher
-from ..settings import Settings
-from ..timeutil import iso_from_ms, now_ms
+from streams.core.timeutil import iso_from_ms, now_ms
+from streams.kafka.admin import create_topics
+from streams.kafka.producer import Publisher
+from streams.settings import Settings
+from streams.subscriptions.commands import Command, generate_secret
+
+from ..kafka import LocalKafka
 
 DEMO_WORKSPACE = "ws_demo"
 
@@ -45,7 +46,7 @@ def run_demo(receiver_port: int, events: int) -> None:
     worker_log = worker_log_path.open("ab")
     print(f"worker: logging to {worker_log_path}", flush=True)
     children = [
-        subprocess.Popen([sys.executable, "-m", "streams.demo.receiver",
+        subprocess.Popen([sys.executable, "-m", "localdev.demo.receiver",
                           "--port", str(receiver_port)], env={**env, "WEBHOOK_SECRET": secret}),
         subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
                          stdout=worker_log, stderr=subprocess.STDOUT),

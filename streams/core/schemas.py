@@ -49,7 +49,7 @@ class SchemaError(ValueError):
 
 def schemas_dir() -> Path:
     override = os.environ.get("HOOKSTREAM_SCHEMAS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "schemas"
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "schemas"
 
 
 class Registry:

@@ -1,14 +1,14 @@
 """Every topic the pipeline uses: its name, partitions and configs, in one place.
 
 Names get the deployment's prefix (HOOKSTREAM_TOPIC_PREFIX) so tests and deployments can
-share a broker. Creating them is `streams.admin.create_topics`.
+share a broker. Creating them is `streams.kafka.admin.create_topics`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .settings import Settings
+from ..settings import Settings
 
 CONTROL = "hookstream.control"
 SUBSCRIPTIONS = "hookstream.subscriptions"
@@ -22,7 +22,7 @@ OPERATIONS = "hookstream.operations"
 API_KEYS = "hookstream.apikeys"
 #: Responses to POSTs with an Idempotency-Key, keyed by <key id>:<idempotency key>.
 IDEMPOTENCY = "hookstream.idempotency"
-#: Changelog of the per-webhook delivery history table (streams.history).
+#: Changelog of the per-webhook delivery history table (streams.history.table).
 DELIVERY_HISTORY = "hookstream.delivery-history"
 #: Console sessions ended by a sign-out (key: session id, value: its expiry in ms), so a
 #: signed-out cookie is refused by every worker. Kept a little longer than a session lives.

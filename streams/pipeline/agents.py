@@ -3,14 +3,14 @@
 The original bytes are kept as they came, and the source topic, partition, offset and error
 ride in headers (streams.delivery.routing.quarantined), so an operator can inspect, fix and
 re-publish them. Nothing is lost and the pipeline goes on. This is the faust agents' side;
-the stages produce the same record through their own producer (streams.stage).
+the stages produce the same record through their own producer (streams.pipeline.stage).
 
 No record may make an agent raise: faust's supervisor restarts an agent that does, and the
 record it raised on is gone, neither applied nor quarantined (so went the control agent's
 `[` nested 5,000 deep), or it stops for good. So `each` runs an agent's body record by
 record: bad input (the decoder's error, or one the body names in `rejects`) is quarantined
 at once; any other exception is retried like a stage's handler
-(streams.stage.HANDLER_ATTEMPTS), then the record is quarantined with the reason and
+(streams.pipeline.stage.HANDLER_ATTEMPTS), then the record is quarantined with the reason and
 counted (`hookstream_handler_failures_total`).
 """
 
@@ -23,12 +23,12 @@ from typing import Any, TypeVar
 
 from faust.types import EventT
 
-from . import metrics
-from .app import app, raw_topic, settings
-from .delivery.routing import Origin
-from .schemas import SchemaError
+from ..core.schemas import SchemaError
+from ..delivery.routing import Origin
+from ..kafka.topics import INVALID, INVALID_MAX_MESSAGE_BYTES
+from ..runtime import metrics
+from ..runtime.app import app, raw_topic, settings
 from .stage import HANDLER_ATTEMPTS, HANDLER_BACKOFF_S, handler_failure, quarantine_copy
-from .topics import INVALID, INVALID_MAX_MESSAGE_BYTES
 
 T = TypeVar("T")
 

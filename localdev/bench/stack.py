@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..admin import create_topics, delete_topics
-from ..control.commands import Command, generate_secret
-from ..producer import Publisher
-from ..secretbox import generate_master_key
-from ..settings import Settings
-from ..timeutil import iso_from_ms
-from ..topics import DELIVERY_LOG
+from streams.core.secretbox import generate_master_key
+from streams.core.timeutil import iso_from_ms
+from streams.kafka.admin import create_topics, delete_topics
+from streams.kafka.producer import Publisher
+from streams.kafka.topics import DELIVERY_LOG
+from streams.settings import Settings
+from streams.subscriptions.commands import Command, generate_secret
 
 #: Jobs parked because their webhook was saturated: a throughput run should show none.
 DEFERRED = "hookstream_deliveries_deferred_total"
@@ -83,7 +83,7 @@ class Stack:
         create_topics(self.settings)
         self.publisher = Publisher(self.settings)
         self.receiver = subprocess.Popen(
-            [sys.executable, "-m", "streams.bench.receiver", str(self.receiver_port)],
+            [sys.executable, "-m", "localdev.bench.receiver", str(self.receiver_port)],
             env=self.env)
         self.workers: list[subprocess.Popen[bytes]] = []
         self.web_ports: dict[int, int] = {}

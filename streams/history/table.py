@@ -22,12 +22,12 @@ from typing import Any
 
 from faust.types import EventT
 
-from .api.auth import may_see
-from .api.forwarding import answered_by_owner
-from .app import app, raw_table, raw_topic
-from .delivery.models import AttemptRecord
-from .quarantine import each
-from .topics import DELIVERY_HISTORY, DELIVERY_LOG
+from ..api.auth import may_see
+from ..api.forwarding import answered_by_owner
+from ..delivery.models import AttemptRecord
+from ..kafka.topics import DELIVERY_HISTORY, DELIVERY_LOG
+from ..pipeline.agents import each
+from ..runtime.app import app, raw_table, raw_topic
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ async def _forget_newest(sender: Any, /, *args: Any, signal: Any, **kwargs: Any)
 @app.agent(delivery_log)
 async def record_history(stream):  # type: ignore[no-untyped-def]
     # An attempt record that does not decode, or whose handling keeps failing, is
-    # quarantined and the agent goes on (streams.quarantine.each).
+    # quarantined and the agent goes on (streams.pipeline.agents.each).
     await each(stream, AttemptRecord.decode, "attempt record", _record, stage="history")
 
 

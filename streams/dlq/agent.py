@@ -6,7 +6,7 @@ For each dead letter with reason attempts_exhausted it emits a `disable` control
 deleted webhook change nothing. Both sends are acknowledged before the letter's offset is
 committed; a repeat after a crash disables an inactive webhook again, which is harmless.
 A letter that does not decode, or whose handling keeps failing, is quarantined and the
-agent goes on (streams.quarantine.each).
+agent goes on (streams.pipeline.agents.each).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 
 from faust.types import EventT
 
-from .app import app, raw_topic
-from .control.commands import Command
-from .delivery.models import ATTEMPTS_EXHAUSTED, DeadLetter
-from .quarantine import each
-from .schemas import OPERATIONAL_EVENT, registry
-from .timeutil import iso_from_ms, now_ms
-from .topics import CONTROL, DLQ, OPERATIONS
+from ..core.schemas import OPERATIONAL_EVENT, registry
+from ..core.timeutil import iso_from_ms, now_ms
+from ..delivery.models import ATTEMPTS_EXHAUSTED, DeadLetter
+from ..kafka.topics import CONTROL, DLQ, OPERATIONS
+from ..pipeline.agents import each
+from ..runtime.app import app, raw_topic
+from ..subscriptions.commands import Command
 
 log = logging.getLogger(__name__)
 

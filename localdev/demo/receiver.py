@@ -1,6 +1,6 @@
 """A webhook receiver that verifies each signature and prints each delivery.
 
-Run it with `python -m streams.demo.receiver --port 8787 --secret whsec_...`; it is the
+Run it with `python -m localdev.demo.receiver --port 8787 --secret whsec_...`; it is the
 Python receiver code README shows, made runnable.
 """
 
@@ -12,7 +12,7 @@ import os
 
 from aiohttp import web
 
-from ..signing import DELIVERY_HEADER, SIGNATURE_HEADER, verify
+from streams.core.signing import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 
 
 def make_app(secret: str) -> web.Application:

@@ -24,14 +24,14 @@ from collections.abc import AsyncIterator
 
 from aiokafka import TopicPartition
 
-from .. import metrics
-from ..policy import retry_after
-from ..schemas import SchemaError
+from ..core.schemas import SchemaError
+from ..core.timeutil import now_ms, parse_iso
+from ..core.urls import retry_after
+from ..kafka.topics import DELIVERIES, RETRY_TOPICS
+from ..pipeline.stage import Record, Stage
+from ..runtime import metrics
 from ..settings import Settings
-from ..stage import Record, Stage
 from ..subscriptions.view import SubscriptionsView
-from ..timeutil import now_ms, parse_iso
-from ..topics import DELIVERIES, RETRY_TOPICS
 from .client import DeliveryClient
 from .fairness import FairSlots
 from .models import (
@@ -209,7 +209,7 @@ def hold_until(record: Record, delay_s: float, now: int) -> int:
     Its due time: the `hookstream-due-at` header (the last one, as Kafka's lastHeader), or
     if that is missing or unreadable the job's own due_at, or else now. But never later
     than `delay_s` after the record was appended: retry topics stamp records with the
-    broker's clock (LogAppendTime, streams.topics), which no producer can set, and an
+    broker's clock (LogAppendTime, streams.kafka.topics), which no producer can set, and an
     honest retry is due that long after it was written (routing.after_attempt, deferred).
     """
     ceiling = int(record.timestamp) + int(delay_s * 1000)

@@ -10,8 +10,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..control.commands import Command, generate_secret
-from ..topics import DELIVERY_LOG
+from streams.kafka.topics import DELIVERY_LOG
+from streams.subscriptions.commands import Command, generate_secret
+
 from . import clients
 from .clients import CONCURRENCY
 from .stack import DEFERRED, Stack, free_port, has_received, percentile, wait_for
@@ -135,8 +136,8 @@ def slow_endpoint(bootstrap: str, home: Path, events: int, timeout_s: float, rat
 
 def retry_timing(bootstrap: str, home: Path, deliveries: int, delay_s: float) -> dict[str, Any]:
     """(e) Retries of an always-failing endpoint: how late each fires after its due time."""
-    from ..delivery.models import AttemptRecord
-    from ..reader import read_topic
+    from streams.delivery.models import AttemptRecord
+    from streams.kafka.reader import read_topic
 
     stack = Stack(bootstrap, home, {"HOOKSTREAM_RETRY_DELAYS": f"{delay_s},{delay_s},"
                                                                f"{delay_s}"})

@@ -16,8 +16,8 @@ from faust.types import TableT, TopicT
 from faust.web import drivers as web_drivers
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-from .settings import Settings
-from .topics import INVALID_MAX_MESSAGE_BYTES
+from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES
+from ..settings import Settings
 
 settings = Settings.from_env()
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from .settings import Settings
+from ..settings import Settings
 
 Record = tuple[int, int, bytes | None, bytes | None]
 

@@ -14,13 +14,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .delivery.models import DeadLetter
-from .producer import Publisher
-from .reader import read_partition, read_topic
-from .schemas import SchemaError
-from .settings import Settings
-from .timeutil import now_ms
-from .topics import DELIVERIES, DLQ, DLQ_REPLAYED
+from ..core.schemas import SchemaError
+from ..core.timeutil import now_ms
+from ..delivery.models import DeadLetter
+from ..kafka.producer import Publisher
+from ..kafka.reader import read_partition, read_topic
+from ..kafka.topics import DELIVERIES, DLQ, DLQ_REPLAYED
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 

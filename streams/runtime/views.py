@@ -13,13 +13,13 @@ import json
 from collections import OrderedDict
 from typing import Any
 
+from ..core.apikeys import ApiKey
+from ..core.timeutil import now_ms
+from ..dlq.view import DeadLetterView
+from ..kafka.compacted import KeyedView, Record
+from ..kafka.topics import API_KEYS, CONSOLE_LOGOUTS, DLQ, DLQ_REPLAYED, IDEMPOTENCY, SUBSCRIPTIONS
+from ..subscriptions.view import SubscriptionsView
 from .app import settings
-from .compacted import KeyedView, Record
-from .control.apikeys import ApiKey
-from .dlq.view import DeadLetterView
-from .subscriptions.view import SubscriptionsView
-from .timeutil import now_ms
-from .topics import API_KEYS, CONSOLE_LOGOUTS, DLQ, DLQ_REPLAYED, IDEMPOTENCY, SUBSCRIPTIONS
 
 #: How long a stored response answers repeats of its Idempotency-Key.
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000

@@ -36,11 +36,11 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from . import metrics
-from .delivery.offsets import OffsetTracker
-from .delivery.routing import Origin, Produce, quarantined
-from .settings import Settings
-from .topics import INVALID_MAX_MESSAGE_BYTES, max_message_bytes
+from ..delivery.routing import Origin, Produce, quarantined
+from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES, max_message_bytes
+from ..runtime import metrics
+from ..settings import Settings
+from .offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
 

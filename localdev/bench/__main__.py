@@ -1,4 +1,4 @@
-"""`python -m streams.bench` (also `hookstream bench`, `make bench`)."""
+"""`python -m localdev.bench` (also `hookstream bench`, `make bench`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..localkafka import LocalKafka
+from ..kafka import LocalKafka
 from . import clients, run
 
 

@@ -4,22 +4,22 @@ One job per matching webhook on hookstream.deliveries, keyed by webhook id, with
 id derived from (event id, webhook id), so a reprocessed event yields the same ids.
 Disabled webhooks get jobs too: the delivery stage dead-letters them (webhook_disabled), so
 what happens while a webhook is off can be replayed once it is fixed. An event's offset is
-committed only after its jobs are acknowledged (streams.stage).
+committed only after its jobs are acknowledged (streams.pipeline.stage).
 """
 
 from __future__ import annotations
 
 import logging
 
-from . import metrics
-from .delivery.models import DeliveryJob, delivery_id_for
-from .delivery.routing import Origin, Produce
-from .events import InvalidEvent, decode_event
-from .settings import Settings
-from .stage import Record, Stage
-from .subscriptions.view import SubscriptionsView
-from .timeutil import now_ms
-from .topics import DELIVERIES, domain_topic
+from ..core.events import InvalidEvent, decode_event
+from ..core.timeutil import now_ms
+from ..delivery.models import DeliveryJob, delivery_id_for
+from ..delivery.routing import Origin, Produce
+from ..kafka.topics import DELIVERIES, domain_topic
+from ..pipeline.stage import Record, Stage
+from ..runtime import metrics
+from ..settings import Settings
+from ..subscriptions.view import SubscriptionsView
 
 log = logging.getLogger(__name__)
 

@@ -19,23 +19,23 @@ import faust
 import mode
 import mode.loop
 
-from . import deadletters as _deadletters  # noqa: F401 - registers the agent
-from . import history as _history  # noqa: F401 - registers the agent and its view
+from ..api import webhooks as _api  # noqa: F401 - registers the API views
+from ..api.auth import may_see
+from ..api.forwarding import caller
+from ..console import pages as _console  # noqa: F401 - registers the console pages
+from ..control import agent as _control_agent  # noqa: F401 - registers the agent
+from ..core.apikeys import Principal
+from ..delivery.stage import DeliveryWorker
+from ..dlq import agent as _deadletters  # noqa: F401 - registers the agent
+from ..fanout.stage import FanoutStage
+from ..history import table as _history  # noqa: F401 - registers the agent and its view
+from ..kafka.admin import create_topics
+from ..kafka.topics import CONTROL, DELIVERIES, DELIVERY_LOG, DLQ, RETRY_TOPICS, domain_topic
 from . import metrics
-from .admin import create_topics
-from .api import webhooks as _api  # noqa: F401 - registers the API views
-from .api.auth import may_see
-from .api.forwarding import caller
 from .app import DatadirError, app, prepare_datadir, settings
-from .console import pages as _console  # noqa: F401 - registers the console pages
-from .control import agent as _control_agent  # noqa: F401 - registers the agent
-from .control.apikeys import Principal
-from .delivery.worker import DeliveryWorker
-from .fanout import FanoutStage
 from .logs import logging_config
-from .tables import ALL as ALL_TABLES
-from .tables import subscriptions as view
-from .topics import CONTROL, DELIVERIES, DELIVERY_LOG, DLQ, RETRY_TOPICS, domain_topic
+from .views import ALL as ALL_TABLES
+from .views import subscriptions as view
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from .settings import Settings
+from ..settings import Settings
 from .topics import TopicSpec, all_topics
 
 

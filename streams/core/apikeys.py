@@ -12,8 +12,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from ..schemas import API_KEY, registry
-from ..timeutil import to_ms
+from .schemas import API_KEY, registry
+from .timeutil import to_ms
 
 PREFIX = "hsk_"
 

@@ -1,0 +1,1 @@
+"""Fan-out: each domain event x its workspace's subscriptions -> one delivery job each."""

@@ -1,0 +1,7 @@
+"""The consumer-group stage that fan-out and delivery run on, and the records stages exchange.
+
+records  - Origin, Produce, and the quarantined copy of a bad input
+offsets  - which offset is safe to commit while records finish out of order (pure)
+stage    - the loop: concurrency, pause and hold, commits that follow outcomes
+agents   - the same no-record-stalls rule for the faust agents
+"""
