@@ -54,6 +54,16 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first by default), case-insensitive."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _auto_bool(env: Mapping[str, str], name: str) -> bool | None:
     """1/0 as _bool; unset or `auto` is None (decided per request)."""
     if env.get(name, "").strip().lower() in ("", "auto"):
@@ -134,6 +144,10 @@ class Settings:
     partitions: int = 6
     replication_factor: int = 1
     log_level: str = "info"
+    #: `json` (one object a line, with delivery/webhook/event ids) or `text`.
+    log_format: str = "json"
+    #: Seconds between samples of lag, backlog and throughput (metrics, console charts).
+    sample_interval: float = 10.0
     #: Seconds the old secret keeps signing after a rotation.
     rotation_grace: float = 24 * 3600.0
     #: http(s)://host:port every delivery leaves through, so receivers can allowlist it.
@@ -171,6 +185,8 @@ class Settings:
             partitions=_int(env, "HOOKSTREAM_PARTITIONS", 6),
             replication_factor=_int(env, "HOOKSTREAM_REPLICATION_FACTOR", 1),
             log_level=env.get("HOOKSTREAM_LOG_LEVEL", "").strip().lower() or "info",
+            log_format=_choice(env, "HOOKSTREAM_LOG_FORMAT", ("json", "text")),
+            sample_interval=_float(env, "HOOKSTREAM_SAMPLE_INTERVAL", 10.0),
             rotation_grace=_float(env, "HOOKSTREAM_ROTATION_GRACE", 24 * 3600.0),
             egress_proxy=env.get("HOOKSTREAM_EGRESS_PROXY", "").strip() or None,
             console_secure_cookies=_auto_bool(env, "HOOKSTREAM_CONSOLE_SECURE_COOKIES"),

@@ -10,10 +10,10 @@ from typing import Any
 
 from .. import __version__
 from ..core import catalog
+from ..delivery.models import FAILED, STATUSES, SUCCESS
 from ..subscriptions.commands import MAX_DESCRIPTION, SCHEMES
 
 EVENT_PATTERNS = sorted(catalog.ALL_EVENT_TYPES) + [f"{f}.*" for f in catalog.EVENT_TYPES] + ["*"]
-STATUSES = ["success", "retrying", "dead", "disabled", "failed"]
 _PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 _OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 #: A dotted-quad IPv4 address, or a name whose last label starts with a letter (a last label
@@ -102,7 +102,7 @@ def document() -> dict[str, Any]:
                 "Delivery": {"type": "object", "properties": {
                     "id": {"type": "string"}, "event": {"type": "string"},
                     "event_id": {"type": "string"}, "timestamp": {"type": "string"},
-                    "status": {"enum": STATUSES},
+                    "status": {"enum": list(STATUSES)},
                     "response_code": {"type": ["integer", "null"]},
                     "response_time_ms": {"type": "integer"}, "attempt": {"type": "integer"},
                     "next_attempt_at": optional_string, "error": optional_string}},
@@ -112,7 +112,7 @@ def document() -> dict[str, Any]:
                                                 "next_cursor": optional_string}},
                 "TestResult": {"type": "object", "required": ["status", "response_code",
                                                               "response_time_ms", "error"],
-                               "properties": {"status": {"enum": ["success", "failed"]},
+                               "properties": {"status": {"enum": [SUCCESS, FAILED]},
                                               "response_code": {"type": ["integer", "null"]},
                                               "response_time_ms": {"type": "integer"},
                                               "error": optional_string}},
@@ -173,7 +173,8 @@ def document() -> dict[str, Any]:
             "/v1/webhooks/{webhook_id}/deliveries": {"get": {
                 "summary": "Recent attempts, newest first",
                 "parameters": [_WEBHOOK_ID,
-                               {"name": "status", "in": "query", "schema": {"enum": STATUSES}},
+                               {"name": "status", "in": "query",
+                                "schema": {"enum": list(STATUSES)}},
                                {"name": "limit", "in": "query",
                                 "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                                {"name": "cursor", "in": "query", "schema": {"type": "string"}}],

@@ -62,7 +62,7 @@ def _refuse(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _unknown(body: dict[str, Any], allowed: set[str]) -> None:
+def reject_unknown(body: dict[str, Any], allowed: set[str]) -> None:
     extra = sorted(set(body) - allowed)
     if extra:
         raise invalid(extra[0], "unknown field")
@@ -121,7 +121,7 @@ def secret(value: Any, scheme: str) -> str:
 
 def create_body(body: dict[str, Any], *, allow_insecure: bool) -> dict[str, Any]:
     """The webhook fields of a POST /v1/webhooks (secret still plaintext, maybe absent)."""
-    _unknown(body, CREATE_FIELDS)
+    reject_unknown(body, CREATE_FIELDS)
     if "url" not in body:
         raise invalid("url", "is required")
     if "events" not in body:
@@ -140,7 +140,7 @@ def create_body(body: dict[str, Any], *, allow_insecure: bool) -> dict[str, Any]
 
 
 def patch_body(body: dict[str, Any], *, allow_insecure: bool) -> dict[str, Any]:
-    _unknown(body, PATCH_FIELDS)
+    reject_unknown(body, PATCH_FIELDS)
     if not body:
         raise invalid("body", "nothing to change")
     fields: dict[str, Any] = {}

@@ -188,8 +188,8 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="JSON for script
         SUBSCRIPTIONS,
         domain_topic,
     )
-    from ..runtime.metrics import measure_lag
-    from ..subscriptions.commands import Subscription
+    from ..subscriptions.model import Subscription
+    from ..telemetry.metrics import measure_lag
 
     s = settings()
     p = s.topic_prefix

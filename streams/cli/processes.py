@@ -101,20 +101,11 @@ def _read_events(file: Path) -> list[dict[str, Any]]:
 # -- processes -----------------------------------------------------------------------
 def worker() -> None:
     """Run a worker: fan-out, control, delivery and the web server (settings from env)."""
-    settings()
     from ..kafka.admin import AdminError
-    from ..runtime.app import DatadirError, prepare_datadir
+    from ..worker.main import run_worker
 
     try:
-        # Before importing the worker: without HOOKSTREAM_MASTER_KEY its modules write
-        # $HOOKSTREAM_HOME/master.key as they load.
-        prepare_datadir()
-    except DatadirError as exc:
-        raise CliError(str(exc)) from None
-    from ..runtime.worker import run_worker
-
-    try:
-        run_worker()
+        run_worker(settings())
     except AdminError as exc:
         raise CliError(str(exc)) from None
 

@@ -2,34 +2,31 @@
 key, so the console enforces exactly the API's rules.
 
 Sessions (streams.console.session) end on sign-out everywhere: the session id goes to
-hookstream.console-logouts, which every worker tails into `tables.console_logouts`. A
-signed-in request first catches up with that topic (`_signed_in`), so a cookie signed out on
+hookstream.console-logouts, which every worker tails into a local view (Console.logouts). A
+signed-in request first catches up with that topic (`Console.signed_in`), so a cookie signed out on
 one worker is refused by every worker from the moment the sign-out answered. Secrets appear
 only in the one response that creates them (create, rotate), never in a URL.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from typing import Any, NamedTuple, cast
-from urllib.parse import quote
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple, cast
+from urllib.parse import quote, urlencode
 
 import httpx
 from aiohttp import web as aioweb
 from faust.types import TopicT
 from faust.web import Request, View
 
-from ..api.auth import check_key, client_of, retry_after
+from ..api.auth import Authenticator
 from ..core import catalog
-from ..core.apikeys import authenticate
-from ..core.proxies import TrustedProxies
 from ..core.timeutil import iso_from_ms, now_ms
-from ..kafka.topics import CONSOLE_LOGOUTS
-from ..runtime import metrics
-from ..runtime.app import app, raw_topic, settings
-from ..runtime.views import api_keys, console_logouts
+from ..kafka.compacted import ExpiringView
+from ..settings import Settings
+from ..telemetry import metrics
 from . import session
 from .html import STYLE, button, e, form, login_form, page, secret_card, sparkline, table
 
@@ -40,25 +37,6 @@ LOGOUT_APPLY_TIMEOUT_S = 10.0
 LOGOUT_SYNC_TIMEOUT_S = 5.0
 
 log = logging.getLogger(__name__)
-_client: httpx.AsyncClient | None = None
-_sweep = session.Sweeper()
-
-
-@functools.cache
-def _sessions() -> session.Sessions:
-    # Built on first use rather than at import: reading the master key is the worker's
-    # business once it runs, not a side effect of importing the pages.
-    return session.Sessions(settings.secret_box())
-
-
-@functools.cache
-def _proxies() -> TrustedProxies:
-    return TrustedProxies(settings.trusted_proxies)
-
-
-@functools.cache
-def _logouts_topic() -> TopicT:
-    return raw_topic(CONSOLE_LOGOUTS)
 
 
 class Refused(Exception):
@@ -76,53 +54,68 @@ class SignedIn(NamedTuple):
     form: Any  # the POSTed form, already checked for its CSRF token; None for GETs
 
 
-async def _signed_in(request: Request) -> SignedIn:
-    """The request's live session, its form checked for CSRF (POST), else Refused."""
-    cookie = request.cookies.get(session.COOKIE)
-    if not cookie:
-        raise Refused(_redirect("/console/login"))
-    # Catch up with sign-outs made on other workers first. It costs up to ~100 ms a page
-    # (measured: health 4 -> 102 ms at p50; pages whose API calls already wait for the
-    # subscriptions view, 0-100 ms more): sync() waits behind its consumer's own 100 ms
-    # long-poll, not for the broker, whose answer takes ~1.4 ms from an idle client.
-    if not await console_logouts.sync(LOGOUT_SYNC_TIMEOUT_S):
-        raise Refused(_html(page("Try again", "<p>Sessions cannot be checked right now.</p>",
-                                 None), 503))
-    now = now_ms()
-    _sweep(console_logouts.current, now)
-    found = _sessions().open(cookie, now, console_logouts.current)
-    principal = (authenticate(found.api_key, api_keys.current, settings.admin_key)
-                 if found is not None else None)
-    if found is None or principal is None:
-        raise Refused(_redirect("/console/login"))
-    who = "admin · all workspaces" if principal.is_admin else f"workspace {principal.workspace_id}"
-    csrf = session.csrf_token(cookie)
-    form_data = None
-    if request.method == "POST":
-        form_data = await request.post()
-        if not session.csrf_ok(cookie, str(form_data.get("csrf", ""))):
-            raise Refused(_html(page("Forbidden", "<p>Stale form: reload and try again.</p>",
-                                     who, csrf), 403))
-    return SignedIn(found, who, csrf, form_data)
+@dataclass
+class Console:
+    """What the console's pages share on one worker, built by `streams.console.install`."""
+
+    settings: Settings
+    auth: Authenticator
+    sessions: session.Sessions
+    #: session id -> expiry (ms) of the sessions signed out on any worker
+    logouts: ExpiringView[int]
+    logouts_topic: TopicT
+    _client: httpx.AsyncClient | None = field(default=None, repr=False)
+
+    async def signed_in(self, request: Request) -> SignedIn:
+        """The request's live session, its form checked for CSRF (POST), else Refused."""
+        cookie = request.cookies.get(session.COOKIE)
+        if not cookie:
+            raise Refused(_redirect("/console/login"))
+        # Catch up with sign-outs made on other workers first (sync asks end offsets on a
+        # client of its own: about half a millisecond).
+        if not await self.logouts.sync(LOGOUT_SYNC_TIMEOUT_S):
+            raise Refused(_html(page("Try again", "<p>Sessions cannot be checked right now."
+                                     "</p>", None), 503))
+        now = now_ms()
+        found = self.sessions.open(cookie, now, self.logouts.current)
+        # A sealed cookie's key that no longer authenticates was revoked, not guessed:
+        # not a failed sign-in.
+        principal = self.auth.principal_of_key(found.api_key) if found is not None else None
+        if found is None or principal is None:
+            raise Refused(_redirect("/console/login"))
+        who = ("admin · all workspaces" if principal.is_admin
+               else f"workspace {principal.workspace_id}")
+        csrf = session.csrf_token(cookie)
+        form_data = None
+        if request.method == "POST":
+            form_data = await request.post()
+            if not session.csrf_ok(cookie, str(form_data.get("csrf", ""))):
+                raise Refused(_html(page("Forbidden", "<p>Stale form: reload and try again."
+                                         "</p>", who, csrf), 403))
+        return SignedIn(found, who, csrf, form_data)
+
+    def cookie_options(self, request: Request) -> dict[str, Any]:
+        """Attributes of the session cookie, alike when it is set and when it is deleted."""
+        raw = cast(aioweb.Request, request)  # faust's Request type omits aiohttp's transport
+        https = self.auth.proxies.is_https(raw.scheme, raw.remote,
+                                           raw.headers.getall("X-Forwarded-Proto", []))
+        return {"path": "/console", "httponly": True, "samesite": "Strict",
+                "secure": session.cookie_secure(self.settings.console_secure_cookies, https)}
+
+    async def call(self, key: str, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        """This worker's own API, with the signed-in key: the console follows its rules."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{self.settings.web_port}", timeout=60)
+        response = await self._client.request(
+            method, path, headers={"Authorization": f"Bearer {key}"}, **kwargs)
+        return response.status_code, (response.json() if response.content else None)
 
 
-def _cookie_options(request: Request) -> dict[str, Any]:
-    """Attributes of the session cookie, alike when it is set and when it is deleted."""
-    raw = cast(aioweb.Request, request)  # faust's Request type omits aiohttp's transport
-    https = _proxies().is_https(raw.scheme, raw.remote,
-                                raw.headers.getall("X-Forwarded-Proto", []))
-    return {"path": "/console", "httponly": True, "samesite": "Strict",
-            "secure": session.cookie_secure(settings.console_secure_cookies, https)}
+class Page(View):
+    """A console page: `ctx` is set by `streams.console.install`."""
 
-
-async def _api(key: str, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-    global _client
-    if _client is None:
-        _client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.web_port}",
-                                    timeout=60)
-    response = await _client.request(method, path, headers={"Authorization": f"Bearer {key}"},
-                                     **kwargs)
-    return response.status_code, (response.json() if response.content else None)
+    ctx: ClassVar[Console]
 
 
 def _html(body: str, status: int = 200) -> aioweb.Response:
@@ -150,9 +143,9 @@ def _when(ms: Any) -> str:
 def guarded(handler: Any) -> Any:
     """Sign-in required; POSTs must carry the form's CSRF token."""
 
-    async def wrapped(self: View, request: Request, **kwargs: Any) -> aioweb.Response:
+    async def wrapped(self: Page, request: Request, **kwargs: Any) -> aioweb.Response:
         try:
-            signed_in = await _signed_in(request)
+            signed_in = await self.ctx.signed_in(request)
         except Refused as refused:
             return refused.response
         if signed_in.form is not None:
@@ -164,46 +157,43 @@ def guarded(handler: Any) -> Any:
     return wrapped
 
 
-@app.page("/console/style.css")
-class Style(View):
+class Style(Page):
     async def get(self, request: Request) -> aioweb.Response:
         return aioweb.Response(text=STYLE, content_type="text/css")
 
 
-@app.page("/console/login")
-class Login(View):
+class Login(Page):
     async def get(self, request: Request) -> aioweb.Response:
         return _html(page("Sign in", login_form(), None))
 
     async def post(self, request: Request) -> aioweb.Response:
-        client = client_of(request)
-        wait = retry_after(client)
+        client = self.ctx.auth.client_of(request)
+        wait = self.ctx.auth.retry_after(client)
         if wait > 0:
             return _html(page("Sign in", f'<p class="flash">Too many failed sign-ins from '
                               f'your address; try again in {int(wait) + 1} s.</p>', None), 429)
         key = str((await request.post()).get("api_key", "")).strip()
-        if check_key(client, key, "console") is None:
+        if self.ctx.auth.check_key(client, key, "console") is None:
             return _html(page("Sign in", '<p class="flash">That key is not valid.</p>'
                               + login_form(), None), 401)
-        _, cookie = _sessions().start(key, now_ms())
+        _, cookie = self.ctx.sessions.start(key, now_ms())
         response = _redirect("/console")
         response.set_cookie(session.COOKIE, cookie, max_age=session.LIFETIME_S,
-                            **_cookie_options(request))
+                            **self.ctx.cookie_options(request))
         return response
 
 
-@app.page("/console/logout")
-class Logout(View):
+class Logout(Page):
     async def post(self, request: Request) -> aioweb.Response:
         """End the session on every worker, not only in this browser: a copy of the cookie
         (another machine, a backup, a proxy log) stops working too."""
         try:
-            ending = (await _signed_in(request)).session
+            ending = (await self.ctx.signed_in(request)).session
         except Refused as refused:
             return refused.response
         try:
             # force: publish now, never attached to a stream event in context.
-            await (await _logouts_topic().send(key=ending.sid.encode(),
+            await (await self.ctx.logouts_topic.send(key=ending.sid.encode(),
                                                value=str(ending.expires_ms).encode(), force=True))
         except Exception:  # the broker's errors, whichever client layer raises them
             log.exception("console sign-out could not be recorded")
@@ -213,20 +203,19 @@ class Logout(View):
                                   "again.</p>", None), 503)
         else:
             def ended() -> bool:
-                return ending.sid in console_logouts.current or ending.expires_ms <= now_ms()
+                return ending.sid in self.ctx.logouts.current or ending.expires_ms <= now_ms()
 
-            if await console_logouts.wait_for(ended, LOGOUT_APPLY_TIMEOUT_S):
+            if await self.ctx.logouts.wait_for(ended, LOGOUT_APPLY_TIMEOUT_S):
                 response = _redirect("/console/login")
             else:
                 response = _html(page("Signing out", '<p class="flash">Your sign-out was '
                                       "recorded; this worker has not applied it yet but will "
                                       "shortly.</p>", None), 503)
-        response.del_cookie(session.COOKIE, **_cookie_options(request))
+        response.del_cookie(session.COOKIE, **self.ctx.cookie_options(request))
         return response
 
 
-@app.page("/console")
-class Webhooks(View):
+class Webhooks(Page):
     @guarded
     async def get(self, request: Request, key: str, csrf: str, who: str) -> aioweb.Response:
         workspace = request.query.get("workspace") or None
@@ -234,7 +223,7 @@ class Webhooks(View):
         rows: list[list[str]] = []
         cursor = None
         while True:
-            status, body = await _api(key, "GET", "/v1/webhooks", params={
+            status, body = await self.ctx.call(key, "GET", "/v1/webhooks", params={
                 k: v for k, v in {"limit": 100, "cursor": cursor,
                                   "workspace_id": workspace}.items() if v is not None})
             if status != 200:
@@ -243,7 +232,8 @@ class Webhooks(View):
             for w in body["data"]:
                 if (state == "active" and not w["active"]) or (state == "disabled" and w["active"]):
                     continue
-                _, stats = await _api(key, "GET", f"/internal/webhooks/{quote(w['id'])}/summary")
+                _, stats = await self.ctx.call(
+                    key, "GET", f"/internal/webhooks/{quote(w['id'])}/summary")
                 rows.append([
                     f'<a href="/console/webhooks/{e(quote(w["id"]))}">{e(w["id"])}</a>',
                     e(w["workspace_id"]), e(w["url"]), e(", ".join(w["events"])),
@@ -268,8 +258,7 @@ class Webhooks(View):
         return _html(page("Webhooks", filters + listing, who, csrf))
 
 
-@app.page("/console/webhooks/new")
-class Create(View):
+class Create(Page):
     @guarded
     async def get(self, request: Request, key: str, csrf: str, who: str) -> aioweb.Response:
         return _html(page("Create a webhook", _create_form(csrf, who), who, csrf))
@@ -284,7 +273,7 @@ class Create(View):
             body["workspace_id"] = str(form["workspace"]).strip()
         if form.get("description"):
             body["description"] = str(form["description"])
-        status, created = await _api(key, "POST", "/v1/webhooks", json=body)
+        status, created = await self.ctx.call(key, "POST", "/v1/webhooks", json=body)
         if status != 201:
             flash = f'<p class="flash">{e(_error_text(created))}</p>'
             return _html(page("Create a webhook", flash + _create_form(csrf, who), who, csrf),
@@ -307,16 +296,15 @@ def _create_form(csrf: str, who: str) -> str:
         f'and shown once.</p>{button("Create webhook")}</div>'), inline=False)
 
 
-@app.page("/console/webhooks/{webhook_id}")
-class Detail(View):
+class Detail(Page):
     @guarded
     async def get(self, request: Request, key: str, csrf: str, who: str,
                   webhook_id: str) -> aioweb.Response:
-        status, w = await _api(key, "GET", f"/v1/webhooks/{quote(webhook_id)}")
+        status, w = await self.ctx.call(key, "GET", f"/v1/webhooks/{quote(webhook_id)}")
         if status != 200:
             return _html(page("Not found", f"<p>{e(_error_text(w))}</p>", who, csrf), status)
         wanted = request.query.get("status") or None
-        _, history = await _api(key, "GET", f"/v1/webhooks/{quote(webhook_id)}/deliveries",
+        _, history = await self.ctx.call(key, "GET", f"/v1/webhooks/{quote(webhook_id)}/deliveries",
                                 params={"limit": 50, **({"status": wanted} if wanted else {})})
         flash = request.query.get("flash")
         base = f"/console/webhooks/{quote(webhook_id)}"
@@ -350,14 +338,13 @@ class Detail(View):
         return _html(page(f"Webhook {webhook_id}", body, who, csrf))
 
 
-@app.page("/console/webhooks/{webhook_id}/{action}")
-class Action(View):
+class Action(Page):
     @guarded
     async def post(self, request: Request, key: str, csrf: str, who: str, webhook_id: str,
                    action: str, form: Any) -> aioweb.Response:
         path = f"/v1/webhooks/{quote(webhook_id)}"
         if action == "delete":
-            status, body = await _api(key, "DELETE", path)
+            status, body = await self.ctx.call(key, "DELETE", path)
             return _redirect("/console") if status == 204 else _redirect(
                 f"{path.replace('/v1', '/console')}?flash={quote(_error_text(body))}")
         if action not in ("test", "enable", "disable", "rotate-secret", "replay"):
@@ -367,7 +354,7 @@ class Action(View):
             payload["reason"] = "disabled in the console"
         if action == "replay" and str(form.get("since", "")).strip():
             payload["since"] = str(form["since"]).strip()
-        status, body = await _api(key, "POST", f"{path}/{action}", json=payload)
+        status, body = await self.ctx.call(key, "POST", f"{path}/{action}", json=payload)
         if status != 200:
             message = _error_text(body)
         elif action == "test":
@@ -391,13 +378,14 @@ def _rotated(webhook_id: str, secret: str, who: str, csrf: str) -> aioweb.Respon
     return _html(page("Secret rotated", shown, who, csrf))
 
 
-@app.page("/console/dead-letters")
-class DeadLetters(View):
+class DeadLetters(Page):
     @guarded
     async def get(self, request: Request, key: str, csrf: str, who: str) -> aioweb.Response:
         query = {k: v for k, v in {"webhook_id": request.query.get("webhook") or None,
-                                   "reason": request.query.get("reason") or None}.items() if v}
-        status, body = await _api(key, "GET", "/v1/dead-letters", params=query)
+                                   "reason": request.query.get("reason") or None,
+                                   "cursor": request.query.get("cursor") or None}.items() if v}
+        status, body = await self.ctx.call(key, "GET", "/v1/dead-letters",
+                                           params={**query, "limit": 100})
         if status != 200:
             return _html(page("Dead letters", f"<p>{e(_error_text(body))}</p>", who, csrf),
                          status)
@@ -408,21 +396,27 @@ class DeadLetters(View):
         rows = [[f'<a href="/console/webhooks/{e(quote(d["webhook_id"]))}">'
                  f'{e(d["webhook_id"])}</a>', e(d["delivery_id"]), e(d["event"]),
                  e(d["reason"]), e(d["attempts"]), e(d["error"] or ""), e(d["dead_at"]),
-                 "yes" if d["replayed"] else ""] for d in reversed(body["data"])]
+                 "yes" if d["replayed"] else ""] for d in body["data"]]  # newest first
+        older = ""
+        if body["next_cursor"]:
+            params = urlencode({k: v for k, v in {
+                "webhook": query.get("webhook_id"), "reason": query.get("reason"),
+                "cursor": body["next_cursor"]}.items() if v})
+            older = f'<p><a href="/console/dead-letters?{e(params)}">Older</a></p>'
         return _html(page("Dead letters", filters + table(
             ["Webhook", "Delivery", "Event", "Reason", "Attempts", "Last error", "Dead at",
-             "Replayed"], rows, "No dead letters."), who, csrf))
+             "Replayed"], rows, "No dead letters.") + older, who, csrf))
 
 
-@app.page("/console/health")
-class Health(View):
+class Health(Page):
     @guarded
     async def get(self, request: Request, key: str, csrf: str, who: str) -> aioweb.Response:
         lag_rows, backlog_rows = [], []
         for metric in metrics.LAG.collect():
             for s in metric.samples:
-                topic = s.labels["topic"].removeprefix(settings.topic_prefix)
-                lag_rows.append([e(s.labels["group"].removeprefix(settings.topic_prefix)),
+                topic = s.labels["topic"].removeprefix(self.ctx.settings.topic_prefix)
+                prefix = self.ctx.settings.topic_prefix
+                lag_rows.append([e(s.labels["group"].removeprefix(prefix)),
                                  e(topic), e(int(s.value))])
         for metric in metrics.RETRY_BACKLOG.collect():
             for s in metric.samples:

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Container, MutableMapping
+from collections.abc import Container
 from dataclasses import dataclass
 
 from ..core.secretbox import SecretBox, SecretBoxError
@@ -84,26 +84,6 @@ class Sessions:
         if exp <= now_ms or sid in signed_out:
             return None
         return Session(sid, key, exp)
-
-
-class Sweeper:
-    """Forgets sign-outs whose sessions have expired (a refused cookie needs no entry), at
-    most once per `every_ms`: the scan is over every entry, so doing it on each request
-    would let a busy sign-in/sign-out loop make every page slower."""
-
-    def __init__(self, every_ms: int = 60_000) -> None:
-        self.every_ms = every_ms
-        self._next_ms = 0
-
-    def __call__(self, signed_out: MutableMapping[str, int], now_ms: int) -> int:
-        """Drop expired entries if a sweep is due; how many were dropped."""
-        if now_ms < self._next_ms:
-            return 0
-        self._next_ms = now_ms + self.every_ms
-        expired = [sid for sid, expires_ms in signed_out.items() if expires_ms <= now_ms]
-        for sid in expired:
-            del signed_out[sid]
-        return len(expired)
 
 
 def cookie_secure(setting: bool | None, request_is_https: bool) -> bool:

@@ -26,6 +26,8 @@ DEAD = "dead"
 DISABLED = "disabled"
 #: A test attempt (POST /v1/webhooks/{id}/test) that failed; tests are never retried.
 FAILED = "failed"
+#: Every status an attempt record can carry, as the API filters and documents them.
+STATUSES = (SUCCESS, RETRYING, DEAD, DISABLED, FAILED)
 
 #: Why a job is dead-lettered.
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"

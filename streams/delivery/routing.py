@@ -11,10 +11,11 @@ Every path writes one delivery-log record, so the log holds each delivery's late
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ..core.urls import retry_after
-from ..kafka.topics import DELIVERY_LOG, DLQ, INVALID, RETRY_TOPICS
+from ..kafka.topics import DELIVERY_LOG, DLQ, RETRY_TOPICS
+from ..pipeline.records import Origin, Produce
 from .models import (
     ATTEMPTS_EXHAUSTED,
     DEAD,
@@ -29,25 +30,6 @@ from .models import (
 )
 
 DUE_AT_HEADER = "hookstream-due-at"
-
-
-@dataclass(frozen=True)
-class Origin:
-    """The record a job was consumed from."""
-
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True)
-class Produce:
-    """One record to produce; `topic` is the unprefixed name."""
-
-    topic: str
-    key: str
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def after_attempt(job: DeliveryJob, outcome: Outcome, delays: tuple[float, ...],
@@ -88,16 +70,6 @@ def undeliverable(job: DeliveryJob, reason: str, origin: Origin, now_ms: int) ->
         job.delivery_id, job.webhook_id, job.workspace_id, job.event_type, job.event_id,
         job.attempt, DISABLED if reason == WEBHOOK_DISABLED else DEAD, None, 0, error, now_ms)
     return [_dead(letter, origin, error), _log(record)]
-
-
-def quarantined(origin: Origin, key: bytes | None, value: bytes, reason: str) -> Produce:
-    """An undecodable job, kept as it came on hookstream.invalid with where and why."""
-    return Produce(INVALID, (key or b"").decode("utf-8", "replace"), value, (
-        ("hookstream-source-topic", origin.topic.encode()),
-        ("hookstream-source-partition", str(origin.partition).encode()),
-        ("hookstream-source-offset", str(origin.offset).encode()),
-        ("hookstream-error", reason[:1000].encode()),
-    ))
 
 
 def _log(record: AttemptRecord) -> Produce:

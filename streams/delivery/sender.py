@@ -14,7 +14,7 @@ from ..core.payload import webhook_body
 from ..core.secretbox import SecretBox, SecretBoxError, is_sealed
 from ..core.timeutil import now_ms
 from ..core.urls import UrlPolicyError, check_url
-from ..subscriptions.commands import Subscription
+from ..subscriptions.model import Subscription
 from .client import DeliveryClient
 from .models import DeliveryJob, Outcome
 

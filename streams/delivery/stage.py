@@ -22,16 +22,26 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 from aiokafka import TopicPartition
 
 from ..core.schemas import SchemaError
+from ..core.secretbox import SecretBox
 from ..core.timeutil import now_ms, parse_iso
 from ..core.urls import retry_after
 from ..kafka.topics import DELIVERIES, RETRY_TOPICS
-from ..pipeline.stage import Record, Stage
-from ..runtime import metrics
+from ..pipeline.records import Origin, Produce
+from ..pipeline.stage import (
+    ConsumerFactory,
+    ProducerFactory,
+    Record,
+    Stage,
+    kafka_consumer,
+    kafka_producer,
+)
 from ..settings import Settings
 from ..subscriptions.view import SubscriptionsView
+from ..telemetry import metrics
 from .client import DeliveryClient
 from .fairness import FairSlots
 from .models import (
@@ -46,7 +56,7 @@ from .models import (
     Outcome,
 )
 from .pressure import WebhookLoad
-from .routing import DUE_AT_HEADER, Origin, Produce, after_attempt, deferred, undeliverable
+from .routing import DUE_AT_HEADER, after_attempt, deferred, undeliverable
 from .sender import attempt
 from .slots import Slots
 
@@ -56,23 +66,31 @@ log = logging.getLogger(__name__)
 class DeliveryWorker(Stage):
     group = "hookstream-delivery"
 
-    def __init__(self, settings: Settings, view: SubscriptionsView) -> None:
+    def __init__(self, settings: Settings, view: SubscriptionsView, *,
+                 box: SecretBox | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 consumer_factory: ConsumerFactory = kafka_consumer,
+                 producer_factory: ProducerFactory = kafka_producer) -> None:
+        """`box` opens sealed webhook secrets (default: the settings' master key);
+        `transport` carries the POSTs (default: DeliveryClient's own, with its rules)."""
         #: Each retry topic's delay, by its prefixed name (settings insist on one per topic).
         self._retry_delays = {settings.topic(t): delay
                               for t, delay in zip(RETRY_TOPICS, settings.retry_delays,
                                                   strict=True)}
         super().__init__(settings, [settings.topic(DELIVERIES), *sorted(self._retry_delays)],
-                         drain_timeout=settings.delivery_timeout + 5)
+                         drain_timeout=settings.delivery_timeout + 5,
+                         consumer_factory=consumer_factory, producer_factory=producer_factory)
         self.view = view
         self._slots = FairSlots(settings.delivery_concurrency,
                                 settings.per_workspace_concurrency)
         self._per_webhook: dict[str, Slots] = {}
         self._load = WebhookLoad(settings.per_webhook_concurrency, settings.defer_after)
+        self._transport = transport
         self._client: DeliveryClient | None = None
-        self._box = settings.secret_box()
+        self._box = box if box is not None else settings.secret_box()
 
     async def start(self) -> None:
-        self._client = DeliveryClient(self.settings)
+        self._client = DeliveryClient(self.settings, transport=self._transport)
         await super().start()
 
     async def stop(self) -> None:

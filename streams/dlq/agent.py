@@ -6,7 +6,7 @@ For each dead letter with reason attempts_exhausted it emits a `disable` control
 deleted webhook change nothing. Both sends are acknowledged before the letter's offset is
 committed; a repeat after a crash disables an inactive webhook again, which is harmless.
 A letter that does not decode, or whose handling keeps failing, is quarantined and the
-agent goes on (streams.pipeline.agents.each).
+agent goes on (streams.pipeline.agents).
 """
 
 from __future__ import annotations
@@ -19,37 +19,40 @@ from faust.types import EventT
 from ..core.schemas import OPERATIONAL_EVENT, registry
 from ..core.timeutil import iso_from_ms, now_ms
 from ..delivery.models import ATTEMPTS_EXHAUSTED, DeadLetter
+from ..kafka.app import raw_topic
 from ..kafka.topics import CONTROL, DLQ, OPERATIONS
-from ..pipeline.agents import each
-from ..runtime.app import app, raw_topic
+from ..pipeline.agents import Agents
+from ..runtime.context import Runtime
 from ..subscriptions.commands import Command
 
 log = logging.getLogger(__name__)
 
-dlq_topic = raw_topic(DLQ)
-control_out = raw_topic(CONTROL)
-operations_topic = raw_topic(OPERATIONS)
 
+def install(rt: Runtime, agents: Agents) -> None:
+    """The dead-letter agent, on the runtime's app."""
+    control_out = raw_topic(rt.app, rt.settings, CONTROL)
+    operations = raw_topic(rt.app, rt.settings, OPERATIONS)
 
-@app.agent(dlq_topic)
-async def dead_letters(stream):  # type: ignore[no-untyped-def]
-    await each(stream, DeadLetter.decode, "dead letter", _on_dead_letter, stage="deadletters")
+    async def on_dead_letter(_event: EventT[Any], letter: DeadLetter) -> None:
+        if letter.reason != ATTEMPTS_EXHAUSTED:
+            return
+        job = letter.job
+        reason = (f"auto: delivery {job.delivery_id} dead-lettered after "
+                  f"{len(job.outcomes)} attempts")
+        now = now_ms()
+        command = Command(op="disable", webhook_id=job.webhook_id,
+                          workspace_id=job.workspace_id, reason=reason,
+                          requested_at=iso_from_ms(now))
+        await control_out.send(key=job.webhook_id.encode(), value=command.encode())
+        await operations.send(key=job.webhook_id.encode(), value=registry().encode(
+            OPERATIONAL_EVENT, {
+                "type": "webhook.disabled", "webhook_id": job.webhook_id,
+                "workspace_id": job.workspace_id, "reason": reason,
+                "delivery_id": job.delivery_id, "at": now}))
+        log.warning("webhook %s disabled: %s", job.webhook_id, reason)
 
+    async def dead_letters(stream: Any) -> None:
+        await agents.each(stream, DeadLetter.decode, "dead letter", on_dead_letter,
+                          stage="deadletters")
 
-async def _on_dead_letter(_event: EventT[Any], letter: DeadLetter) -> None:
-    if letter.reason != ATTEMPTS_EXHAUSTED:
-        return
-    job = letter.job
-    reason = (f"auto: delivery {job.delivery_id} dead-lettered after "
-              f"{len(job.outcomes)} attempts")
-    now = now_ms()
-    command = Command(op="disable", webhook_id=job.webhook_id,
-                      workspace_id=job.workspace_id, reason=reason,
-                      requested_at=iso_from_ms(now))
-    await control_out.send(key=job.webhook_id.encode(), value=command.encode())
-    await operations_topic.send(key=job.webhook_id.encode(), value=registry().encode(
-        OPERATIONAL_EVENT, {
-            "type": "webhook.disabled", "webhook_id": job.webhook_id,
-            "workspace_id": job.workspace_id, "reason": reason,
-            "delivery_id": job.delivery_id, "at": now}))
-    log.warning("webhook %s disabled: %s", job.webhook_id, reason)
+    rt.app.agent(raw_topic(rt.app, rt.settings, DLQ), name="dead_letters")(dead_letters)

@@ -14,12 +14,19 @@ import logging
 from ..core.events import InvalidEvent, decode_event
 from ..core.timeutil import now_ms
 from ..delivery.models import DeliveryJob, delivery_id_for
-from ..delivery.routing import Origin, Produce
 from ..kafka.topics import DELIVERIES, domain_topic
-from ..pipeline.stage import Record, Stage
-from ..runtime import metrics
+from ..pipeline.records import Origin, Produce
+from ..pipeline.stage import (
+    ConsumerFactory,
+    ProducerFactory,
+    Record,
+    Stage,
+    kafka_consumer,
+    kafka_producer,
+)
 from ..settings import Settings
 from ..subscriptions.view import SubscriptionsView
+from ..telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +34,12 @@ log = logging.getLogger(__name__)
 class FanoutStage(Stage):
     group = "hookstream-fanout"
 
-    def __init__(self, settings: Settings, view: SubscriptionsView) -> None:
+    def __init__(self, settings: Settings, view: SubscriptionsView, *,
+                 consumer_factory: ConsumerFactory = kafka_consumer,
+                 producer_factory: ProducerFactory = kafka_producer) -> None:
         super().__init__(settings, [settings.topic(domain_topic(f)) for f in settings.families],
-                         drain_timeout=10.0)
+                         drain_timeout=10.0, consumer_factory=consumer_factory,
+                         producer_factory=producer_factory)
         self.view = view
 
     async def ready(self) -> None:

@@ -10,7 +10,9 @@ slots once. (Before, a `<webhook>\\0head` entry was written on every attempt too
 the history's cost. Slots and heads written that way are still read.)
 
 The table lives on the worker that owns the webhook's partition; web views reach it with
-streams.api.forwarding, which forwards a request to that worker (without the caller's key).
+streams.api.context.Api.forwarded, which forwards a request to that worker (without the
+caller's key);
+the views themselves are the API's (streams/api/deliveries.py).
 """
 
 from __future__ import annotations
@@ -20,14 +22,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from faust.types import EventT
+from faust.types import EventT, TableT
 
-from ..api.auth import may_see
-from ..api.forwarding import answered_by_owner
 from ..delivery.models import AttemptRecord
+from ..kafka.app import raw_table, raw_topic
 from ..kafka.topics import DELIVERY_HISTORY, DELIVERY_LOG
-from ..pipeline.agents import each
-from ..runtime.app import app, raw_table, raw_topic
+from ..pipeline.agents import Agents
+from ..runtime.context import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,6 @@ KEPT = 1000
 _SEQ = struct.Struct(">Q")
 #: Avro single-object encoding's marker: a slot written before seqs were stored.
 _LEGACY = b"\xc3\x01"
-
-delivery_log = raw_topic(DELIVERY_LOG)
-history = raw_table("delivery-history", changelog=DELIVERY_HISTORY)
-
-#: Newest seq per webhook, for the partitions this worker holds (forgotten on rebalance).
-_newest: dict[str, int] = {}
 
 
 def _legacy_head(webhook_id: str) -> bytes:
@@ -58,37 +53,6 @@ def _unpack(stored: bytes) -> tuple[int | None, bytes]:
     return _SEQ.unpack_from(stored)[0], stored[_SEQ.size:]
 
 
-def newest_seq(webhook_id: str) -> int:
-    seq = _newest.get(webhook_id)
-    if seq is None:
-        seq = int(history.get(_legacy_head(webhook_id), b"0"))
-        for slot in range(KEPT):
-            stored = history.get(_slot(webhook_id, slot))
-            if stored is not None:
-                seq = max(seq, _unpack(stored)[0] or 0)
-        _newest[webhook_id] = seq
-    return seq
-
-
-@app.on_partitions_revoked.connect
-async def _forget_newest(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-    # Partitions may come back after another worker wrote to them: read the slots again.
-    _newest.clear()
-
-
-@app.agent(delivery_log)
-async def record_history(stream):  # type: ignore[no-untyped-def]
-    # An attempt record that does not decode, or whose handling keeps failing, is
-    # quarantined and the agent goes on (streams.pipeline.agents.each).
-    await each(stream, AttemptRecord.decode, "attempt record", _record, stage="history")
-
-
-async def _record(event: EventT[Any], record: AttemptRecord) -> None:
-    seq = newest_seq(record.webhook_id) + 1
-    history[_slot(record.webhook_id, seq)] = _SEQ.pack(seq) + event.value
-    _newest[record.webhook_id] = seq
-
-
 @dataclass(frozen=True)
 class Page:
     records: list[AttemptRecord]
@@ -96,64 +60,74 @@ class Page:
     next_cursor: int | None
 
 
-def page(webhook_id: str, *, status: str | None = None, limit: int = 50,
-         cursor: int | None = None) -> Page:
-    """Newest-first attempts of one webhook (this worker must own it: see
-    streams.api.forwarding)."""
-    newest = newest_seq(webhook_id)
-    oldest = max(1, newest - KEPT + 1)
-    seq = newest if cursor is None else min(cursor - 1, newest)
-    found: list[AttemptRecord] = []
-    while seq >= oldest and len(found) < limit:
-        stored = history.get(_slot(webhook_id, seq))
-        expected, seq = seq, seq - 1
-        if stored is None:
-            continue
-        stored_seq, value = _unpack(stored)
-        if stored_seq not in (None, expected):
-            continue  # an older lap of the ring, left by a crash before it was overwritten
-        record = AttemptRecord.decode(value)
-        if status is None or record.status == status:
-            found.append(record)
-    return Page(found, seq + 1 if seq >= oldest else None)
+class History:
+    """The history table and the agent that fills it, on one app."""
 
+    def __init__(self, rt: Runtime, agents: Agents) -> None:
+        self.table: TableT[Any, Any] = raw_table(rt.app, rt.settings, "delivery-history",
+                                                 changelog=DELIVERY_HISTORY)
+        #: Newest seq per webhook, for the partitions this worker holds (forgotten on
+        #: rebalance).
+        self._newest: dict[str, int] = {}
 
-def summary(webhook_id: str, window: int = 100) -> dict[str, object]:
-    """Last success, last failure and failures among the last `window` attempts."""
-    last_success = last_failure = None
-    failures = 0
-    for record in page(webhook_id, limit=window).records:
-        if record.status == "success":
-            last_success = last_success or record.attempted_at
-        else:
-            failures += 1
-            last_failure = last_failure or record.attempted_at
-    return {"last_success_at": last_success, "last_failure_at": last_failure,
-            "recent_failures": failures}
+        async def record_history(stream: Any) -> None:
+            await agents.each(stream, AttemptRecord.decode, "attempt record", self._record,
+                              stage="history")
 
+        rt.app.agent(raw_topic(rt.app, rt.settings, DELIVERY_LOG),
+                     name="record_history")(record_history)
+        rt.app.on_partitions_revoked.connect(self._forget_newest)
 
-@app.page("/internal/webhooks/{webhook_id}/summary")
-@answered_by_owner(history, "webhook_id")
-async def summary_view(web, request, webhook_id: str, principal):  # type: ignore[no-untyped-def]
-    """For the console's list: routed to the worker holding the webhook's history."""
-    if not may_see(principal, webhook_id):
-        return web.json({"error": "not found"}, status=404)
-    return web.json(summary(webhook_id))
+    async def _forget_newest(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        # Partitions may come back after another worker wrote to them: read the slots again.
+        self._newest.clear()
 
+    async def _record(self, event: EventT[Any], record: AttemptRecord) -> None:
+        seq = self.newest_seq(record.webhook_id) + 1
+        self.table[_slot(record.webhook_id, seq)] = _SEQ.pack(seq) + event.value
+        self._newest[record.webhook_id] = seq
 
-@app.page("/internal/webhooks/{webhook_id}/attempts")
-@answered_by_owner(history, "webhook_id")
-async def attempts_view(web, request, webhook_id: str, principal):  # type: ignore[no-untyped-def]
-    """History of one webhook, routed to the worker that owns it (for the API and tests)."""
-    if not may_see(principal, webhook_id):
-        return web.json({"error": "not found"}, status=404)
-    try:
-        limit = int(request.query.get("limit", "50"))
-        cursor = int(request.query["cursor"]) if "cursor" in request.query else None
-    except ValueError:
-        return web.json({"error": "limit and cursor must be whole numbers"}, status=400)
-    if not 1 <= limit <= 1000:
-        return web.json({"error": "limit must be between 1 and 1000"}, status=400)
-    result = page(webhook_id, status=request.query.get("status"), limit=limit, cursor=cursor)
-    return web.json({"data": [r.to_record() for r in result.records],
-                     "next_cursor": result.next_cursor})
+    def newest_seq(self, webhook_id: str) -> int:
+        seq = self._newest.get(webhook_id)
+        if seq is None:
+            seq = int(self.table.get(_legacy_head(webhook_id), b"0"))
+            for slot in range(KEPT):
+                stored = self.table.get(_slot(webhook_id, slot))
+                if stored is not None:
+                    seq = max(seq, _unpack(stored)[0] or 0)
+            self._newest[webhook_id] = seq
+        return seq
+
+    def page(self, webhook_id: str, *, status: str | None = None, limit: int = 50,
+             cursor: int | None = None) -> Page:
+        """Newest-first attempts of one webhook (this worker must own it: see
+        Api.forwarded in streams.api.context)."""
+        newest = self.newest_seq(webhook_id)
+        oldest = max(1, newest - KEPT + 1)
+        seq = newest if cursor is None else min(cursor - 1, newest)
+        found: list[AttemptRecord] = []
+        while seq >= oldest and len(found) < limit:
+            stored = self.table.get(_slot(webhook_id, seq))
+            expected, seq = seq, seq - 1
+            if stored is None:
+                continue
+            stored_seq, value = _unpack(stored)
+            if stored_seq not in (None, expected):
+                continue  # an older lap of the ring, left by a crash before it was overwritten
+            record = AttemptRecord.decode(value)
+            if status is None or record.status == status:
+                found.append(record)
+        return Page(found, seq + 1 if seq >= oldest else None)
+
+    def summary(self, webhook_id: str, window: int = 100) -> dict[str, object]:
+        """Last success, last failure and failures among the last `window` attempts."""
+        last_success = last_failure = None
+        failures = 0
+        for record in self.page(webhook_id, limit=window).records:
+            if record.status == "success":
+                last_success = last_success or record.attempted_at
+            else:
+                failures += 1
+                last_failure = last_failure or record.attempted_at
+        return {"last_success_at": last_success, "last_failure_at": last_failure,
+                "recent_failures": failures}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeAlias, TypeVar
 
@@ -151,3 +152,39 @@ class KeyedView(CompactedView, Generic[T]):
             self.current.pop(record.key.decode(), None)
         else:
             self.current[record.key.decode()] = self._decode(record.value)
+
+
+class ExpiringView(KeyedView[T]):
+    """A KeyedView whose entries leave memory once `expires_at(value)` (ms) has passed, not
+    only when the topic's retention deletes them: memory holds what is live, not all.
+
+    Records arrive in about the order they were written, so the oldest sit at the front of
+    `current` (kept in arrival order) and eviction only ever looks there.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str, decode: Callable[[bytes], T],
+                 expires_at: Callable[[T], int], now: Callable[[], int]) -> None:
+        super().__init__(bootstrap_servers, topic, decode)
+        self.current: OrderedDict[str, T] = OrderedDict()
+        self._expires_at = expires_at
+        self._now = now
+
+    def _put(self, record: Record) -> None:
+        super()._put(record)
+        if record.key is not None and record.value is not None:
+            self.current.move_to_end(record.key.decode())
+        self.evict(self._now())
+
+    def evict(self, now: int) -> None:
+        while self.current:
+            oldest_key, oldest = next(iter(self.current.items()))
+            if self._expires_at(oldest) > now:
+                return
+            del self.current[oldest_key]
+
+    def get(self, key: str) -> T | None:
+        """The live entry for `key`, or None."""
+        now = self._now()
+        self.evict(now)
+        found = self.current.get(key)
+        return None if found is None or self._expires_at(found) <= now else found

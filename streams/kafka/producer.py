@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -13,8 +13,17 @@ from ..core import catalog
 from ..core.events import Event, validate_event
 from ..core.schemas import EVENT, FAMILY_DATA, registry
 from ..settings import Settings
-from ..subscriptions.commands import Command
 from .topics import CONTROL, domain_topic
+
+
+class ControlCommand(Protocol):
+    """A control command (streams.subscriptions.commands.Command), as we publish it: keyed
+    by its webhook id, so that one webhook's commands are applied in order."""
+
+    @property
+    def webhook_id(self) -> str: ...
+
+    def encode(self) -> bytes: ...
 
 
 class PublishError(RuntimeError):
@@ -80,10 +89,10 @@ class Publisher:
     def publish_raw(self, topic: str, key: str, value: bytes) -> None:
         self._produce(topic, key, value)
 
-    def send_command(self, command: Command) -> None:
+    def send_command(self, command: ControlCommand) -> None:
         self._produce(self.settings.topic(CONTROL), command.webhook_id, command.encode())
 
-    def send_commands(self, commands: Iterable[Command]) -> None:
+    def send_commands(self, commands: Iterable[ControlCommand]) -> None:
         for command in commands:
             self.send_command(command)
 

@@ -7,7 +7,7 @@ the stages produce the same record through their own producer (streams.pipeline.
 
 No record may make an agent raise: faust's supervisor restarts an agent that does, and the
 record it raised on is gone, neither applied nor quarantined (so went the control agent's
-`[` nested 5,000 deep), or it stops for good. So `each` runs an agent's body record by
+`[` nested 5,000 deep), or it stops for good. So `Agents.each` runs an agent's body record by
 record: bad input (the decoder's error, or one the body names in `rejects`) is quarantined
 at once; any other exception is retried like a stage's handler
 (streams.pipeline.stage.HANDLER_ATTEMPTS), then the record is quarantined with the reason and
@@ -21,85 +21,90 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from faust.types import EventT
+import faust
+from faust.types import EventT, TopicT
 
 from ..core.schemas import SchemaError
-from ..delivery.routing import Origin
+from ..kafka.app import raw_topic
 from ..kafka.topics import INVALID, INVALID_MAX_MESSAGE_BYTES
-from ..runtime import metrics
-from ..runtime.app import app, raw_topic, settings
-from .stage import HANDLER_ATTEMPTS, HANDLER_BACKOFF_S, handler_failure, quarantine_copy
+from ..settings import Settings
+from ..telemetry import metrics
+from .records import Origin, quarantine_copy
+from .stage import HANDLER_ATTEMPTS, HANDLER_BACKOFF_S, handler_failure
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-invalid_topic = raw_topic(INVALID)
 
+class Agents:
+    """Runs faust agents' bodies record by record under the rule above; built per app."""
 
-async def quarantine(event: EventT[Any], reason: str) -> None:
-    message = event.message
-    log.warning(
-        "quarantined %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
-    )
-    metrics.INVALID.labels(topic=message.topic.removeprefix(settings.topic_prefix)).inc()
-    # faust's producer refuses records over its own limit (1,000,000 bytes by default),
-    # smaller than what the broker accepts on an input topic: such a copy is cut to fit.
-    limit = min(app.conf.producer_max_request_size, INVALID_MAX_MESSAGE_BYTES)
-    record = quarantine_copy(Origin(message.topic, message.partition, message.offset),
-                             message.key, message.value or b"", reason, limit)
-    key = None if message.key is None else record.key.encode("utf-8", "surrogateescape")
-    # Attached to the event: sent before its offset is committed.
-    await invalid_topic.send(key=key, value=record.value, headers=list(record.headers))
+    def __init__(self, app: faust.App, settings: Settings,
+                 invalid: TopicT | None = None) -> None:
+        self._prefix = settings.topic_prefix
+        self._invalid = invalid if invalid is not None else raw_topic(app, settings, INVALID)
+        # faust's producer refuses records over its own limit (1,000,000 bytes by default),
+        # smaller than what the broker accepts on an input topic: such a copy is cut to fit.
+        self._limit = min(app.conf.producer_max_request_size, INVALID_MAX_MESSAGE_BYTES)
 
-
-async def each(stream: Any, decode: Callable[[bytes], T], what: str,
-               handler: Callable[[EventT[Any], T], Awaitable[None]], *, stage: str,
-               rejects: tuple[type[Exception], ...] = (SchemaError,)) -> None:
-    """Decode each event of `stream` and hand it to `handler`; never raises (but for
-    cancellation). `stage` names the agent in metrics."""
-    async for event in stream.events():
-        try:
-            value = decode(event.value or b"")
-        except Exception as exc:  # decoders raise their domain error, but nothing may stop us
-            detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-            await _quarantine_or_log(event, f"invalid {what}: {detail}")
-            continue
-        await _handled(event, value, handler, what, stage, rejects)
-
-
-async def _handled(event: EventT[Any], value: T,
-                   handler: Callable[[EventT[Any], T], Awaitable[None]], what: str,
-                   stage: str, rejects: tuple[type[Exception], ...]) -> None:
-    message = event.message
-    for attempt in range(1, HANDLER_ATTEMPTS + 1):
-        try:
-            await handler(event, value)
-            return
-        except rejects as exc:
-            await _quarantine_or_log(event, f"invalid {what}: {exc}")
-            return
-        except Exception as exc:
-            if attempt < HANDLER_ATTEMPTS:
-                log.warning("%s[%d]@%d: %s agent failed (%s: %s); trying again",
-                            message.topic, message.partition, message.offset, stage,
-                            type(exc).__name__, exc)
-                await asyncio.sleep(HANDLER_BACKOFF_S[attempt - 1])
-                continue
-            reason = handler_failure(attempt, exc)
-            log.error("%s[%d]@%d: %s", message.topic, message.partition, message.offset,
-                      reason, exc_info=exc)
-            metrics.HANDLER_FAILURES.labels(stage=stage).inc()
-            await _quarantine_or_log(event, reason)
-
-
-async def _quarantine_or_log(event: EventT[Any], reason: str) -> None:
-    try:
-        await quarantine(event, reason)
-    except Exception:
-        # Attaching a record to the event does not talk to the broker, so only a bug gets
-        # here. Raising would stop the agent and every partition it reads; the record
-        # stays on its source topic, which this line names.
+    async def quarantine(self, event: EventT[Any], reason: str) -> None:
         message = event.message
-        log.exception("%s[%d]@%d: cannot quarantine (%s); going on", message.topic,
-                      message.partition, message.offset, reason)
+        log.warning("quarantined %s[%d]@%d: %s", message.topic, message.partition,
+                    message.offset, reason)
+        metrics.INVALID.labels(topic=message.topic.removeprefix(self._prefix)).inc()
+        record = quarantine_copy(Origin(message.topic, message.partition, message.offset),
+                                 message.key, message.value or b"", reason, self._limit)
+        key = None if message.key is None else record.key.encode("utf-8", "surrogateescape")
+        # Attached to the event: sent before its offset is committed.
+        await self._invalid.send(key=key, value=record.value, headers=list(record.headers))
+
+    async def each(self, stream: Any, decode: Callable[[bytes], T], what: str,
+                   handler: Callable[[EventT[Any], T], Awaitable[None]], *, stage: str,
+                   rejects: tuple[type[Exception], ...] = (SchemaError,)) -> None:
+        """Decode each event of `stream` and hand it to `handler`; never raises (but for
+        cancellation). `stage` names the agent in metrics."""
+        async for event in stream.events():
+            try:
+                value = decode(event.value or b"")
+            except Exception as exc:  # decoders raise their domain error; nothing may stop us
+                detail = (str(exc) if isinstance(exc, ValueError)
+                          else f"{type(exc).__name__}: {exc}")
+                await self._quarantine_or_log(event, f"invalid {what}: {detail}")
+                continue
+            await self._handled(event, value, handler, what, stage, rejects)
+
+    async def _handled(self, event: EventT[Any], value: T,
+                       handler: Callable[[EventT[Any], T], Awaitable[None]], what: str,
+                       stage: str, rejects: tuple[type[Exception], ...]) -> None:
+        message = event.message
+        for attempt in range(1, HANDLER_ATTEMPTS + 1):
+            try:
+                await handler(event, value)
+                return
+            except rejects as exc:
+                await self._quarantine_or_log(event, f"invalid {what}: {exc}")
+                return
+            except Exception as exc:
+                if attempt < HANDLER_ATTEMPTS:
+                    log.warning("%s[%d]@%d: %s agent failed (%s: %s); trying again",
+                                message.topic, message.partition, message.offset, stage,
+                                type(exc).__name__, exc)
+                    await asyncio.sleep(HANDLER_BACKOFF_S[attempt - 1])
+                    continue
+                reason = handler_failure(attempt, exc)
+                log.error("%s[%d]@%d: %s", message.topic, message.partition, message.offset,
+                          reason, exc_info=exc)
+                metrics.HANDLER_FAILURES.labels(stage=stage).inc()
+                await self._quarantine_or_log(event, reason)
+
+    async def _quarantine_or_log(self, event: EventT[Any], reason: str) -> None:
+        try:
+            await self.quarantine(event, reason)
+        except Exception:
+            # Attaching a record to the event does not talk to the broker, so only a bug
+            # gets here. Raising would stop the agent and every partition it reads; the
+            # record stays on its source topic, which this line names.
+            message = event.message
+            log.exception("%s[%d]@%d: cannot quarantine (%s); going on", message.topic,
+                          message.partition, message.offset, reason)

@@ -20,6 +20,12 @@ backlog stopped consuming while its producer flush never returned, never committ
   times, then its record is quarantined with the reason and done, so the committed offset
   moves past it (`hookstream_handler_failures_total`). Only the broker being away holds a
   record: producing retries until it lands.
+
+The stage is handed its Kafka clients by factories (`consumer_factory`, `producer_factory`),
+as arroyo's StreamProcessor is handed its consumer: `Consumer` and `Producer` below are all
+it uses of them. By default they are aiokafka's, configured here (`kafka_consumer`,
+`kafka_producer`); streams.pipeline.local is an in-memory broker with the same surface, on
+which tests/unit/test_stage_loop.py drives this loop without Kafka.
 """
 
 from __future__ import annotations
@@ -28,19 +34,19 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from dataclasses import replace
-from typing import TypeAlias
+from collections.abc import Callable, Collection, Mapping
+from collections.abc import Set as AbstractSet
+from typing import Protocol, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from ..delivery.routing import Origin, Produce, quarantined
 from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES, max_message_bytes
-from ..runtime import metrics
 from ..settings import Settings
+from ..telemetry import metrics
 from .offsets import OffsetTracker
+from .records import Origin, Produce, encoded_key, quarantine_copy, record_size
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +61,89 @@ HANDLER_ATTEMPTS = 3
 HANDLER_BACKOFF_S = (0.2, 1.0)
 #: After a poll fails (the consumer, not a record), the pause before the next one.
 POLL_PAUSE_S = 1.0
-#: Header of a quarantined copy that had to be cut to fit: the original value's length.
-TRUNCATED_HEADER = "hookstream-truncated"
-
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
+
+
+# -- what the stage uses of its Kafka clients ------------------------------------------
+class RebalanceListener(Protocol):
+    """Told of a rebalance: `revoked` before the partitions move (the consumer still holds
+    them and may commit), `assigned` after."""
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None: ...
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None: ...
+
+
+class Consumer(Protocol):
+    """A consumer-group member, as AIOKafkaConsumer is one.
+
+    The stage relies on Kafka's rules: `getmany` returns records of assigned, unpaused
+    partitions from each one's position (a `seek` sets it; a fresh assignment starts at the
+    group's committed offset) and waits up to `timeout_ms` for some, and out of a
+    rebalance; `commit` stores the offsets given, each the next one to read.
+    """
+
+    def subscribe(self, topics: list[str], *, listener: RebalanceListener) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def getmany(self, *, timeout_ms: int,
+                      max_records: int) -> Mapping[TopicPartition, list[Record]]: ...
+
+    def pause(self, *partitions: TopicPartition) -> None: ...
+
+    def resume(self, *partitions: TopicPartition) -> None: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+    def assignment(self) -> AbstractSet[TopicPartition]: ...
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None: ...
+
+
+class Producer(Protocol):
+    """A producer whose `send_and_wait` returns once the record is acknowledged (acks=all)
+    and raises KafkaError when it was not."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send_and_wait(self, topic: str, value: bytes | None = None,
+                            key: bytes | None = None,
+                            headers: list[tuple[str, bytes]] | None = None) -> object: ...
+
+
+#: (settings, group id, drain timeout) -> an unstarted consumer of that group.
+ConsumerFactory: TypeAlias = Callable[[Settings, str, float], Consumer]
+#: settings -> an unstarted producer.
+ProducerFactory: TypeAlias = Callable[[Settings], Producer]
+
+
+def kafka_consumer(settings: Settings, group_id: str, drain_timeout: float) -> Consumer:
+    """The stages' aiokafka consumer: offsets committed by the stage only."""
+    consumer: Consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=group_id,
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=500,
+        # A killed worker's partitions move after 15 s; a rebalance waits for in-flight
+        # work up to the drain timeout.
+        session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
+        rebalance_timeout_ms=int((drain_timeout + 30) * 1000),
+    )
+    return consumer
+
+
+def kafka_producer(settings: Settings) -> Producer:
+    """The stages' aiokafka producer: every record acknowledged by all in-sync replicas."""
+    producer: Producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True,
+        # Batches stay under every topic's limit; a single bigger record (a copy for
+        # hookstream.invalid) goes in a batch of its own, checked in Stage._durably_send.
+        linger_ms=5, max_batch_size=1 << 20, max_request_size=INVALID_MAX_MESSAGE_BYTES,
+    )
+    return producer
 
 
 class RecordTooLarge(Exception):
@@ -70,45 +155,13 @@ def handler_failure(attempts: int, exc: BaseException) -> str:
     return f"handler failed after {attempts} attempts: {type(exc).__name__}: {exc}"
 
 
-def record_size(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> int:
-    """An upper bound of the bytes one record takes in a batch of its own, as the producer
-    and the broker count them against their limits."""
-    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
-
-
-def encoded_key(record: Produce) -> bytes:
-    """`surrogateescape`: a quarantined record's key that was not UTF-8 goes out as it came."""
-    return record.key.encode("utf-8", "surrogateescape")
-
-
-def quarantine_copy(origin: Origin, key: bytes | None, value: bytes, reason: str,
-                    limit: int) -> Produce:
-    """The hookstream.invalid record for this input (streams.delivery.routing.quarantined),
-    with its key kept byte for byte, and cut to fit in `limit` bytes if it must be.
-
-    hookstream.invalid takes twice what any other topic does, so a copy is cut only when
-    the broker accepted a bigger record than our topics do, or a producer's own limit is
-    lower (faust's: 1,000,000 bytes). Then the value keeps what fits, the header
-    `hookstream-truncated` says how long it was, and the source headers still point at
-    the whole original.
-    """
-    copy = replace(quarantined(origin, None, value, reason),
-                   key=(key or b"").decode("utf-8", "surrogateescape"))
-    headers = list(copy.headers)
-    if record_size(encoded_key(copy), value, headers) <= limit:
-        return copy
-    headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
-    if record_size(encoded_key(copy), b"", headers) > limit:
-        copy = replace(copy, key="")  # a key that alone is too big: the source has it
-    room = limit - record_size(encoded_key(copy), b"", headers) - 8  # 8: a longer varint
-    return replace(copy, value=value[:max(0, room)], headers=tuple(headers))
-
-
 class Stage:
     #: Consumer group, after the deployment's topic prefix.
     group: str = ""
 
-    def __init__(self, settings: Settings, topics: list[str], drain_timeout: float) -> None:
+    def __init__(self, settings: Settings, topics: list[str], drain_timeout: float, *,
+                 consumer_factory: ConsumerFactory = kafka_consumer,
+                 producer_factory: ProducerFactory = kafka_producer) -> None:
         self.settings = settings
         self._topics = topics
         self._drain_timeout = drain_timeout
@@ -116,8 +169,10 @@ class Stage:
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
         self._paused: set[TopicPartition] = set()  # too much in flight
         self._held: dict[TopicPartition, asyncio.TimerHandle] = {}  # head not yet due
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._consumer_factory = consumer_factory
+        self._producer_factory = producer_factory
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
         self._loop_task: asyncio.Task[None] | None = None
 
     # -- what subclasses say -----------------------------------------------------------
@@ -146,21 +201,10 @@ class Stage:
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap_servers, acks="all", enable_idempotence=True,
-            # Batches stay under every topic's limit; a single bigger record (a copy for
-            # hookstream.invalid) goes in a batch of its own, checked in _durably_send.
-            linger_ms=5, max_batch_size=1 << 20, max_request_size=INVALID_MAX_MESSAGE_BYTES,
-        )
+        self._producer = self._producer_factory(s)
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers, group_id=f"{s.topic_prefix}{self.group}",
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=500,
-            # A killed worker's partitions move after 15 s; a rebalance waits for in-flight
-            # work up to the drain timeout.
-            session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
-            rebalance_timeout_ms=int((self._drain_timeout + 30) * 1000),
-        )
+        self._consumer = self._consumer_factory(s, f"{s.topic_prefix}{self.group}",
+                                                self._drain_timeout)
         self._consumer.subscribe(self._topics, listener=_Rebalance(self))
         await self._consumer.start()
         self._loop_task = asyncio.create_task(self._run())
@@ -343,11 +387,13 @@ class Stage:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """A RebalanceListener; aiokafka's subscribe insists on its base class too."""
+
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
 
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
         await self.stage._drain(list(revoked))
 
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         return None

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..core import catalog
-from ..core.schemas import CONTROL_COMMAND, SUBSCRIPTION, SchemaError, is_single_object, registry
-from ..core.timeutil import to_ms
+from ..core.schemas import CONTROL_COMMAND, SchemaError, is_single_object, registry
 from ..core.urls import UrlPolicyError, check_url
+from .model import Subscription
 
 OPS = ("create", "update", "delete", "enable", "disable", "rotate_secret")
 WEBHOOK_FIELDS = ("url", "events", "secret", "active", "description", "signature_scheme")
@@ -31,69 +31,6 @@ MAX_WEBHOOK_ID = 256
 
 class InvalidCommand(ValueError):
     """A command that does not decode, validate or apply; the message is the reason."""
-
-
-@dataclass(frozen=True)
-class Subscription:
-    id: str
-    workspace_id: str
-    url: str
-    events: tuple[str, ...]
-    secret: str
-    active: bool
-    created_at: int
-    updated_at: int
-    disabled_reason: str | None = None
-    description: str | None = None
-    #: The secret before the last rotation, still signing until previous_secret_until.
-    previous_secret: str | None = None
-    previous_secret_until: int | None = None
-    signature_scheme: str = "hookstream"
-    last_command: str | None = None
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "workspace_id": self.workspace_id, "url": self.url,
-            "events": list(self.events), "secret": self.secret, "active": self.active,
-            "created_at": self.created_at, "updated_at": self.updated_at,
-            "disabled_reason": self.disabled_reason, "description": self.description,
-            "previous_secret": self.previous_secret,
-            "previous_secret_until": self.previous_secret_until,
-            "signature_scheme": self.signature_scheme, "last_command": self.last_command,
-        }
-
-    @classmethod
-    def from_record(cls, r: dict[str, Any]) -> Subscription:
-        until = r.get("previous_secret_until")
-        return cls(
-            id=r["id"], workspace_id=r["workspace_id"], url=r["url"],
-            events=tuple(r["events"]), secret=r["secret"], active=r["active"],
-            created_at=to_ms(r["created_at"]), updated_at=to_ms(r["updated_at"]),
-            disabled_reason=r.get("disabled_reason"), description=r.get("description"),
-            previous_secret=r.get("previous_secret"),
-            previous_secret_until=None if until is None else to_ms(until),
-            signature_scheme=r.get("signature_scheme") or "hookstream",
-            last_command=r.get("last_command"),
-        )
-
-    def public(self) -> dict[str, Any]:
-        """What an API read may show: everything but secrets."""
-        record = self.to_record()
-        for name in ("secret", "previous_secret", "previous_secret_until", "last_command"):
-            del record[name]
-        return record
-
-    def encode(self) -> bytes:
-        return registry().encode(SUBSCRIPTION, self.to_record())
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Subscription:
-        """Raises SchemaError and nothing else, whatever the bytes."""
-        record = registry().decode(SUBSCRIPTION, payload)
-        try:
-            return cls.from_record(record)
-        except Exception as exc:  # a field of an unexpected type
-            raise SchemaError(f"not a valid Subscription: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)

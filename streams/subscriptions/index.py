@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from sortedcontainers import SortedList
 
 from ..core.matching import matches
-from .commands import Subscription
+from .model import Subscription
 
 
 class SubscriptionIndex:

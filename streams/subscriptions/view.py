@@ -12,8 +12,8 @@ recovery bugs (faust-streaming#283), so this reads the topic with a plain consum
 from __future__ import annotations
 
 from ..kafka.compacted import CompactedView, Record
-from .commands import Subscription
 from .index import SubscriptionIndex
+from .model import Subscription
 
 
 class SubscriptionsView(CompactedView):

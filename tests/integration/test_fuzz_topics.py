@@ -46,7 +46,7 @@ from streams.delivery.models import (
 from streams.delivery.routing import DUE_AT_HEADER
 from streams.kafka import topics
 from streams.kafka.topics import MAX_MESSAGE_BYTES
-from streams.pipeline.stage import TRUNCATED_HEADER, record_size
+from streams.pipeline.records import TRUNCATED_HEADER, record_size
 from streams.subscriptions.commands import Command, decode_command
 
 from ..support import hostile

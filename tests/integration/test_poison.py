@@ -15,10 +15,10 @@ from confluent_kafka import Producer
 from streams.core.schemas import EVENT, SUBSCRIPTION, registry
 from streams.core.timeutil import now_ms
 from streams.delivery.models import DeliveryJob, delivery_id_for
-from streams.delivery.routing import Origin, undeliverable
+from streams.delivery.routing import undeliverable
 from streams.kafka import topics
 from streams.kafka.topics import MAX_MESSAGE_BYTES
-from streams.pipeline.stage import record_size
+from streams.pipeline.records import Origin, record_size
 from streams.subscriptions.commands import Command
 
 from ..support import hostile

@@ -12,16 +12,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from streams.kafka.topics import (
-    CONTROL,
-    DELIVERIES,
-    DELIVERY_LOG,
-    DLQ,
     INVALID,
-    RETRY_TOPICS,
-    domain_topic,
 )
-from streams.runtime.metrics import measure_lag
 from streams.settings import Settings
+from streams.telemetry.metrics import measure_lag
+from streams.worker.pipeline import lag_groups
 
 from .waiting import wait_until
 
@@ -75,22 +70,11 @@ class TrackedProducer:
         return self.sent
 
 
-def pipeline_groups(s: Settings) -> dict[str, list[str]]:
-    """Each consumer group and the topics it reads (streams.runtime.worker.lag_groups, which reads
-    the worker's environment at import, computed here for a test's deployment)."""
-    p = s.topic_prefix
-    return {
-        f"{p}hookstream-fanout": [s.topic(domain_topic(f)) for f in s.families],
-        f"{p}hookstream-delivery": [s.topic(DELIVERIES), *(s.topic(t) for t in RETRY_TOPICS)],
-        f"{p}hookstream": [s.topic(CONTROL), s.topic(DLQ), s.topic(DELIVERY_LOG)],
-    }
-
-
 def wait_no_lag(s: Settings, timeout: float = 60.0) -> None:
     """Until every group's committed offsets reach the end of every topic it reads."""
     def behind() -> dict[str, dict[str, int]]:
         measured = measure_lag(s.bootstrap_servers, {
-            group: (group, topics) for group, topics in pipeline_groups(s).items()})
+            group: (group, topics) for group, topics in lag_groups(s).items()})
         return {group: {t: n for t, n in lag.items() if n} for group, lag in measured.items()}
 
     try:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from streams.core.schemas import SchemaError
-from streams.pipeline import agents as quarantine
+from streams.pipeline import agents
 from streams.pipeline.stage import HANDLER_ATTEMPTS
-from streams.runtime import metrics
+from streams.settings import Settings
+from streams.telemetry import metrics
 
 
 @dataclass
@@ -71,10 +73,8 @@ def _decode(value: bytes) -> str:
 
 @pytest.fixture
 def invalid(monkeypatch: pytest.MonkeyPatch) -> _Topic:
-    topic = _Topic()
-    monkeypatch.setattr(quarantine, "invalid_topic", topic)
-    monkeypatch.setattr(quarantine, "HANDLER_BACKOFF_S", (0.0,) * HANDLER_ATTEMPTS)
-    return topic
+    monkeypatch.setattr(agents, "HANDLER_BACKOFF_S", (0.0,) * HANDLER_ATTEMPTS)
+    return _Topic()
 
 
 def _failures() -> float:
@@ -83,9 +83,14 @@ def _failures() -> float:
     return value or 0.0
 
 
-def _run(values: list[bytes], handler: Any) -> None:
-    asyncio.run(quarantine.each(_Stream(_events(*values)), _decode, "thing", handler,
-                                stage="test", rejects=(SchemaError, KeyError)))
+def _guard(invalid: _Topic) -> agents.Agents:
+    app = SimpleNamespace(conf=SimpleNamespace(producer_max_request_size=2_000_000))
+    return agents.Agents(app, Settings(topic_prefix="p."), invalid=invalid)  # type: ignore[arg-type]
+
+
+def _run(invalid: _Topic, values: list[bytes], handler: Any) -> None:
+    asyncio.run(_guard(invalid).each(_Stream(_events(*values)), _decode, "thing", handler,
+                                     stage="test", rejects=(SchemaError, KeyError)))
 
 
 def test_records_flow_and_bad_ones_are_quarantined_at_once(invalid: _Topic) -> None:
@@ -96,7 +101,7 @@ def test_records_flow_and_bad_ones_are_quarantined_at_once(invalid: _Topic) -> N
             raise KeyError("named by the body as bad input")
         handled.append(value)
 
-    _run([b"one", b"bad bytes", b"rejected", b"two"], handler)
+    _run(invalid, [b"one", b"bad bytes", b"rejected", b"two"], handler)
     assert handled == ["one", "two"]
     assert [dict(r["headers"])["hookstream-source-offset"] for r in invalid.sent] == [b"1", b"2"]
     first, second = (dict(r["headers"])["hookstream-error"] for r in invalid.sent)
@@ -114,7 +119,7 @@ def test_a_passing_fault_is_tried_again_and_nothing_is_quarantined(invalid: _Top
         if len(tries) < HANDLER_ATTEMPTS:
             raise ConnectionResetError("for a moment")
 
-    _run([b"one"], handler)
+    _run(invalid, [b"one"], handler)
     assert tries == ["one"] * HANDLER_ATTEMPTS
     assert invalid.sent == []
 
@@ -129,7 +134,7 @@ def test_a_record_that_keeps_failing_is_quarantined_and_the_agent_goes_on(
         if value == "poison":
             raise RecursionError("maximum recursion depth exceeded")
 
-    _run([b"poison", b"after"], handler)
+    _run(invalid, [b"poison", b"after"], handler)
     assert tries == ["poison"] * HANDLER_ATTEMPTS + ["after"]
     (record,) = invalid.sent
     headers = dict(record["headers"])
@@ -147,7 +152,7 @@ def test_a_decoder_that_raises_something_else_still_quarantines(invalid: _Topic)
     async def handler(_event: Any, _value: str) -> None:
         raise AssertionError("not reached")
 
-    asyncio.run(quarantine.each(_Stream(_events(b"x", b"y")), decode, "thing", handler,
-                                stage="test"))
+    asyncio.run(_guard(invalid).each(_Stream(_events(b"x", b"y")), decode, "thing",
+                                     handler, stage="test"))
     assert [dict(r["headers"])["hookstream-error"] for r in invalid.sent] == [
         b"invalid thing: RecursionError: deep"] * 2

@@ -17,12 +17,12 @@ from streams.subscriptions.commands import (
     MAX_WEBHOOK_ID,
     Command,
     InvalidCommand,
-    Subscription,
     apply,
     decode_command,
     generate_secret,
     validate_command,
 )
+from streams.subscriptions.model import Subscription
 
 from ..support import hostile
 

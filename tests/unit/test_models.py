@@ -24,10 +24,11 @@ from streams.delivery.models import (
     Outcome,
     delivery_id_for,
 )
-from streams.delivery.routing import Origin, after_attempt, deferred, undeliverable
+from streams.delivery.routing import after_attempt, deferred, undeliverable
 from streams.delivery.sender import build_request
 from streams.kafka.topics import RETRY_TOPICS
-from streams.subscriptions.commands import Subscription
+from streams.pipeline.records import Origin
+from streams.subscriptions.model import Subscription
 
 from ..support import hostile
 

@@ -15,14 +15,9 @@ from streams.delivery.models import (
     Outcome,
     delivery_id_for,
 )
-from streams.delivery.routing import (
-    DUE_AT_HEADER,
-    Origin,
-    after_attempt,
-    deferred,
-    undeliverable,
-)
+from streams.delivery.routing import DUE_AT_HEADER, after_attempt, deferred, undeliverable
 from streams.kafka.topics import DELIVERY_LOG, DLQ, RETRY_TOPICS
+from streams.pipeline.records import Origin
 
 T0 = 1_760_437_800_000
 DELAYS = (60.0, 300.0, 1800.0)

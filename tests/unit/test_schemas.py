@@ -351,7 +351,7 @@ def test_records_written_by_a_previous_schema_version_still_decode() -> None:
     from fastavro.schema import to_parsing_canonical_form as _pcf
 
     from streams.core.schemas import schemas_dir
-    from streams.subscriptions.commands import Subscription
+    from streams.subscriptions.model import Subscription
 
     v1 = _parse(_json.loads((schemas_dir() / "previous" / "subscription.v1.avsc").read_text()),
                 named_schemas={})

@@ -8,7 +8,7 @@ from streams.core import signing
 from streams.core.payload import webhook_body
 from streams.delivery.models import DeliveryJob, delivery_id_for
 from streams.delivery.sender import build_request
-from streams.subscriptions.commands import Subscription
+from streams.subscriptions.model import Subscription
 
 SUB = Subscription(
     id="wh_123", workspace_id="ws_1", url="https://example.com/hooks", events=("task.*",),

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from streams.console import session
-from streams.console.session import Session, Sessions, Sweeper
+from streams.console.session import Session, Sessions
 from streams.core.secretbox import SecretBox, SecretBoxError, parse_keys
 
 NOW = 1_760_000_000_000  # ms
@@ -183,32 +183,15 @@ def test_another_master_key_opens_nothing() -> None:
 # --- forgetting expired sign-outs ----------------------------------------------------------------
 
 
-def test_sweeper_forgets_only_expired_sign_outs() -> None:
-    signed_out = {"gone": NOW - 1, "edge": NOW, "live": NOW + 1}
-    assert Sweeper()(signed_out, NOW) == 2
-    assert signed_out == {"live": NOW + 1}
-
-
-def test_sweeper_runs_at_most_once_per_interval() -> None:
-    sweep = Sweeper(every_ms=60_000)
-    signed_out = {"a": NOW + 10}
-    assert sweep(signed_out, NOW) == 0
-    signed_out["b"] = NOW + 5
-    assert sweep(signed_out, NOW + 59_999) == 0  # not due: nothing scanned
-    assert signed_out == {"a": NOW + 10, "b": NOW + 5}
-    assert sweep(signed_out, NOW + 60_000) == 2
-    assert signed_out == {}
-
-
 def test_forgetting_an_expired_sign_out_never_revives_its_session() -> None:
-    # A sign-out is forgotten when its session expires; the session is refused from then on
-    # by its own expiry, under the same comparison.
+    # A sign-out is forgotten once its session expires (ExpiringView keeps what expires
+    # later than now); the session is refused from then on by its own expiry.
     sessions = Sessions(_master())
     ended, cookie = sessions.start(KEY, NOW)
-    signed_out = {ended.sid: ended.expires_ms}
     for now in (ended.expires_ms - 1, ended.expires_ms, ended.expires_ms + 1):
-        Sweeper(every_ms=1)(signed_out, now)
-        assert sessions.open(cookie, now, signed_out) is None
+        kept = {sid: expires for sid, expires in {ended.sid: ended.expires_ms}.items()
+                if expires > now}
+        assert sessions.open(cookie, now, kept) is None
 
 
 # --- cookie attributes and CSRF --------------------------------------------------------------

@@ -17,7 +17,8 @@ from streams.core import signing
 from streams.core.secretbox import SecretBox, SecretBoxError, generate_master_key, parse_keys
 from streams.delivery.models import DeliveryJob, delivery_id_for
 from streams.delivery.sender import build_request
-from streams.subscriptions.commands import Subscription, generate_secret
+from streams.subscriptions.commands import generate_secret
+from streams.subscriptions.model import Subscription
 
 BODY = b'{"id":"evt_1","event":"task.created","data":{"id":"task_1","name":"\xc3\xa9t\xc3\xa9"}}'
 MSG_ID = "dlv_0123456789abcdef01234567"

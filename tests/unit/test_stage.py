@@ -5,17 +5,15 @@ from __future__ import annotations
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from streams.delivery.routing import Origin
 from streams.kafka.topics import INVALID, INVALID_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES
-from streams.pipeline.stage import (
-    HANDLER_ATTEMPTS,
-    HANDLER_BACKOFF_S,
+from streams.pipeline.records import (
     TRUNCATED_HEADER,
+    Origin,
     encoded_key,
-    handler_failure,
     quarantine_copy,
     record_size,
 )
+from streams.pipeline.stage import HANDLER_ATTEMPTS, HANDLER_BACKOFF_S, handler_failure
 
 ORIGIN = Origin("p.domain.task", 2, 41)
 

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.subscriptions.commands import Subscription
 from streams.subscriptions.index import SubscriptionIndex
+from streams.subscriptions.model import Subscription
 
 
 def _sub(n: int, workspace: str = "ws_a", active: bool = True) -> Subscription:

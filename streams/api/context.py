@@ -1,0 +1,150 @@
+"""What the API's views share on one worker, built once by `streams.api.install`.
+
+Writes become control commands (secrets sealed first) and the answer waits, bounded, until
+this worker's copy of the subscriptions table applied them, so a read that follows sees the
+write; reads first catch up with the table's end (CompactedView.sync), so that holds on any
+worker. Another workspace's webhook answers 404, exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from faust.types import TopicT
+from faust.web import Request, Response, View
+
+from ..core.apikeys import Principal
+from ..core.secretbox import SecretBox
+from ..core.timeutil import iso_from_ms, now_ms
+from ..core.urls import parse_target
+from ..delivery.client import NOT_PUBLIC, DeliveryClient, resolves_publicly
+from ..dlq.view import DeadLetterView
+from ..history.table import History
+from ..kafka.compacted import ExpiringView
+from ..runtime.context import Runtime
+from ..subscriptions.commands import Command, over_limit
+from ..subscriptions.model import Subscription
+from . import validation as v
+from .auth import FORWARDED_PRINCIPAL, Authenticator
+from .validation import ApiError
+
+#: Seconds a write waits for this worker's table to apply it before answering 504.
+APPLY_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Api:
+    rt: Runtime
+    auth: Authenticator
+    history: History
+    dead_letters: DeadLetterView
+    #: "<key id>:<Idempotency-Key>" -> the first answer, sealed (streams.api.endpoint).
+    idempotency: ExpiringView[dict[str, Any]]
+    answers: SecretBox
+    control_topic: TopicT
+    log_topic: TopicT
+    idempotency_topic: TopicT
+    #: The readiness checks (/readyz): views loaded, consumer groups settled.
+    readiness: Callable[[], dict[str, Any]]
+    _client: DeliveryClient | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Any:
+        return self.rt.settings
+
+    def client(self) -> DeliveryClient:
+        """The client `/test` sends with: the delivery client's rules, built on first use."""
+        if self._client is None:
+            self._client = DeliveryClient(self.rt.settings)
+        return self._client
+
+    # -- webhooks as a caller may see them -------------------------------------------------
+    def visible(self, principal: Principal, webhook_id: str) -> Subscription:
+        sub = self.rt.subscriptions.index.get(webhook_id)
+        if sub is None or not principal.may_see(sub.workspace_id):
+            raise ApiError(404, "not_found", f"no webhook {webhook_id}")
+        return sub
+
+    async def current(self, principal: Principal, webhook_id: str) -> Subscription:
+        """The webhook as of now (caught up with the table), if the caller may see it."""
+        await self.rt.subscriptions.sync()
+        return self.visible(principal, webhook_id)
+
+    def room_for_one_more(self, workspace: str) -> None:
+        """HOOKSTREAM_MAX_WEBHOOKS_PER_WORKSPACE: a tenant is bounded by settings. (Creates
+        on two workers at once can both pass; the control agent holds the line as well.)"""
+        why = over_limit(workspace, self.rt.subscriptions.index.count_in_workspace(workspace),
+                         self.rt.settings.max_webhooks_per_workspace)
+        if why is not None:
+            raise ApiError(409, "limit_reached", why, "workspace_id")
+
+    async def resolves_publicly(self, url: str) -> None:
+        """Secure mode: every address the host resolves to must be public (checked again at
+        every connection). No answer and a private answer read the same, so tenants cannot
+        map internal DNS through this API."""
+        if self.rt.settings.allow_insecure_targets:
+            return
+        target = parse_target(url)
+        if target.address is None and not await resolves_publicly(target.host):
+            raise v.invalid("url", f"{target.host} {NOT_PUBLIC}")
+
+    async def command(self, op: str, sub_id: str, *, workspace_id: str | None = None,
+                      fields: dict[str, Any] | None = None, reason: str | None = None) -> None:
+        """Send a command and wait until this worker's table applied it."""
+        command_id = f"cmd_{uuid.uuid4().hex}"
+        command = Command(op=op, webhook_id=sub_id, workspace_id=workspace_id,
+                          webhook=fields or {}, reason=reason,
+                          requested_at=iso_from_ms(now_ms()), command_id=command_id)
+        # force: never attach to a stream event that happens to be in context; publish now.
+        await (await self.control_topic.send(key=sub_id.encode(), value=command.encode(),
+                                             force=True))
+        index = self.rt.subscriptions.index
+
+        def applied() -> bool:
+            current = index.get(sub_id)
+            if op == "delete":
+                return current is None
+            return current is not None and current.last_command == command_id
+
+        if not await self.rt.subscriptions.wait_for(applied, APPLY_TIMEOUT_S):
+            raise ApiError(504, "not_applied", f"the {op} was sent but not applied within "
+                           f"{APPLY_TIMEOUT_S:g}s; it may still take effect")
+
+    # -- Idempotency-Key ---------------------------------------------------------------------
+    async def remember(self, key: str, status: int, body: Any) -> None:
+        """Kept sealed: a create or rotate answer holds the webhook's plaintext secret."""
+        sealed = self.answers.seal(json.dumps(body))
+        value = json.dumps({"status": status, "sealed": sealed, "at": now_ms()}).encode()
+        await (await self.idempotency_topic.send(key=key.encode(), value=value, force=True))
+
+    def opened(self, stored: dict[str, Any]) -> Any:
+        if "sealed" in stored:
+            return json.loads(self.answers.open(stored["sealed"]))
+        return stored["body"]  # written before answers were sealed (expires within a day)
+
+    # -- reads answered by the worker that holds the data ------------------------------------
+    async def forwarded(self, view: View, request: Request, principal: Principal,
+                        key: str) -> Response | None:
+        """If another worker holds `key` in the history table, its answer to this request,
+        asked on the caller's behalf; None if this worker holds it.
+
+        What faust's `@app.table_route` does, except for what crosses the network: faust
+        forwards the caller's request headers, Authorization included. Here the caller is
+        authenticated first, and the forwarded request carries only a short-lived principal
+        sealed by this worker (Authenticator.vouch), never the caller's key.
+        """
+        app = self.rt.app
+        owner = app.router.key_store(self.history.table.name, key)
+        here = app.conf.canonical_url
+        if (owner.host, owner.port) == (here.host, here.port):
+            return None
+        url = request.url.with_host(owner.host or "").with_port(owner.port)
+        async with app.http_client.request(
+                method=request.method, url=url,
+                headers={FORWARDED_PRINCIPAL: self.auth.vouch(principal)}) as answer:
+            return view.text(await answer.text(), content_type=answer.content_type,
+                             status=answer.status)

@@ -1,0 +1,50 @@
+"""Run one worker from the settings it is given: the only place parts are put together."""
+
+from __future__ import annotations
+
+import sys
+
+import faust
+import mode.loop
+
+from .. import api, console
+from ..control import agent as control
+from ..dlq import agent as dead_letters
+from ..history.table import History
+from ..kafka.admin import create_topics
+from ..kafka.app import DatadirError, prepare_datadir
+from ..pipeline.agents import Agents
+from ..runtime.context import build_runtime
+from ..settings import Settings
+from ..telemetry.logs import logging_config
+from .pipeline import Stages, readiness, service_for
+
+
+def run_worker(settings: Settings) -> None:
+    rt = build_runtime(settings)
+    # Before anything is written, so that an unusable HOOKSTREAM_HOME is one line and exit
+    # 1, not a traceback from inside faust's start-up (the form of the CLI's errors).
+    try:
+        prepare_datadir(rt.app, settings)
+    except DatadirError as exc:
+        sys.exit(f"error: {exc}")
+    # uvloop: the event loop's own bookkeeping (timers, callbacks, epoll) was a fifth of a
+    # loaded worker's CPU under asyncio's loop. Set before faust creates its loop.
+    mode.loop.use("uvloop")
+    create_topics(settings)
+    agents = Agents(rt.app, settings)
+    history = History(rt, agents)
+    control.install(rt, agents)
+    dead_letters.install(rt, agents)
+    stages = Stages()
+    ctx = api.install(rt, history, lambda: readiness(rt, stages))
+    console.install(rt, ctx.auth)
+    rt.app.service(service_for(rt, stages))
+    worker = faust.Worker(
+        rt.app, loglevel=settings.log_level, quiet=True,
+        logging_config=(logging_config(settings.log_level) if settings.log_format == "json"
+                        else None))
+    # faust's terminal spinner sets the root logger to DEBUG whenever the level is WARNING
+    # or above, so every library debug call built a record: ~5% of a loaded worker's CPU.
+    worker.spinner = None
+    worker.execute_from_commandline()

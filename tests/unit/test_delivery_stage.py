@@ -1,0 +1,268 @@
+"""streams.delivery.stage.DeliveryWorker: a job in, one signed POST, its outcome routed.
+
+The receiver is an httpx.MockTransport handed to the worker (DeliveryClient's seam); the
+worker runs on the in-memory broker (streams.pipeline.local), in virtual time
+(test_stage_loop.run). Most tests call `handle` and read what it returns; the last one
+runs the whole stage."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+from aiokafka import ConsumerRecord, TopicPartition
+
+from streams.core import signing
+from streams.core.payload import webhook_body
+from streams.core.secretbox import SecretBox, generate_master_key
+from streams.core.timeutil import now_ms
+from streams.delivery.models import (
+    ATTEMPTS_EXHAUSTED,
+    DEAD,
+    DISABLED,
+    RETRYING,
+    SUCCESS,
+    WEBHOOK_DELETED,
+    WEBHOOK_DISABLED,
+    AttemptRecord,
+    DeadLetter,
+    DeliveryJob,
+    Outcome,
+    delivery_id_for,
+)
+from streams.delivery.routing import DUE_AT_HEADER
+from streams.delivery.stage import DeliveryWorker
+from streams.kafka.topics import (
+    DELIVERIES,
+    DELIVERY_LOG,
+    DLQ,
+    INVALID,
+    RETRY_TOPICS,
+    SUBSCRIPTIONS,
+    all_topics,
+)
+from streams.pipeline.local import LocalBroker
+from streams.pipeline.records import Origin, Produce
+from streams.settings import Settings
+from streams.subscriptions.model import Subscription
+from streams.subscriptions.view import SubscriptionsView
+
+from .test_stage_loop import run
+
+#: The settings' own master key is not the one the secrets are sealed under (BOX's), so a
+#: worker that ignored the box it was given could not sign.
+SETTINGS = Settings(topic_prefix="t.", partitions=2,
+                    master_key=generate_master_key("settings"))
+BOX = SecretBox.from_env(generate_master_key("given"), Path("/nonexistent"))
+SECRET = "whsec_delivery_stage_secret"
+SUB = Subscription(id="wh_1", workspace_id="ws_1", url="https://hooks.example.com/in",
+                   events=("task.*",), secret=BOX.seal(SECRET), active=True, created_at=0,
+                   updated_at=0)
+JOB = DeliveryJob(
+    delivery_id=delivery_id_for("evt_1", "wh_1"), webhook_id="wh_1", workspace_id="ws_1",
+    event_id="evt_1", event_type="task.created", event_timestamp="2025-10-14T10:30:00Z",
+    data_json='{"id":"task_1","name":"Design homepage"}', attempt=1, created_at=0,
+    source_topic="t.domain.task", source_partition=1, source_offset=5)
+
+
+class Receiver:
+    """The customer's endpoint: answers `status`, keeps every request."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(self.status, content=b"busy" if self.status >= 300 else b"")
+
+
+def _view(subs: Iterable[Subscription]) -> SubscriptionsView:
+    """A view as a worker holds it once caught up; never started (no Kafka)."""
+    view = SubscriptionsView(SETTINGS.bootstrap_servers, SETTINGS.topic(SUBSCRIPTIONS))
+    for sub in subs:
+        view.index.put(sub)
+    view.ready.set()
+    return view
+
+
+def _worker(broker: LocalBroker, receiver: Receiver, subs: Iterable[Subscription],
+            box: SecretBox | None = BOX) -> DeliveryWorker:
+    return DeliveryWorker(SETTINGS, _view(subs), box=box,
+                          transport=httpx.MockTransport(receiver),
+                          consumer_factory=broker.consumer, producer_factory=broker.producer)
+
+
+def _record(topic: str, value: bytes, offset: int = 7) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(topic=topic, partition=0, offset=offset, timestamp=now_ms(),
+                          timestamp_type=1, key=b"wh_1", value=value, checksum=None,
+                          serialized_key_size=4, serialized_value_size=len(value), headers=())
+
+
+def _deliver(job: DeliveryJob | bytes, status: int = 200, subs: Iterable[Subscription] = (SUB,),
+             topic: str = DELIVERIES,
+             box: SecretBox | None = BOX) -> tuple[list[Produce], Receiver]:
+    """What `handle` returns for this job, read from `topic`, and what the receiver saw."""
+    receiver = Receiver(status)
+    value = job if isinstance(job, bytes) else job.encode()
+    record = _record(SETTINGS.topic(topic), value)
+
+    async def main() -> list[Produce]:
+        broker = LocalBroker()
+        broker.create_topics(all_topics(SETTINGS))
+        worker = _worker(broker, receiver, subs, box)
+        await worker.start()  # its loop reads nothing: the record is handed to `handle`
+        try:
+            return await worker.handle(record, Origin(record.topic, 0, record.offset))
+        finally:
+            await worker.stop()
+
+    return run(main), receiver
+
+
+def _log(produce: Produce) -> AttemptRecord:
+    assert (produce.topic, produce.key) == (DELIVERY_LOG, "wh_1")
+    return AttemptRecord.decode(produce.value)
+
+
+def test_a_2xx_is_a_success_and_the_request_is_signed() -> None:
+    produced, receiver = _deliver(JOB, status=204)
+    (log,) = produced
+    record = _log(log)
+    assert (record.delivery_id, record.attempt, record.status, record.response_code,
+            record.error, record.next_attempt_at) == (JOB.delivery_id, 1, SUCCESS, 204, None,
+                                                      None)
+    (request,) = receiver.requests
+    assert (request.method, str(request.url)) == ("POST", SUB.url)
+    assert request.content == webhook_body(JOB.event_id, JOB.event_type, JOB.event_timestamp,
+                                           SUB.id, JOB.data_json)
+    headers = request.headers
+    assert (headers["X-Webhook-Delivery"], headers["X-Webhook-Event"],
+            headers["X-Webhook-ID"]) == (JOB.delivery_id, "task.created", "wh_1")
+    # Signed with the secret the box given opens, not with its sealed form.
+    assert signing.verify(request.content, headers["X-Webhook-Signature"], SECRET)
+    assert not signing.verify(request.content, headers["X-Webhook-Signature"], SUB.secret)
+
+
+def test_without_a_box_the_settings_master_key_opens_secrets() -> None:
+    sealed = replace(SUB, secret=SETTINGS.secret_box().seal(SECRET))
+    produced, receiver = _deliver(JOB, subs=[sealed], box=None)
+    assert _log(produced[0]).status == SUCCESS
+    (request,) = receiver.requests
+    assert signing.verify(request.content, request.headers["X-Webhook-Signature"], SECRET)
+
+
+def test_a_5xx_goes_to_the_first_retry_topic_due_after_its_delay() -> None:
+    produced, receiver = _deliver(JOB, status=503)
+    retry, log = produced
+    assert len(receiver.requests) == 1
+    record = _log(log)
+    assert (record.status, record.attempt, record.response_code, record.error) == (
+        RETRYING, 1, 503, "HTTP 503: busy")
+    due = record.attempted_at + record.response_time_ms + int(SETTINGS.retry_delays[0] * 1000)
+    assert record.next_attempt_at == due
+    assert (retry.topic, retry.key, retry.headers) == (
+        RETRY_TOPICS[0], "wh_1", ((DUE_AT_HEADER, str(due).encode()),))
+    assert DeliveryJob.decode(retry.value) == replace(
+        JOB, attempt=2, due_at=due, outcomes=(Outcome(1, record.attempted_at, 503,
+                                                      record.response_time_ms,
+                                                      "HTTP 503: busy"),))
+
+
+def test_a_failed_last_attempt_is_dead_lettered_and_logged() -> None:
+    tried = tuple(Outcome(n, n, 503, 1, "HTTP 503") for n in (1, 2, 3))
+    last = replace(JOB, attempt=4, outcomes=tried)
+    produced, receiver = _deliver(last, status=500, topic=RETRY_TOPICS[2])
+    dead, log = produced
+    assert len(receiver.requests) == 1
+    record = _log(log)
+    assert (record.status, record.attempt, record.response_code) == (DEAD, 4, 500)
+    assert (dead.topic, dead.key) == (DLQ, "wh_1")
+    letter = DeadLetter.decode(dead.value)
+    assert (letter.reason, len(letter.job.outcomes), letter.job.outcomes[-1].response_code) == (
+        ATTEMPTS_EXHAUSTED, 4, 500)
+    headers = dict(dead.headers)
+    assert (headers["hookstream-reason"], headers["hookstream-attempts"],
+            headers["hookstream-last-topic"]) == (
+        b"attempts_exhausted", b"4", SETTINGS.topic(RETRY_TOPICS[2]).encode())
+
+
+def test_a_disabled_webhooks_job_is_dead_lettered_unattempted() -> None:
+    produced, receiver = _deliver(JOB, subs=[replace(SUB, active=False)])
+    dead, log = produced
+    assert receiver.requests == []
+    assert DeadLetter.decode(dead.value).reason == WEBHOOK_DISABLED
+    assert (_log(log).status, _log(log).response_code) == (DISABLED, None)
+
+
+def test_a_deleted_webhooks_job_is_dead_lettered_unattempted() -> None:
+    produced, receiver = _deliver(JOB, subs=[])
+    dead, log = produced
+    assert receiver.requests == []
+    assert DeadLetter.decode(dead.value).reason == WEBHOOK_DELETED
+    assert _log(log).status == DEAD
+
+
+def test_a_job_that_does_not_decode_is_quarantined() -> None:
+    (copy,) = _deliver(b"\x00not a job")[0]
+    assert (copy.topic, copy.value) == (INVALID, b"\x00not a job")
+    assert dict(copy.headers)["hookstream-error"].startswith(b"invalid delivery job: ")
+
+
+def test_the_stage_delivers_logs_and_commits() -> None:
+    async def main() -> None:
+        broker = LocalBroker()
+        broker.create_topics(all_topics(SETTINGS))
+        receiver = Receiver(200)
+        worker = _worker(broker, receiver, [SUB])
+        await worker.start()
+        deliveries = SETTINGS.topic(DELIVERIES)
+        job = broker.append(deliveries, JOB.encode(), key=b"wh_1")
+        reader = broker.consumer(SETTINGS, "reader", 0)
+        reader.subscribe([SETTINGS.topic(DELIVERY_LOG)], listener=_Nobody())
+        await reader.start()
+        logged = [r for rs in (await reader.getmany(timeout_ms=30_000)).values() for r in rs]
+        await worker.stop()
+
+        assert len(receiver.requests) == 1
+        assert [AttemptRecord.decode(r.value).status for r in logged] == [SUCCESS]
+        tp = TopicPartition(deliveries, job.partition)
+        assert broker.committed(f"t.{DeliveryWorker.group}", tp) == job.offset + 1
+        await reader.stop()
+
+    run(main)
+
+
+class _Nobody:
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        return None
+
+
+def test_a_receiver_that_hangs_is_a_timeout() -> None:
+    """The attempt's timeout is the loop's: a hanging receiver costs virtual seconds."""
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def main() -> list[Produce]:
+        broker = LocalBroker()
+        broker.create_topics(all_topics(SETTINGS))
+        worker = DeliveryWorker(SETTINGS, _view([SUB]), box=BOX,
+                                transport=httpx.MockTransport(hang),
+                                consumer_factory=broker.consumer,
+                                producer_factory=broker.producer)
+        await worker.start()
+        try:
+            record = _record(SETTINGS.topic(DELIVERIES), JOB.encode())
+            return await worker.handle(record, Origin(record.topic, 0, record.offset))
+        finally:
+            await worker.stop()
+
+    _, log = run(main)
+    assert _log(log).error == f"timed out after {SETTINGS.delivery_timeout:g}s"
