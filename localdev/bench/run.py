@@ -151,7 +151,7 @@ def retry_timing(bootstrap: str, home: Path, deliveries: int, delay_s: float) ->
                      "secret": generate_secret()}))
         stack.publisher.flush()
         admin = {"Authorization": f"Bearer {stack.env['HOOKSTREAM_ADMIN_KEY']}"}
-        wait_for(lambda: stack._known("wh_fail", admin), 60, "the webhook")
+        wait_for(lambda: stack.known("wh_fail", admin), 60, "the webhook")
         stack.publish(1, deliveries)
 
         def attempts() -> list[AttemptRecord]:

@@ -135,10 +135,10 @@ class Stack:
                          "events": ["*"], "secret": generate_secret()}))
         self.publisher.flush()
         admin = {"Authorization": f"Bearer {self.env['HOOKSTREAM_ADMIN_KEY']}"}
-        wait_for(lambda: self._known(ids[-1], admin), 300, "the webhooks")
+        wait_for(lambda: self.known(ids[-1], admin), 300, "the webhooks")
         return ids
 
-    def _known(self, webhook_id: str, headers: dict[str, str]) -> bool:
+    def known(self, webhook_id: str, headers: dict[str, str]) -> bool:
         try:
             get_json(f"http://127.0.0.1:{self.web_port}/internal/subscriptions/{webhook_id}",
                  headers)

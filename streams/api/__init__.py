@@ -21,7 +21,6 @@ from typing import Any
 from ..core.timeutil import now_ms
 from ..dlq.view import DeadLetterView
 from ..history.table import History
-from ..kafka.app import raw_topic
 from ..kafka.compacted import ExpiringView
 from ..kafka.topics import CONTROL, DELIVERY_LOG, DLQ, DLQ_REPLAYED, IDEMPOTENCY
 from ..runtime.context import Runtime
@@ -71,9 +70,9 @@ def install(rt: Runtime, history: History,
     ctx = Api(rt=rt, auth=Authenticator(s, rt.api_keys, rt.subscriptions, rt.secrets),
               history=history, dead_letters=dead_letters, idempotency=idempotency,
               answers=rt.secrets.derive("hookstream idempotency v1"),
-              control_topic=raw_topic(rt.app, s, CONTROL),
-              log_topic=raw_topic(rt.app, s, DELIVERY_LOG),
-              idempotency_topic=raw_topic(rt.app, s, IDEMPOTENCY), readiness=readiness)
+              control_topic=rt.topic(CONTROL),
+              log_topic=rt.topic(DELIVERY_LOG),
+              idempotency_topic=rt.topic(IDEMPOTENCY), readiness=readiness)
     for path, view in ROUTES:
         mount(rt.app, path, view, ctx)
     for path, page in (("/healthz", Health), ("/v1/event-types", EventTypes),

@@ -12,6 +12,7 @@ from .. import __version__
 from ..core import catalog
 from ..delivery.models import FAILED, STATUSES, SUCCESS
 from ..subscriptions.commands import MAX_DESCRIPTION, SCHEMES
+from ..subscriptions.model import MIN_SECRET_LENGTH
 
 EVENT_PATTERNS = sorted(catalog.ALL_EVENT_TYPES) + [f"{f}.*" for f in catalog.EVENT_TYPES] + ["*"]
 _PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
@@ -91,7 +92,8 @@ def document() -> dict[str, Any]:
                     "properties": {"secret": {"type": "string"}}}]},
                 "WebhookCreate": {
                     "type": "object", "additionalProperties": False, "required": ["url", "events"],
-                    "properties": {**writable, "secret": {"type": "string", "minLength": 16},
+                    "properties": {**writable,
+                                   "secret": {"type": "string", "minLength": MIN_SECRET_LENGTH},
                                    "workspace_id": {"type": "string",
                                                     "description": "Admin key only"}}},
                 "WebhookPatch": {"type": "object", "additionalProperties": False,

@@ -7,12 +7,12 @@ import binascii
 import json
 from typing import Any
 
-from ..core import catalog
+from ..core import catalog, strictjson
 from ..core.urls import UrlPolicyError, check_url
 from ..subscriptions.commands import MAX_DESCRIPTION, SCHEMES
+from ..subscriptions.model import MIN_SECRET_LENGTH
 
 MAX_BODY = 1024 * 1024
-MIN_SECRET = 16
 CREATE_FIELDS = {"url", "events", "secret", "active", "description", "signature_scheme",
                  "workspace_id"}
 PATCH_FIELDS = {"url", "events", "active", "description", "signature_scheme"}
@@ -44,7 +44,7 @@ def parse_json(raw: bytes, *, required: bool = True) -> dict[str, Any]:
             raise invalid("body", "a JSON object is required")
         return {}
     try:
-        value = json.loads(raw, parse_constant=_refuse)
+        value = strictjson.loads_bytes(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise invalid("body", f"malformed JSON: {exc}") from None
     except RecursionError:
@@ -56,10 +56,6 @@ def parse_json(raw: bytes, *, required: bool = True) -> dict[str, Any]:
     except UnicodeEncodeError:
         raise invalid("body", "holds a lone UTF-16 surrogate") from None
     return value
-
-
-def _refuse(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
 
 
 def reject_unknown(body: dict[str, Any], allowed: set[str]) -> None:
@@ -107,8 +103,8 @@ def _scheme(value: Any) -> str:
 
 
 def secret(value: Any, scheme: str) -> str:
-    if not isinstance(value, str) or len(value) < MIN_SECRET:
-        raise invalid("secret", f"must be a string of at least {MIN_SECRET} characters")
+    if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+        raise invalid("secret", f"must be a string of at least {MIN_SECRET_LENGTH} characters")
     if scheme == "standard-webhooks":
         try:
             key = base64.b64decode(value.removeprefix("whsec_"), validate=True)

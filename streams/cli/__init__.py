@@ -29,20 +29,15 @@ cli.add_typer(apikeys_cli, name="apikeys")
 cli.command("status")(status)
 register(cli)
 
-#: Typer vendors click; its usage errors derive from this class (public via BadParameter).
-_ClickException: type[Exception] = typer.BadParameter.__mro__[2]
-
-
 def main() -> None:
     try:
         code = cli(standalone_mode=False)
     except typer.Abort:
         sys.stderr.write("aborted\n")
         sys.exit(130)
-    except _ClickException as exc:
-        message = exc.format_message()  # type: ignore[attr-defined]
-        sys.stderr.write(f"error: {' '.join(message.split())}\n")
-        sys.exit(getattr(exc, "exit_code", 2) or 2)
+    except typer.TyperException as exc:  # usage errors: typer vendors click's under it
+        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
+        sys.exit(exc.exit_code or 2)
     except CliError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)

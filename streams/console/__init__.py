@@ -10,23 +10,11 @@ from __future__ import annotations
 
 from ..api.auth import Authenticator
 from ..core.timeutil import now_ms
-from ..kafka.app import raw_topic
 from ..kafka.compacted import ExpiringView
 from ..kafka.topics import CONSOLE_LOGOUTS
 from ..runtime.context import Runtime
-from .pages import (
-    Action,
-    Console,
-    Create,
-    DeadLetters,
-    Detail,
-    Health,
-    Login,
-    Logout,
-    Page,
-    Style,
-    Webhooks,
-)
+from .base import Console, Page
+from .pages import Action, Create, DeadLetters, Detail, Health, Login, Logout, Style, Webhooks
 from .session import Sessions
 
 ROUTES: tuple[tuple[str, type[Page]], ...] = (
@@ -54,7 +42,7 @@ def install(rt: Runtime, auth: Authenticator) -> Console:
         now=now_ms)
     rt.add_view(logouts)
     ctx = Console(settings=s, auth=auth, sessions=Sessions(rt.secrets), logouts=logouts,
-                  logouts_topic=raw_topic(rt.app, s, CONSOLE_LOGOUTS))
+                  logouts_topic=rt.topic(CONSOLE_LOGOUTS))
     for path, page in ROUTES:
         rt.app.page(path)(type(page.__name__, (page,), {"ctx": ctx}))
     return ctx

@@ -1,161 +1,35 @@
-"""Console pages. Each reads or writes through this worker's own HTTP API with the signed-in
-key, so the console enforces exactly the API's rules.
-
-Sessions (streams.console.session) end on sign-out everywhere: the session id goes to
-hookstream.console-logouts, which every worker tails into a local view (Console.logouts). A
-signed-in request first catches up with that topic (`Console.signed_in`), so a cookie signed out on
-one worker is refused by every worker from the moment the sign-out answered. Secrets appear
-only in the one response that creates them (create, rotate), never in a URL.
-"""
+"""The console's pages: sign-in and out, webhooks (list, create, detail, actions), dead
+letters, health. Secrets appear only in the one response that creates them (create, rotate),
+never in a URL."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple, cast
+from typing import Any
 from urllib.parse import quote, urlencode
 
-import httpx
 from aiohttp import web as aioweb
-from faust.types import TopicT
-from faust.web import Request, View
+from faust.web import Request
 
-from ..api.auth import Authenticator
 from ..core import catalog
-from ..core.timeutil import iso_from_ms, now_ms
-from ..kafka.compacted import ExpiringView
-from ..settings import Settings
+from ..core.timeutil import now_ms
+from ..delivery.models import STATUSES, SUCCESS
 from ..telemetry import metrics
 from . import session
+from .base import (
+    LOGOUT_APPLY_TIMEOUT_S,
+    Page,
+    Refused,
+    error_text,
+    guarded,
+    html_answer,
+    redirect,
+    when,
+)
 from .html import STYLE, button, e, form, login_form, page, secret_card, sparkline, table
 
-#: Seconds a sign-out waits for this worker's copy of the logouts topic to show it.
-LOGOUT_APPLY_TIMEOUT_S = 10.0
-#: Seconds a signed-in request may wait to catch up with sign-outs made on other workers.
-#: If it cannot, the request is refused (503) rather than trusting a possibly ended session.
-LOGOUT_SYNC_TIMEOUT_S = 5.0
-
 log = logging.getLogger(__name__)
-
-
-class Refused(Exception):
-    """The request cannot go on; `response` says why (usually: go and sign in)."""
-
-    def __init__(self, response: aioweb.Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class SignedIn(NamedTuple):
-    session: session.Session
-    who: str
-    csrf: str
-    form: Any  # the POSTed form, already checked for its CSRF token; None for GETs
-
-
-@dataclass
-class Console:
-    """What the console's pages share on one worker, built by `streams.console.install`."""
-
-    settings: Settings
-    auth: Authenticator
-    sessions: session.Sessions
-    #: session id -> expiry (ms) of the sessions signed out on any worker
-    logouts: ExpiringView[int]
-    logouts_topic: TopicT
-    _client: httpx.AsyncClient | None = field(default=None, repr=False)
-
-    async def signed_in(self, request: Request) -> SignedIn:
-        """The request's live session, its form checked for CSRF (POST), else Refused."""
-        cookie = request.cookies.get(session.COOKIE)
-        if not cookie:
-            raise Refused(_redirect("/console/login"))
-        # Catch up with sign-outs made on other workers first (sync asks end offsets on a
-        # client of its own: about half a millisecond).
-        if not await self.logouts.sync(LOGOUT_SYNC_TIMEOUT_S):
-            raise Refused(_html(page("Try again", "<p>Sessions cannot be checked right now."
-                                     "</p>", None), 503))
-        now = now_ms()
-        found = self.sessions.open(cookie, now, self.logouts.current)
-        # A sealed cookie's key that no longer authenticates was revoked, not guessed:
-        # not a failed sign-in.
-        principal = self.auth.principal_of_key(found.api_key) if found is not None else None
-        if found is None or principal is None:
-            raise Refused(_redirect("/console/login"))
-        who = ("admin · all workspaces" if principal.is_admin
-               else f"workspace {principal.workspace_id}")
-        csrf = session.csrf_token(cookie)
-        form_data = None
-        if request.method == "POST":
-            form_data = await request.post()
-            if not session.csrf_ok(cookie, str(form_data.get("csrf", ""))):
-                raise Refused(_html(page("Forbidden", "<p>Stale form: reload and try again."
-                                         "</p>", who, csrf), 403))
-        return SignedIn(found, who, csrf, form_data)
-
-    def cookie_options(self, request: Request) -> dict[str, Any]:
-        """Attributes of the session cookie, alike when it is set and when it is deleted."""
-        raw = cast(aioweb.Request, request)  # faust's Request type omits aiohttp's transport
-        https = self.auth.proxies.is_https(raw.scheme, raw.remote,
-                                           raw.headers.getall("X-Forwarded-Proto", []))
-        return {"path": "/console", "httponly": True, "samesite": "Strict",
-                "secure": session.cookie_secure(self.settings.console_secure_cookies, https)}
-
-    async def call(self, key: str, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        """This worker's own API, with the signed-in key: the console follows its rules."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{self.settings.web_port}", timeout=60)
-        response = await self._client.request(
-            method, path, headers={"Authorization": f"Bearer {key}"}, **kwargs)
-        return response.status_code, (response.json() if response.content else None)
-
-
-class Page(View):
-    """A console page: `ctx` is set by `streams.console.install`."""
-
-    ctx: ClassVar[Console]
-
-
-def _html(body: str, status: int = 200) -> aioweb.Response:
-    # no-store: pages can hold a secret shown once; no-referrer: no URL of ours leaves.
-    return aioweb.Response(text=body, status=status, content_type="text/html",
-                           headers={"Content-Security-Policy": "default-src 'self'",
-                                    "X-Frame-Options": "DENY", "Cache-Control": "no-store",
-                                    "Referrer-Policy": "no-referrer"})
-
-
-def _redirect(location: str) -> aioweb.Response:
-    return aioweb.Response(status=303, headers={"Location": location})
-
-
-def _error_text(body: Any) -> str:
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return str(body["error"].get("message"))
-    return str(body)
-
-
-def _when(ms: Any) -> str:
-    return iso_from_ms(int(ms))[:19].replace("T", " ") if ms else "—"
-
-
-def guarded(handler: Any) -> Any:
-    """Sign-in required; POSTs must carry the form's CSRF token."""
-
-    async def wrapped(self: Page, request: Request, **kwargs: Any) -> aioweb.Response:
-        try:
-            signed_in = await self.ctx.signed_in(request)
-        except Refused as refused:
-            return refused.response
-        if signed_in.form is not None:
-            kwargs["form"] = signed_in.form
-        result: aioweb.Response = await handler(self, request, key=signed_in.session.api_key,
-                                                csrf=signed_in.csrf, who=signed_in.who, **kwargs)
-        return result
-
-    return wrapped
-
 
 class Style(Page):
     async def get(self, request: Request) -> aioweb.Response:
@@ -164,20 +38,20 @@ class Style(Page):
 
 class Login(Page):
     async def get(self, request: Request) -> aioweb.Response:
-        return _html(page("Sign in", login_form(), None))
+        return html_answer(page("Sign in", login_form(), None))
 
     async def post(self, request: Request) -> aioweb.Response:
         client = self.ctx.auth.client_of(request)
         wait = self.ctx.auth.retry_after(client)
         if wait > 0:
-            return _html(page("Sign in", f'<p class="flash">Too many failed sign-ins from '
+            return html_answer(page("Sign in", f'<p class="flash">Too many failed sign-ins from '
                               f'your address; try again in {int(wait) + 1} s.</p>', None), 429)
         key = str((await request.post()).get("api_key", "")).strip()
         if self.ctx.auth.check_key(client, key, "console") is None:
-            return _html(page("Sign in", '<p class="flash">That key is not valid.</p>'
+            return html_answer(page("Sign in", '<p class="flash">That key is not valid.</p>'
                               + login_form(), None), 401)
         _, cookie = self.ctx.sessions.start(key, now_ms())
-        response = _redirect("/console")
+        response = redirect("/console")
         response.set_cookie(session.COOKIE, cookie, max_age=session.LIFETIME_S,
                             **self.ctx.cookie_options(request))
         return response
@@ -197,20 +71,20 @@ class Logout(Page):
                                                value=str(ending.expires_ms).encode(), force=True))
         except Exception:  # the broker's errors, whichever client layer raises them
             log.exception("console sign-out could not be recorded")
-            response = _html(page("Not signed out", '<p class="flash">This browser forgot the '
-                                  "session, but the sign-out could not be recorded: a copy of "
-                                  "the cookie still works until it expires. Sign in and out "
-                                  "again.</p>", None), 503)
+            response = html_answer(page(
+                "Not signed out", '<p class="flash">This browser forgot the session, but the '
+                "sign-out could not be recorded: a copy of the cookie still works until it "
+                "expires. Sign in and out again.</p>", None), 503)
         else:
             def ended() -> bool:
                 return ending.sid in self.ctx.logouts.current or ending.expires_ms <= now_ms()
 
             if await self.ctx.logouts.wait_for(ended, LOGOUT_APPLY_TIMEOUT_S):
-                response = _redirect("/console/login")
+                response = redirect("/console/login")
             else:
-                response = _html(page("Signing out", '<p class="flash">Your sign-out was '
-                                      "recorded; this worker has not applied it yet but will "
-                                      "shortly.</p>", None), 503)
+                response = html_answer(page(
+                    "Signing out", '<p class="flash">Your sign-out was recorded; this worker '
+                    "has not applied it yet but will shortly.</p>", None), 503)
         response.del_cookie(session.COOKIE, **self.ctx.cookie_options(request))
         return response
 
@@ -227,7 +101,7 @@ class Webhooks(Page):
                 k: v for k, v in {"limit": 100, "cursor": cursor,
                                   "workspace_id": workspace}.items() if v is not None})
             if status != 200:
-                return _html(page("Webhooks", f'<p class="flash">{e(_error_text(body))}</p>',
+                return html_answer(page("Webhooks", f'<p class="flash">{e(error_text(body))}</p>',
                                   who, csrf), status)
             for w in body["data"]:
                 if (state == "active" and not w["active"]) or (state == "disabled" and w["active"]):
@@ -241,8 +115,8 @@ class Webhooks(Page):
                     else f'<span class="bad">disabled</span> <span class="muted">'
                          f'{e(w["disabled_reason"])}</span>',
                     e((stats or {}).get("recent_failures", "—")),
-                    e(_when((stats or {}).get("last_success_at"))),
-                    e(_when((stats or {}).get("last_failure_at")))])
+                    e(when((stats or {}).get("last_success_at"))),
+                    e(when((stats or {}).get("last_failure_at")))])
             cursor = body["next_cursor"]
             if cursor is None:
                 break
@@ -255,13 +129,13 @@ class Webhooks(Page):
         listing = table(["Webhook", "Workspace", "URL", "Events", "State",
                          "Failures (last 100)", "Last success", "Last failure"], rows,
                         "No webhooks match.")
-        return _html(page("Webhooks", filters + listing, who, csrf))
+        return html_answer(page("Webhooks", filters + listing, who, csrf))
 
 
 class Create(Page):
     @guarded
     async def get(self, request: Request, key: str, csrf: str, who: str) -> aioweb.Response:
-        return _html(page("Create a webhook", _create_form(csrf, who), who, csrf))
+        return html_answer(page("Create a webhook", _create_form(csrf, who), who, csrf))
 
     @guarded
     async def post(self, request: Request, key: str, csrf: str, who: str,
@@ -275,11 +149,11 @@ class Create(Page):
             body["description"] = str(form["description"])
         status, created = await self.ctx.call(key, "POST", "/v1/webhooks", json=body)
         if status != 201:
-            flash = f'<p class="flash">{e(_error_text(created))}</p>'
-            return _html(page("Create a webhook", flash + _create_form(csrf, who), who, csrf),
+            flash = f'<p class="flash">{e(error_text(created))}</p>'
+            return html_answer(page("Create a webhook", flash + _create_form(csrf, who), who, csrf),
                          400)
         shown = secret_card(created["id"], created["secret"], "created")
-        return _html(page("Webhook created", shown, who, csrf), 201)
+        return html_answer(page("Webhook created", shown, who, csrf), 201)
 
 
 def _create_form(csrf: str, who: str) -> str:
@@ -302,7 +176,7 @@ class Detail(Page):
                   webhook_id: str) -> aioweb.Response:
         status, w = await self.ctx.call(key, "GET", f"/v1/webhooks/{quote(webhook_id)}")
         if status != 200:
-            return _html(page("Not found", f"<p>{e(_error_text(w))}</p>", who, csrf), status)
+            return html_answer(page("Not found", f"<p>{e(error_text(w))}</p>", who, csrf), status)
         wanted = request.query.get("status") or None
         _, history = await self.ctx.call(key, "GET", f"/v1/webhooks/{quote(webhook_id)}/deliveries",
                                 params={"limit": 50, **({"status": wanted} if wanted else {})})
@@ -321,13 +195,13 @@ class Detail(Page):
         ])
         status_filter = form(base, "", "Status <select name=status>" + "".join(
             f'<option{" selected" if s == (wanted or "") else ""}>{s}</option>'
-            for s in ("", "success", "retrying", "dead", "disabled", "failed"))
+            for s in ("", *STATUSES))
             + "</select> " + button("Filter"), method="get")
         deliveries = table(
             ["Delivery", "Event", "Time", "Attempt", "Status", "Code", "ms", "Next attempt",
              "Error"],
             [[e(d["id"]), e(d["event"]), e(d["timestamp"]), e(d["attempt"]),
-              f'<span class="{"ok" if d["status"] == "success" else "bad"}">'
+              f'<span class="{"ok" if d["status"] == SUCCESS else "bad"}">'
               f'{e(d["status"])}</span>', e(d["response_code"] or ""),
               e(d["response_time_ms"]), e(d["next_attempt_at"] or ""), e(d["error"] or "")]
              for d in (history or {}).get("data", [])], "No deliveries yet.")
@@ -335,7 +209,7 @@ class Detail(Page):
                 + f'<div class="card">{actions}</div>'
                 + table(["Setting", "Value"], settings_rows)
                 + "<h2>Recent deliveries</h2>" + status_filter + deliveries)
-        return _html(page(f"Webhook {webhook_id}", body, who, csrf))
+        return html_answer(page(f"Webhook {webhook_id}", body, who, csrf))
 
 
 class Action(Page):
@@ -345,10 +219,10 @@ class Action(Page):
         path = f"/v1/webhooks/{quote(webhook_id)}"
         if action == "delete":
             status, body = await self.ctx.call(key, "DELETE", path)
-            return _redirect("/console") if status == 204 else _redirect(
-                f"{path.replace('/v1', '/console')}?flash={quote(_error_text(body))}")
+            return redirect("/console") if status == 204 else redirect(
+                f"{path.replace('/v1', '/console')}?flash={quote(error_text(body))}")
         if action not in ("test", "enable", "disable", "rotate-secret", "replay"):
-            return _html(page("Not found", "<p>No such action.</p>", who, csrf), 404)
+            return html_answer(page("Not found", "<p>No such action.</p>", who, csrf), 404)
         payload: dict[str, Any] = {}
         if action == "disable":
             payload["reason"] = "disabled in the console"
@@ -356,7 +230,7 @@ class Action(Page):
             payload["since"] = str(form["since"]).strip()
         status, body = await self.ctx.call(key, "POST", f"{path}/{action}", json=payload)
         if status != 200:
-            message = _error_text(body)
+            message = error_text(body)
         elif action == "test":
             message = (f"Test {body['status']}: {body['response_code'] or body['error']} "
                        f"in {body['response_time_ms']} ms")
@@ -366,7 +240,7 @@ class Action(Page):
             message = f"Replayed {body['replayed']} dead letter(s)"
         else:
             message = f"Webhook {action}d"
-        return _redirect(f"/console/webhooks/{quote(webhook_id)}?flash={quote(message)}")
+        return redirect(f"/console/webhooks/{quote(webhook_id)}?flash={quote(message)}")
 
 
 def _rotated(webhook_id: str, secret: str, who: str, csrf: str) -> aioweb.Response:
@@ -375,7 +249,7 @@ def _rotated(webhook_id: str, secret: str, who: str, csrf: str) -> aioweb.Respon
     shown = secret_card(webhook_id, secret, "has a new secret", note=(
         "Store it now. The previous secret keeps signing alongside it for the rotation "
         "grace period."))
-    return _html(page("Secret rotated", shown, who, csrf))
+    return html_answer(page("Secret rotated", shown, who, csrf))
 
 
 class DeadLetters(Page):
@@ -387,7 +261,7 @@ class DeadLetters(Page):
         status, body = await self.ctx.call(key, "GET", "/v1/dead-letters",
                                            params={**query, "limit": 100})
         if status != 200:
-            return _html(page("Dead letters", f"<p>{e(_error_text(body))}</p>", who, csrf),
+            return html_answer(page("Dead letters", f"<p>{e(error_text(body))}</p>", who, csrf),
                          status)
         filters = form("/console/dead-letters", "", (
             f'Webhook <input name=webhook value="{e(query.get("webhook_id", ""))}"> Reason '
@@ -403,7 +277,7 @@ class DeadLetters(Page):
                 "webhook": query.get("webhook_id"), "reason": query.get("reason"),
                 "cursor": body["next_cursor"]}.items() if v})
             older = f'<p><a href="/console/dead-letters?{e(params)}">Older</a></p>'
-        return _html(page("Dead letters", filters + table(
+        return html_answer(page("Dead letters", filters + table(
             ["Webhook", "Delivery", "Event", "Reason", "Attempts", "Last error", "Dead at",
              "Replayed"], rows, "No dead letters.") + older, who, csrf))
 
@@ -429,6 +303,6 @@ class Health(Page):
                 + table(["Group", "Topic", "Waiting"], lag_rows, "Measuring…")
                 + "<h2>Retry backlog</h2>" + table(["Retry topic", "Jobs"], backlog_rows,
                                                    "Measuring…"))
-        return _html(page("Pipeline health", body, who, csrf))
+        return html_answer(page("Pipeline health", body, who, csrf))
 
 

@@ -17,7 +17,7 @@ from faust.types import EventT
 
 from ..core.schemas import SchemaError
 from ..core.timeutil import now_ms
-from ..kafka.app import raw_table, raw_topic
+from ..kafka.app import raw_table
 from ..kafka.topics import CONTROL, SUBSCRIPTIONS
 from ..pipeline.agents import Agents
 from ..runtime.context import Runtime
@@ -68,4 +68,4 @@ def install(rt: Runtime, agents: Agents) -> None:
         await agents.each(stream, decode_command, "command", apply_command, stage="control",
                           rejects=(InvalidCommand, SchemaError))
 
-    rt.app.agent(raw_topic(rt.app, settings, CONTROL), name="control")(control)
+    rt.app.agent(rt.topic(CONTROL), name="control")(control)

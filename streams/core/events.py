@@ -8,11 +8,10 @@ Producers in any language publish to domain.<family>, keyed by workspace id, as 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import catalog
+from . import catalog, strictjson
 from .payload import NotRepresentable, dumps
 from .schemas import EVENT, FAMILY_DATA, SchemaError, is_single_object, registry
 from .timeutil import parse_iso
@@ -78,23 +77,10 @@ def _decode_event(payload: bytes, *, topic: str, partition: int, offset: int) ->
         record["data"] = {k: v for k, v in data.items() if v is not None}
     else:
         try:
-            record = _JSON.decode(_text(payload))
+            record = strictjson.loads_bytes(payload)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise InvalidEvent(f"neither Avro single-object encoding nor JSON: {exc}") from exc
     return validate_event(record, topic=topic, partition=partition, offset=offset)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-#: One decoder: json.loads with an argument builds a new one per call.
-_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
-
-
-def _text(payload: bytes) -> str:
-    """The bytes as json.loads reads them (UTF-8, or UTF-16/32 by their first bytes)."""
-    return payload.decode(json.detect_encoding(payload), "surrogatepass")
 
 
 def _require_str(record: dict[str, Any], name: str) -> str:

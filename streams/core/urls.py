@@ -53,14 +53,6 @@ _PATH_SAFE = "/%!$&'()*+,;=:@-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
 
 
-def retry_after(attempt: int, delays: tuple[float, ...]) -> tuple[int, float] | None:
-    """After failed attempt `attempt` (1-based): (retry topic index, delay s), or None if
-    the delivery is exhausted and goes to the dead-letter topic."""
-    if 1 <= attempt <= len(delays):
-        return attempt - 1, delays[attempt - 1]
-    return None
-
-
 class UrlPolicyError(ValueError):
     """A URL or address we will not deliver to; the message says why."""
 

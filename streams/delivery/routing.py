@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..core.urls import retry_after
 from ..kafka.topics import DELIVERY_LOG, DLQ, RETRY_TOPICS
 from ..pipeline.records import Origin, Produce
 from .models import (
@@ -32,13 +31,29 @@ from .models import (
 DUE_AT_HEADER = "hookstream-due-at"
 
 
+def retry_after(attempt: int, delays: tuple[float, ...]) -> tuple[int, float] | None:
+    """After failed attempt `attempt` (1-based): (retry topic index, delay s), or None if
+    the delivery is exhausted and goes to the dead-letter topic."""
+    if 1 <= attempt <= len(delays):
+        return attempt - 1, delays[attempt - 1]
+    return None
+
+
+def verdict(job: DeliveryJob, outcome: Outcome, delays: tuple[float, ...]) -> str:
+    """What an attempt made of its job: SUCCESS, RETRYING (a retry topic is left) or DEAD."""
+    if outcome.ok:
+        return SUCCESS
+    return RETRYING if retry_after(job.attempt, delays) is not None else DEAD
+
+
 def after_attempt(job: DeliveryJob, outcome: Outcome, delays: tuple[float, ...],
                   origin: Origin) -> list[Produce]:
-    if outcome.ok:
+    status = verdict(job, outcome, delays)
+    if status == SUCCESS:
         return [_log(AttemptRecord.of(job, outcome, SUCCESS))]
     tried = replace(job, outcomes=(*job.outcomes, outcome))
     step = retry_after(job.attempt, delays)
-    if step is None:
+    if status == DEAD or step is None:
         reason = (f"delivery {job.delivery_id} dead-lettered after {len(tried.outcomes)} "
                   f"attempts: {outcome.error}")
         letter = DeadLetter(tried, ATTEMPTS_EXHAUSTED, outcome.error, outcome.attempted_at)

@@ -28,7 +28,6 @@ from aiokafka import TopicPartition
 from ..core.schemas import SchemaError
 from ..core.secretbox import SecretBox
 from ..core.timeutil import now_ms, parse_iso
-from ..core.urls import retry_after
 from ..kafka.topics import DELIVERIES, RETRY_TOPICS
 from ..pipeline.records import Origin, Produce
 from ..pipeline.stage import (
@@ -48,7 +47,6 @@ from .models import (
     ATTEMPTS_EXHAUSTED,
     DEAD,
     DISABLED,
-    RETRYING,
     SUCCESS,
     WEBHOOK_DELETED,
     WEBHOOK_DISABLED,
@@ -56,7 +54,7 @@ from .models import (
     Outcome,
 )
 from .pressure import WebhookLoad
-from .routing import DUE_AT_HEADER, after_attempt, deferred, undeliverable
+from .routing import DUE_AT_HEADER, after_attempt, deferred, undeliverable, verdict
 from .sender import attempt
 from .slots import Slots
 
@@ -152,15 +150,12 @@ class DeliveryWorker(Stage):
 
     def _observe(self, job: DeliveryJob, outcome: Outcome, stage: str) -> None:
         metrics.ATTEMPT.observe(outcome.response_time_ms / 1000)
-        if outcome.ok:
-            status = SUCCESS
+        status = verdict(job, outcome, self.settings.retry_delays)
+        if status == SUCCESS:
             with contextlib.suppress(ValueError):
                 happened = parse_iso(job.event_timestamp).timestamp()
                 metrics.END_TO_END.observe(max(0.0, time.time() - happened))
-        elif retry_after(job.attempt, self.settings.retry_delays) is not None:
-            status = RETRYING
-        else:
-            status = DEAD
+        elif status == DEAD:
             metrics.DEAD_LETTERS.labels(reason=ATTEMPTS_EXHAUSTED).inc()
         metrics.DELIVERIES.labels(outcome=status, stage=stage).inc()
 

@@ -19,7 +19,6 @@ from faust.types import EventT
 from ..core.schemas import OPERATIONAL_EVENT, registry
 from ..core.timeutil import iso_from_ms, now_ms
 from ..delivery.models import ATTEMPTS_EXHAUSTED, DeadLetter
-from ..kafka.app import raw_topic
 from ..kafka.topics import CONTROL, DLQ, OPERATIONS
 from ..pipeline.agents import Agents
 from ..runtime.context import Runtime
@@ -30,8 +29,8 @@ log = logging.getLogger(__name__)
 
 def install(rt: Runtime, agents: Agents) -> None:
     """The dead-letter agent, on the runtime's app."""
-    control_out = raw_topic(rt.app, rt.settings, CONTROL)
-    operations = raw_topic(rt.app, rt.settings, OPERATIONS)
+    control_out = rt.topic(CONTROL)
+    operations = rt.topic(OPERATIONS)
 
     async def on_dead_letter(_event: EventT[Any], letter: DeadLetter) -> None:
         if letter.reason != ATTEMPTS_EXHAUSTED:
@@ -55,4 +54,4 @@ def install(rt: Runtime, agents: Agents) -> None:
         await agents.each(stream, DeadLetter.decode, "dead letter", on_dead_letter,
                           stage="deadletters")
 
-    rt.app.agent(raw_topic(rt.app, rt.settings, DLQ), name="dead_letters")(dead_letters)
+    rt.app.agent(rt.topic(DLQ), name="dead_letters")(dead_letters)

@@ -1,1 +1,2 @@
-"""Fan-out: each domain event x its workspace's subscriptions -> one delivery job each."""
+"""Fan-out: each domain event x its workspace's subscriptions -> one delivery job each
+(stage: the handler on the pipeline's stage loop)."""

@@ -24,8 +24,8 @@ from typing import Any
 
 from faust.types import EventT, TableT
 
-from ..delivery.models import AttemptRecord
-from ..kafka.app import raw_table, raw_topic
+from ..delivery.models import SUCCESS, AttemptRecord
+from ..kafka.app import raw_table
 from ..kafka.topics import DELIVERY_HISTORY, DELIVERY_LOG
 from ..pipeline.agents import Agents
 from ..runtime.context import Runtime
@@ -74,7 +74,7 @@ class History:
             await agents.each(stream, AttemptRecord.decode, "attempt record", self._record,
                               stage="history")
 
-        rt.app.agent(raw_topic(rt.app, rt.settings, DELIVERY_LOG),
+        rt.app.agent(rt.topic(DELIVERY_LOG),
                      name="record_history")(record_history)
         rt.app.on_partitions_revoked.connect(self._forget_newest)
 
@@ -124,7 +124,7 @@ class History:
         last_success = last_failure = None
         failures = 0
         for record in self.page(webhook_id, limit=window).records:
-            if record.status == "success":
+            if record.status == SUCCESS:
                 last_success = last_success or record.attempted_at
             else:
                 failures += 1

@@ -23,6 +23,19 @@ class TopicState:
     created: bool
 
 
+class MissingTopic(AdminError):
+    """A topic we read does not exist (yet): the message says how to create it."""
+
+
+def partitions_of(bootstrap: str, name: str) -> list[int]:
+    """The partition numbers of topic `name`, or MissingTopic. Blocking (a metadata call)."""
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(name, timeout=30)
+    found = metadata.topics.get(name)
+    if found is None or found.error is not None or not found.partitions:
+        raise MissingTopic(f"topic {name} does not exist; run `hookstream topics create`")
+    return sorted(found.partitions)
+
+
 def admin_client(settings: Settings) -> AdminClient:
     return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
 

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Generic, TypeAlias, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from confluent_kafka.admin import AdminClient
+
+from .admin import partitions_of
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +128,7 @@ class CompactedView:
 
 
 async def _partitions_of(bootstrap: str, topic: str) -> list[int]:
-    def describe() -> list[int]:
-        metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=30)
-        found = metadata.topics.get(topic)
-        if found is None or found.error is not None or not found.partitions:
-            raise RuntimeError(f"topic {topic} does not exist; run `hookstream topics create`")
-        return sorted(found.partitions)
-
-    return await asyncio.to_thread(describe)
+    return await asyncio.to_thread(partitions_of, bootstrap, topic)
 
 
 class KeyedView(CompactedView, Generic[T]):

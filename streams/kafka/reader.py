@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Iterator
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from ..settings import Settings
+from .admin import partitions_of
 
 Record = tuple[int, int, bytes | None, bytes | None]
 
@@ -17,12 +17,8 @@ Record = tuple[int, int, bytes | None, bytes | None]
 def read_topic(settings: Settings, topic: str) -> Iterator[Record]:
     """(partition, offset, key, value) of every record now in `topic`, then stop."""
     name = settings.topic(topic)
-    metadata = AdminClient({"bootstrap.servers": settings.bootstrap_servers}).list_topics(
-        name, timeout=30)
-    found = metadata.topics.get(name)
-    if found is None or found.error is not None:
-        raise RuntimeError(f"topic {name} does not exist; run `hookstream topics create`")
-    yield from _read(settings, name, {p: (0, None) for p in found.partitions})
+    partitions = partitions_of(settings.bootstrap_servers, name)
+    yield from _read(settings, name, {p: (0, None) for p in partitions})
 
 
 def read_partition(settings: Settings, topic: str, partition: int, start: int,

@@ -2,6 +2,8 @@
 
 records  - Origin, Produce, and the quarantined copy of a bad input
 offsets  - which offset is safe to commit while records finish out of order (pure)
-stage    - the loop: concurrency, pause and hold, commits that follow outcomes
+stage    - the loop: concurrency, pause and hold, commits that follow outcomes; its Kafka
+           clients come from factories
+local    - an in-memory broker behind those factories, for tests of the loop without Kafka
 agents   - the same no-record-stalls rule for the faust agents
 """

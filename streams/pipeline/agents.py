@@ -25,8 +25,7 @@ import faust
 from faust.types import EventT, TopicT
 
 from ..core.schemas import SchemaError
-from ..kafka.app import raw_topic
-from ..kafka.topics import INVALID, INVALID_MAX_MESSAGE_BYTES
+from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES
 from ..settings import Settings
 from ..telemetry import metrics
 from .records import Origin, quarantine_copy
@@ -40,10 +39,9 @@ log = logging.getLogger(__name__)
 class Agents:
     """Runs faust agents' bodies record by record under the rule above; built per app."""
 
-    def __init__(self, app: faust.App, settings: Settings,
-                 invalid: TopicT | None = None) -> None:
+    def __init__(self, app: faust.App, settings: Settings, invalid: TopicT) -> None:
         self._prefix = settings.topic_prefix
-        self._invalid = invalid if invalid is not None else raw_topic(app, settings, INVALID)
+        self._invalid = invalid  # hookstream.invalid, as the runtime declares it
         # faust's producer refuses records over its own limit (1,000,000 bytes by default),
         # smaller than what the broker accepts on an input topic: such a copy is cut to fit.
         self._limit = min(app.conf.producer_max_request_size, INVALID_MAX_MESSAGE_BYTES)

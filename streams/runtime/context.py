@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import faust
+from faust.types import TopicT
 
 from ..core.apikeys import ApiKey
 from ..core.secretbox import SecretBox
-from ..kafka.app import build_app
+from ..kafka.app import build_app, raw_topic
 from ..kafka.compacted import KeyedView
 from ..kafka.topics import API_KEYS, SUBSCRIPTIONS
 from ..settings import Settings
@@ -44,9 +45,17 @@ class Runtime:
     #: key id -> ApiKey (hashes only): the API and the console.
     api_keys: KeyedView[ApiKey]
     views: list[LocalView] = field(default_factory=list)
+    _topics: dict[str, TopicT] = field(default_factory=dict)
 
     def add_view(self, view: LocalView) -> None:
         self.views.append(view)
+
+    def topic(self, name: str) -> TopicT:
+        """Our topic `name` (unprefixed) as a faust topic of raw bytes: declared once here,
+        whichever agents, pages and views read or write it."""
+        if name not in self._topics:
+            self._topics[name] = raw_topic(self.app, self.settings, name)
+        return self._topics[name]
 
 
 def build_runtime(settings: Settings) -> Runtime:

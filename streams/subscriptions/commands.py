@@ -12,10 +12,10 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..core import catalog
+from ..core import catalog, strictjson
 from ..core.schemas import CONTROL_COMMAND, SchemaError, is_single_object, registry
 from ..core.urls import UrlPolicyError, check_url
-from .model import Subscription
+from .model import MIN_SECRET_LENGTH, Subscription
 
 OPS = ("create", "update", "delete", "enable", "disable", "rotate_secret")
 WEBHOOK_FIELDS = ("url", "events", "secret", "active", "description", "signature_scheme")
@@ -99,23 +99,10 @@ def _decode_command(payload: bytes) -> Command:
             record["webhook"] = {k: v for k, v in record["webhook"].items() if v is not None}
     else:
         try:
-            record = _JSON.decode(_text(payload))
+            record = strictjson.loads_bytes(payload)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise InvalidCommand(f"neither Avro single-object encoding nor JSON: {exc}") from exc
     return validate_command(record)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-#: One decoder: json.loads with an argument builds a new one per call.
-_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
-
-
-def _text(payload: bytes) -> str:
-    """The bytes as json.loads reads them (UTF-8, or UTF-16/32 by their first bytes)."""
-    return payload.decode(json.detect_encoding(payload), "surrogatepass")
 
 
 def _opt_str(record: dict[str, Any], name: str) -> str | None:
@@ -179,8 +166,9 @@ def _validate_fields(webhook: dict[str, Any]) -> None:
             if not isinstance(pattern, str) or not catalog.is_valid_pattern(pattern):
                 raise InvalidCommand(f"field 'webhook.events': unknown event type {pattern!r}")
     if "secret" in webhook and (not isinstance(webhook["secret"], str)
-                                or len(webhook["secret"]) < 8):
-        raise InvalidCommand("field 'webhook.secret' must be a string of at least 8 characters")
+                                or len(webhook["secret"]) < MIN_SECRET_LENGTH):
+        raise InvalidCommand("field 'webhook.secret' must be a string of at least "
+                             f"{MIN_SECRET_LENGTH} characters")
     if "active" in webhook and not isinstance(webhook["active"], bool):
         raise InvalidCommand("field 'webhook.active' must be true or false")
     if "signature_scheme" in webhook and webhook["signature_scheme"] not in SCHEMES:

@@ -8,6 +8,10 @@ from typing import Any
 from ..core.schemas import SUBSCRIPTION, SchemaError, registry
 from ..core.timeutil import to_ms
 
+#: The shortest signing secret a webhook may have, whether set by the API or a control
+#: command: 16 characters (96 bits as base64, Svix's `whsec_` secrets carry 192).
+MIN_SECRET_LENGTH = 16
+
 
 @dataclass(frozen=True)
 class Subscription:

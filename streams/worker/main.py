@@ -13,6 +13,7 @@ from ..dlq import agent as dead_letters
 from ..history.table import History
 from ..kafka.admin import create_topics
 from ..kafka.app import DatadirError, prepare_datadir
+from ..kafka.topics import INVALID
 from ..pipeline.agents import Agents
 from ..runtime.context import build_runtime
 from ..settings import Settings
@@ -32,7 +33,7 @@ def run_worker(settings: Settings) -> None:
     # loaded worker's CPU under asyncio's loop. Set before faust creates its loop.
     mode.loop.use("uvloop")
     create_topics(settings)
-    agents = Agents(rt.app, settings)
+    agents = Agents(rt.app, settings, invalid=rt.topic(INVALID))
     history = History(rt, agents)
     control.install(rt, agents)
     dead_letters.install(rt, agents)

@@ -104,7 +104,7 @@ def test_parse_json_not_required_still_checks_a_body() -> None:
 @pytest.mark.parametrize("raw", [b'{"a": NaN}', b'{"a": Infinity}', b'{"a": -Infinity}',
                                  b'{"a": [1, NaN]}'])
 def test_parse_json_refuses_nan(raw: bytes) -> None:
-    _raises("body", lambda: parse_json(raw), "is not JSON")
+    _raises("body", lambda: parse_json(raw), "is not valid JSON")
 
 
 @pytest.mark.parametrize("raw", [b'{"a": "\\ud800"}', b'{"a": "x\\udfffy"}',

@@ -22,7 +22,7 @@ from streams.subscriptions.commands import (
     generate_secret,
     validate_command,
 )
-from streams.subscriptions.model import Subscription
+from streams.subscriptions.model import MIN_SECRET_LENGTH, Subscription
 
 from ..support import hostile
 
@@ -55,11 +55,11 @@ def _apply(current: Subscription | None, record: dict[str, Any], now: int = T0 +
 
 # -- decoding ------------------------------------------------------------------------
 def test_decode_json_create() -> None:
-    command = decode_command(_json(_create(secret="s3cret-s3cret", description="d")))
+    command = decode_command(_json(_create(secret="s3cret-s3cret-s3cret", description="d")))
     assert command == Command(
         op="create", webhook_id="wh_1", workspace_id="ws_1",
         webhook={"url": URL, "events": ["task.created", "task.updated"],
-                 "secret": "s3cret-s3cret", "description": "d"},
+                 "secret": "s3cret-s3cret-s3cret", "description": "d"},
     )
 
 
@@ -72,7 +72,8 @@ def test_decode_json_drops_null_webhook_fields() -> None:
     "command",
     [
         Command(op="create", webhook_id="wh_1", workspace_id="ws_1",
-                webhook={"url": URL, "events": ("task.*", "user.added"), "secret": "12345678",
+                webhook={"url": URL, "events": ("task.*", "user.added"),
+                         "secret": "1234567890123456",
                          "active": False, "description": "é"},
                 reason="paused", requested_at="2025-10-14T10:30:00Z"),
         Command(op="update", webhook_id="wh_1", webhook={"active": False}),
@@ -213,9 +214,24 @@ def test_validation_errors_name_the_field(record: Any, fragment: str) -> None:
 def test_description_at_limit_and_short_secret_at_limit() -> None:
     command = validate_command(
         {"op": "update", "webhook_id": "wh_1",
-         "webhook": {"description": "x" * MAX_DESCRIPTION, "secret": "8" * 8}}
+         "webhook": {"description": "x" * MAX_DESCRIPTION, "secret": "8" * MIN_SECRET_LENGTH}}
     )
     assert len(command.webhook["description"]) == MAX_DESCRIPTION
+    with pytest.raises(InvalidCommand, match=r"'webhook\.secret'"):
+        validate_command({"op": "update", "webhook_id": "wh_1",
+                          "webhook": {"secret": "8" * (MIN_SECRET_LENGTH - 1)}})
+
+
+def test_the_api_and_the_control_topic_share_one_secret_rule() -> None:
+    """One rule for both doors: a secret the API refuses is refused on the topic too."""
+    from streams.api.validation import ApiError, create_body
+
+    short = "s" * (MIN_SECRET_LENGTH - 1)
+    with pytest.raises(ApiError, match="secret"):
+        create_body({"url": "https://example.com/h", "events": ["*"], "secret": short},
+                    allow_insecure=False)
+    with pytest.raises(InvalidCommand):
+        validate_command({"op": "update", "webhook_id": "wh_1", "webhook": {"secret": short}})
 
 
 def test_invalid_command_is_value_error() -> None:
@@ -247,9 +263,9 @@ def test_generated_secrets_differ() -> None:
 
 
 def test_create_keeps_given_secret_and_description() -> None:
-    sub = _apply(None, _create(secret="my-own-secret", description="CRM sync"))
+    sub = _apply(None, _create(secret="my-own-secret-16ch", description="CRM sync"))
     assert sub is not None
-    assert sub.secret == "my-own-secret"
+    assert sub.secret == "my-own-secret-16ch"
     assert sub.description == "CRM sync"
 
 
@@ -346,9 +362,9 @@ def test_rotate_secret() -> None:
                               previous_secret=current.secret,
                               previous_secret_until=T0 + 4 + 24 * 3600 * 1000)
     given = _apply(current, {"op": "rotate_secret", "webhook_id": "wh_1",
-                             "webhook": {"secret": "chosen-secret"}})
+                             "webhook": {"secret": "chosen-secret-16ch"}})
     assert given is not None
-    assert given.secret == "chosen-secret"
+    assert given.secret == "chosen-secret-16ch"
 
 
 def test_delete_returns_none() -> None:
@@ -457,7 +473,7 @@ def test_command_id_survives_both_wire_formats_and_is_recorded() -> None:
 
     command = Command(op="create", webhook_id="wh_1", workspace_id="ws_1",
                       webhook={"url": "https://example.com/h", "events": ["*"],
-                               "secret": "s3cret-s3cret"}, command_id="cmd_1")
+                               "secret": "s3cret-s3cret-s3cret"}, command_id="cmd_1")
     as_json = json.dumps(command.to_record()).encode()
     for payload in (command.encode(), as_json):
         decoded = decode_command(payload)

@@ -132,14 +132,15 @@ def test_enums_follow_the_code() -> None:
 
 
 def test_create_and_patch_bodies_match_validation() -> None:
-    from streams.api.validation import CREATE_FIELDS, MIN_SECRET, PATCH_FIELDS
+    from streams.api.validation import CREATE_FIELDS, PATCH_FIELDS
+    from streams.subscriptions.model import MIN_SECRET_LENGTH
 
     schemas = _doc()["components"]["schemas"]
     create, patch = schemas["WebhookCreate"], schemas["WebhookPatch"]
     assert set(create["properties"]) == CREATE_FIELDS
     assert set(patch["properties"]) == PATCH_FIELDS
     assert create["additionalProperties"] is False and patch["additionalProperties"] is False
-    assert create["properties"]["secret"]["minLength"] == MIN_SECRET
+    assert create["properties"]["secret"]["minLength"] == MIN_SECRET_LENGTH
     assert create["properties"]["url"]["pattern"] == openapi._URL_PATTERN
 
 

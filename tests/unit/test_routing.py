@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from streams.delivery.models import (
     ATTEMPTS_EXHAUSTED,
     DEAD,
@@ -15,7 +20,13 @@ from streams.delivery.models import (
     Outcome,
     delivery_id_for,
 )
-from streams.delivery.routing import DUE_AT_HEADER, after_attempt, deferred, undeliverable
+from streams.delivery.routing import (
+    DUE_AT_HEADER,
+    after_attempt,
+    deferred,
+    undeliverable,
+    verdict,
+)
 from streams.kafka.topics import DELIVERY_LOG, DLQ, RETRY_TOPICS
 from streams.pipeline.records import Origin
 
@@ -79,3 +90,20 @@ def test_a_disabled_webhooks_job_is_dead_lettered_unattempted() -> None:
     assert DeadLetter.decode(dead.value).reason == WEBHOOK_DISABLED
     record = AttemptRecord.decode(log.value)
     assert (record.status, record.response_code) == (DISABLED, None)
+
+
+@given(attempt=st.integers(1, 6), ok=st.booleans(),
+       delays=st.tuples(*[st.floats(0, 3600)] * len(RETRY_TOPICS)))
+def test_the_verdict_counted_is_the_route_taken(attempt: int, ok: bool,
+                                                delays: tuple[float, ...]) -> None:
+    """The worker's metrics count `verdict`; the records written follow `after_attempt`:
+    one rule, so a retry is never counted as a dead letter or the other way round."""
+    job = replace(JOB, attempt=attempt)
+    outcome = Outcome(attempt, T0, 200 if ok else 503, 5, None if ok else "HTTP 503")
+    produced = after_attempt(job, outcome, delays, ORIGIN)
+    logged = AttemptRecord.decode(produced[-1].value).status
+    topics = {p.topic for p in produced}
+    status = verdict(job, outcome, delays)
+    assert status == logged
+    assert (status == RETRYING) == bool(topics & set(RETRY_TOPICS))
+    assert (status == DEAD) == (DLQ in topics)

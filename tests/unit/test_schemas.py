@@ -99,7 +99,7 @@ RECORDS: dict[str, dict[str, Any]] = {
     CONTROL_COMMAND: {
         "op": "create", "webhook_id": "wh_1", "workspace_id": "ws_1",
         "webhook": {"url": "https://example.com/h", "events": ["task.*", "user.added"],
-                    "secret": "s3cret-s3cret", "active": True, "description": "d",
+                    "secret": "s3cret-s3cret-s3cret", "active": True, "description": "d",
                     "signature_scheme": "standard-webhooks"},
         "reason": None, "requested_at": "2025-10-14T10:30:00Z", "command_id": "cmd_1",
     },
