@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install browser dev test test-unit bench lint kafka-up kafka-down clean
+.PHONY: help install browser dev test test-unit bench screenshots lint kafka-up kafka-down clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ bench: install  ## Benchmarks against the local broker (scenarios a-e, README Pe
 
 test-unit: install  ## The pure core only, no broker (seconds)
 	$(PY) -m pytest -p no:cacheprovider -q tests/unit
+
+screenshots: install browser  ## Refresh the console's pictures in docs/ (runs its browser test)
+	HOOKSTREAM_SCREENSHOTS_DIR=docs $(PY) -m pytest -p no:cacheprovider -q tests/integration/test_console.py
 
 lint: install  ## ruff and mypy
 	$(VENV)/bin/ruff check streams tests

@@ -1,4 +1,4 @@
-"""Writes topics.yaml (Strimzi KafkaTopic resources) from streams/topics.py."""
+"""Writes topics.yaml (Strimzi KafkaTopic resources) from streams/kafka/topics.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from streams.settings import Settings
-from streams.topics import all_topics
+from streams.kafka.topics import all_topics
 
 PARTITIONS, REPLICAS = 24, 3
 
@@ -16,7 +16,7 @@ PARTITIONS, REPLICAS = 24, 3
 def render() -> str:
     settings = Settings(partitions=PARTITIONS, replication_factor=REPLICAS)
     docs = ["# Every hookstream topic as a Strimzi KafkaTopic (production sizes).\n"
-            "# Generated from streams/topics.py by `python deploy/kubernetes/gen_topics.py`;"
+            "# Generated from streams/kafka/topics.py by `python deploy/kubernetes/gen_topics.py`;"
             " do not edit."]
     for spec in all_topics(settings):
         config = {**spec.config, "min.insync.replicas": "2"}

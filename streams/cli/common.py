@@ -1,18 +1,32 @@
-"""What every command shares: the console, one-line errors, settings, JSON output."""
+"""What every command shares: the console, one-line errors, settings, and the output rule.
+
+The output rule, `emit`: with `--json` a command prints its result as one JSON document on
+stdout and nothing else there (no progress bars, no notes); without it, text for humans.
+A command that fails prints nothing on stdout, with or without `--json`: one line
+`error: ...` on stderr and a non-zero exit (streams.cli.main). An answer that is a "no"
+(`kafka status` of a stopped broker, a failed `webhooks test`) is still a result: it is
+printed like any other, and the exit status is 1.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.progress import Progress
 
 from ..settings import Settings, SettingsError
 
 out = Console()
+
+#: The one `--json` flag: every command that answers has it (worker and dev run until
+#: stopped; the worker's output is JSON lines already).
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help="Print the result as one JSON document on stdout, nothing else.")]
 
 
 class CliError(Exception):
@@ -34,8 +48,18 @@ def settings() -> Settings:
         raise CliError(str(exc)) from None
 
 
-def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+def emit(as_json: bool, result: Any, *human: RenderableType) -> None:
+    """Print a command's result: `result` as JSON, or the `human` renderings in order."""
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    for part in human:
+        out.print(part)
+
+
+def progress(as_json: bool, hidden: bool = False) -> Progress:
+    """A transient progress bar for humans; never with --json (stdout holds the result)."""
+    return Progress(console=out, transient=True, disable=as_json or hidden)
 
 
 def group(help_text: str) -> typer.Typer:

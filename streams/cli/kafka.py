@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from .common import CliError, group, out, print_json, settings
+from .common import CliError, JsonOption, emit, group, settings
+
+if TYPE_CHECKING:
+    from localdev.kafka import KafkaStatus
 
 kafka_cli = group("Run a local single-node Kafka (KRaft) for development.")
 topics_cli = group("Create and describe hookstream's topics.")
 
 
 # -- kafka ---------------------------------------------------------------------------
+def _state(status: KafkaStatus, verdict: str | None = None) -> dict[str, Any]:
+    """`kafka up`, `down` and `status` answer with the same fields; up and down add what
+    they did as `status`."""
+    state: dict[str, Any] = {"status": verdict} if verdict else {}
+    return {**state, "running": status.running, "pid": status.pid,
+            "bootstrap": status.bootstrap, "detail": status.detail}
+
+
 @kafka_cli.command("up")
 def kafka_up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Start the local broker in the background (formats storage on first use)."""
     from localdev.kafka import LocalKafka, LocalKafkaError
@@ -25,41 +37,41 @@ def kafka_up(
         status, started = LocalKafka.from_env().up(timeout=timeout)
     except LocalKafkaError as exc:
         raise CliError(str(exc)) from None
-    out.print(("started: " if started else "already up: ") + status.detail)
+    emit(as_json, _state(status, "started" if started else "already_running"),
+         ("started: " if started else "already up: ") + status.detail)
 
 
 @kafka_cli.command("down")
-def kafka_down() -> None:
+def kafka_down(as_json: JsonOption = False) -> None:
     """Stop the local broker started by `kafka up`."""
     from localdev.kafka import LocalKafka, LocalKafkaError
 
     try:
-        stopped = LocalKafka.from_env().down()
+        kafka = LocalKafka.from_env()
+        stopped = kafka.down()
     except LocalKafkaError as exc:
         raise CliError(str(exc)) from None
-    out.print("stopped" if stopped else "not running")
+    emit(as_json, _state(kafka.status(), "stopped" if stopped else "not_running"),
+         "stopped" if stopped else "not running")
 
 
 @kafka_cli.command("status")
-def kafka_status(as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
-                 = False) -> None:
-    """Say whether the local broker runs, and where."""
-    from localdev.kafka import LocalKafka
+def kafka_status(as_json: JsonOption = False) -> None:
+    """Say whether the local broker runs, and where (exit 1 when it does not)."""
+    from localdev.kafka import LocalKafka, LocalKafkaError
 
-    status = LocalKafka.from_env().status()
-    if as_json:
-        print_json({"running": status.running, "pid": status.pid,
-                    "bootstrap": status.bootstrap, "detail": status.detail})
-    else:
-        out.print(status.detail)
+    try:
+        status = LocalKafka.from_env().status()
+    except LocalKafkaError as exc:
+        raise CliError(str(exc)) from None
+    emit(as_json, _state(status), status.detail)
     if not status.running:
         raise typer.Exit(1)
 
 
 # -- topics --------------------------------------------------------------------------
 @topics_cli.command("create")
-def topics_create(as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
-                  = False) -> None:
+def topics_create(as_json: JsonOption = False) -> None:
     """Create every topic that is missing (idempotent)."""
     from ..kafka.admin import AdminError, create_topics
 
@@ -67,21 +79,15 @@ def topics_create(as_json: Annotated[bool, typer.Option("--json", help="JSON for
         states = create_topics(settings())
     except AdminError as exc:
         raise CliError(str(exc)) from None
-    if as_json:
-        print_json([{"topic": t.name, "partitions": t.partitions, "created": t.created}
-                    for t in states])
-        return
     table = Table("topic", "partitions", "state")
     for state in states:
         table.add_row(state.name, str(state.partitions), "created" if state.created else "exists")
-    out.print(table)
-
-
+    emit(as_json, [{"topic": t.name, "partitions": t.partitions, "created": t.created}
+                   for t in states], table)
 
 
 @topics_cli.command("describe")
-def topics_describe(as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
-                    = False) -> None:
+def topics_describe(as_json: JsonOption = False) -> None:
     """Every topic: whether it exists, partitions, records held, cleanup policy."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -112,11 +118,8 @@ def topics_describe(as_json: Annotated[bool, typer.Option("--json", help="JSON f
                          "cleanup_policy": spec.config.get("cleanup.policy", "delete")})
     finally:
         consumer.close()
-    if as_json:
-        print_json(rows)
-        return
     table = Table("topic", "exists", "partitions", "records", "cleanup")
     for r in rows:
         table.add_row(r["topic"], "yes" if r["exists"] else "NO", str(r["partitions"]),
                       "" if r["records"] is None else str(r["records"]), r["cleanup_policy"])
-    out.print(table)
+    emit(as_json, rows, table)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .common import CliError, group, out, print_json, quiet_kafka_logger, settings
+from .common import CliError, JsonOption, emit, group, progress, quiet_kafka_logger, settings
 
 dlq_cli = group("Inspect and replay dead letters.")
 apikeys_cli = group("API keys of workspaces (stored as hashes).")
@@ -41,7 +41,7 @@ def dlq_list(
     = None,
     since: Annotated[str | None, typer.Option(help="Dead at or after (ISO 8601).")] = None,
     until: Annotated[str | None, typer.Option(help="Dead at or before (ISO 8601).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List dead letters: delivery id, event, reason, last error, time."""
     from ..core.timeutil import iso_from_ms
@@ -52,15 +52,11 @@ def dlq_list(
              "reason": s.letter.reason, "error": s.letter.error,
              "dead_at": iso_from_ms(s.letter.dead_at), "replayed": s.replayed}
             for s in letters]
-    if as_json:
-        print_json(rows)
-        return
     table = Table("delivery", "webhook", "event", "reason", "last error", "dead at", "replayed")
     for r in rows:
         table.add_row(r["delivery_id"], r["webhook_id"], r["event"], r["reason"],
                       (r["error"] or "")[:60], r["dead_at"], "yes" if r["replayed"] else "")
-    out.print(table)
-    out.print(f"{len(rows)} dead letter(s)")
+    emit(as_json, rows, table, f"{len(rows)} dead letter(s)")
 
 
 @dlq_cli.command("replay")
@@ -68,23 +64,25 @@ def dlq_replay(
     webhook: Annotated[str, typer.Option(help="The webhook whose dead letters to replay.")],
     since: Annotated[str | None, typer.Option(help="Dead at or after (ISO 8601).")] = None,
     until: Annotated[str | None, typer.Option(help="Dead at or before (ISO 8601).")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Re-queue dead letters with their original delivery ids (each letter only once)."""
-    from rich.progress import Progress
-
     from ..dlq.replay import replay
     from ..kafka.producer import PublishError
 
     letters = _letters(webhook, since, until)
     todo = [s for s in letters if not s.replayed]
-    with Progress(console=out, transient=True) as progress:
-        task = progress.add_task("replaying", total=len(todo))
+    with progress(as_json) as bar:
+        task = bar.add_task("replaying", total=len(todo))
         try:
-            count = replay(settings(), todo, lambda n: progress.advance(task, n))
+            count = replay(settings(), todo, lambda n: bar.advance(task, n))
         except PublishError as exc:
             raise CliError(str(exc)) from None
-    out.print(f"replayed {count} dead letter(s) of webhook {webhook}"
-              f" ({len(letters) - len(todo)} already replayed)")
+    skipped = len(letters) - len(todo)
+    # The names the API's POST /v1/webhooks/{id}/replay answers with, and the ids replayed.
+    emit(as_json, {"webhook_id": webhook, "replayed": count, "already_replayed": skipped,
+                   "delivery_ids": [s.letter.job.delivery_id for s in todo]},
+         f"replayed {count} dead letter(s) of webhook {webhook} ({skipped} already replayed)")
 
 
 # -- API keys ------------------------------------------------------------------------
@@ -123,23 +121,27 @@ def _store_key(record: Any) -> None:
 def apikeys_create(
     workspace: Annotated[str, typer.Option(help="The workspace the key acts for.")],
     description: Annotated[str | None, typer.Option(help="A note for humans.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Create an API key. It is printed once: only its hash is stored."""
     from ..core.apikeys import new_key
-    from ..core.timeutil import now_ms
+    from ..core.timeutil import iso_from_ms, now_ms
 
     if not workspace.strip():
         raise CliError("--workspace must not be empty")
     key, record = new_key(workspace, now_ms(), description)
     _store_key(record)
-    out.print(f"api key {record.key_id} created for workspace {workspace}")
-    out.print(f"key (shown once): {key}")
+    emit(as_json, {"key_id": record.key_id, "workspace_id": record.workspace_id,
+                   "description": record.description,
+                   "created_at": iso_from_ms(record.created_at), "key": key},
+         f"api key {record.key_id} created for workspace {workspace}",
+         f"key (shown once): {key}")
 
 
 @apikeys_cli.command("list")
 def apikeys_list(
     workspace: Annotated[str | None, typer.Option(help="Only this workspace's keys.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List API keys (ids and workspaces, never the keys)."""
     from ..core.timeutil import iso_from_ms
@@ -148,34 +150,33 @@ def apikeys_list(
              "created_at": iso_from_ms(k.created_at),
              "revoked_at": iso_from_ms(k.revoked_at) if k.revoked_at else None}
             for k in _stored_keys().values() if workspace in (None, k.workspace_id)]
-    if as_json:
-        print_json(rows)
-        return
     table = Table("key id", "workspace", "description", "created", "revoked")
     for r in rows:
         table.add_row(r["key_id"], r["workspace_id"], r["description"] or "",
                       r["created_at"], r["revoked_at"] or "")
-    out.print(table)
+    emit(as_json, rows, table)
 
 
 @apikeys_cli.command("revoke")
-def apikeys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to revoke.")]) -> None:
+def apikeys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to revoke.")],
+                   as_json: JsonOption = False) -> None:
     """Revoke an API key: it stops working on every worker within a moment."""
     from dataclasses import replace
 
-    from ..core.timeutil import now_ms
+    from ..core.timeutil import iso_from_ms, now_ms
 
     record = _stored_keys().get(key_id)
     if record is None:
         raise CliError(f"no API key {key_id}")
-    _store_key(replace(record, revoked_at=now_ms()))
-    out.print(f"api key {key_id} revoked")
+    revoked_at = now_ms()
+    _store_key(replace(record, revoked_at=revoked_at))
+    emit(as_json, {"key_id": key_id, "workspace_id": record.workspace_id, "revoked": True,
+                   "revoked_at": iso_from_ms(revoked_at)},
+         f"api key {key_id} revoked")
 
 
-
-
-def status(as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
-           ) -> None:
+# -- status --------------------------------------------------------------------------
+def status(as_json: JsonOption = False) -> None:
     """Lag and backlog per stage, and the disabled webhooks, read from Kafka."""
     from ..core.schemas import SchemaError
     from ..kafka.reader import read_topic
@@ -215,19 +216,12 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="JSON for script
     except (RuntimeError, SchemaError) as exc:
         raise CliError(f"reading {s.topic(SUBSCRIPTIONS)}: {exc}") from None
     disabled = [sub for sub in current.values() if sub is not None and not sub.active]
-    if as_json:
-        print_json({"lag": lag, "disabled": [
-            {"id": d.id, "workspace_id": d.workspace_id, "reason": d.disabled_reason}
-            for d in disabled]})
-        return
-    table = Table("stage", "waiting")
+    lag_table = Table("stage", "waiting")
     for name, waiting in lag.items():
-        table.add_row(name, str(waiting))
-    out.print(table)
-    if disabled:
-        table = Table("disabled webhook", "workspace", "reason")
-        for d in disabled:
-            table.add_row(d.id, d.workspace_id, d.disabled_reason or "")
-        out.print(table)
-    else:
-        out.print("no disabled webhooks")
+        lag_table.add_row(name, str(waiting))
+    disabled_table = Table("disabled webhook", "workspace", "reason")
+    for d in disabled:
+        disabled_table.add_row(d.id, d.workspace_id, d.disabled_reason or "")
+    emit(as_json, {"lag": lag, "disabled": [
+        {"id": d.id, "workspace_id": d.workspace_id, "reason": d.disabled_reason}
+        for d in disabled]}, lag_table, disabled_table if disabled else "no disabled webhooks")

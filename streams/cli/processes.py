@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .common import CliError, out, quiet_kafka_logger, settings
+from .common import CliError, JsonOption, emit, progress, quiet_kafka_logger, settings
+
+if TYPE_CHECKING:
+    from ..core.events import Event
 
 
 def register(cli: typer.Typer) -> None:
@@ -31,16 +35,17 @@ def publish(
     = None,
     file: Annotated[Path | None, typer.Option(
         "--file", help="Publish many: one JSON event object a line ('-' for stdin).")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Validate and publish domain events (Avro) to their families' topics.
 
     One event from the arguments, or many from --file, all validated before any is sent.
+    With --json: the event's id, topic, partition and offset (one object), or with --file
+    {"published": n, "events": [one such object per line, in order]}.
     """
-    from rich.progress import Progress
-
     from ..core.events import InvalidEvent, validate_event
     from ..core.timeutil import iso_from_ms, now_ms
-    from ..kafka.producer import Publisher, PublishError
+    from ..kafka.producer import Placement, Publisher, PublishError
 
     if file is not None:
         records = _read_events(file)
@@ -61,20 +66,29 @@ def publish(
             where = f"line {number}: " if file is not None else ""
             raise CliError(f"{where}{exc}") from None
     publisher = Publisher(settings(), logger=quiet_kafka_logger())
+    published: list[Event] = []
+    #: Where the broker wrote each event, by its place in `published`.
+    placed_at: dict[int, Placement] = {}
     try:
-        with Progress(console=out, transient=True, disable=len(records) < 100) as progress:
-            task = progress.add_task("publishing", total=len(records))
+        with progress(as_json, hidden=len(records) < 100) as bar:
+            task = bar.add_task("publishing", total=len(records))
             for record in records:
-                published = publisher.publish_event(record)
-                progress.advance(task)
+                published.append(publisher.publish_event(
+                    record, written=functools.partial(placed_at.__setitem__, len(published))))
+                bar.advance(task)
             publisher.flush()
     except (InvalidEvent, PublishError) as exc:
         raise CliError(str(exc)) from None
-    if len(records) == 1:
-        out.print(f"published {published.type} {published.id} for workspace "
-                  f"{published.workspace_id}")
-    else:
-        out.print(f"published {len(records)} events")
+    if len(placed_at) != len(published):
+        raise CliError(f"Kafka did not report where {len(published) - len(placed_at)} event(s) "
+                       "were written")
+    placed = [{"event_id": ev.id, "event": ev.type, "workspace_id": ev.workspace_id,
+               "topic": placed_at[n].topic, "partition": placed_at[n].partition,
+               "offset": placed_at[n].offset} for n, ev in enumerate(published)]
+    last = published[-1]
+    emit(as_json, {"published": len(placed), "events": placed} if file is not None else placed[0],
+         f"published {last.type} {last.id} for workspace {last.workspace_id}"
+         if len(published) == 1 else f"published {len(published)} events")
 
 
 def _read_events(file: Path) -> list[dict[str, Any]]:

@@ -15,11 +15,10 @@ from rich.table import Table
 
 from ..core import catalog
 from ..core.urls import UrlPolicyError, check_url
-from .common import CliError, group, out, print_json, settings
+from .common import CliError, JsonOption, emit, group, settings
 
 webhooks_cli = group("Manage webhooks through the HTTP API.")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
 IdArgument = Annotated[str, typer.Argument(help="Webhook id.")]
 
 
@@ -71,16 +70,13 @@ def _url(raw: str | None) -> str | None:
 
 
 def _show(webhook: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print_json(webhook)
-        return
+    """The API's webhook as it answered (with --json), or as a table and the secret."""
     table = Table(show_header=False)
     for key, value in webhook.items():
         if key != "secret":
             table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
-    out.print(table)
-    if "secret" in webhook:
-        out.print(f"secret (shown once): {webhook['secret']}")
+    secret = [f"secret (shown once): {webhook['secret']}"] if "secret" in webhook else []
+    emit(as_json, webhook, table, *secret)
 
 
 @webhooks_cli.command("list")
@@ -99,14 +95,11 @@ def list_(
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    if as_json:
-        print_json(webhooks)
-        return
     table = Table("id", "workspace", "url", "events", "active", "disabled reason")
     for w in webhooks:
         table.add_row(w["id"], w["workspace_id"], w["url"], ", ".join(w["events"]),
                       "yes" if w["active"] else "no", w["disabled_reason"] or "")
-    out.print(table)
+    emit(as_json, webhooks, table)
 
 
 @webhooks_cli.command("show")
@@ -155,37 +148,39 @@ def update(
 
 
 @webhooks_cli.command("delete")
-def delete(webhook_id: IdArgument) -> None:
+def delete(webhook_id: IdArgument, as_json: JsonOption = False) -> None:
     """Delete a webhook."""
-    _call("DELETE", f"/v1/webhooks/{webhook_id}")
-    out.print(f"webhook {webhook_id} deleted")
+    _call("DELETE", f"/v1/webhooks/{webhook_id}")  # answers once the deletion is applied
+    emit(as_json, {"webhook_id": webhook_id, "deleted": True},
+         f"webhook {webhook_id} deleted")
 
 
 @webhooks_cli.command("enable")
-def enable(webhook_id: IdArgument) -> None:
+def enable(webhook_id: IdArgument, as_json: JsonOption = False) -> None:
     """Re-enable a webhook (after fixing and testing its endpoint)."""
-    _call("POST", f"/v1/webhooks/{webhook_id}/enable")
-    out.print(f"webhook {webhook_id} enabled")
+    webhook = _call("POST", f"/v1/webhooks/{webhook_id}/enable")
+    emit(as_json, {"webhook_id": webhook_id, "enabled": True, "active": webhook["active"]},
+         f"webhook {webhook_id} enabled")
 
 
 @webhooks_cli.command("disable")
 def disable(webhook_id: IdArgument,
             reason: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
-            ) -> None:
+            as_json: JsonOption = False) -> None:
     """Disable a webhook: its events are dead-lettered (replayable), not sent."""
-    _call("POST", f"/v1/webhooks/{webhook_id}/disable", {"reason": reason} if reason else None)
-    out.print(f"webhook {webhook_id} disabled")
+    webhook = _call("POST", f"/v1/webhooks/{webhook_id}/disable",
+                    {"reason": reason} if reason else None)
+    emit(as_json, {"webhook_id": webhook_id, "disabled": True, "active": webhook["active"],
+                   "reason": webhook["disabled_reason"]},
+         f"webhook {webhook_id} disabled")
 
 
 @webhooks_cli.command("test")
 def test(webhook_id: IdArgument, as_json: JsonOption = False) -> None:
     """Send a signed webhook.test now (works on a disabled webhook); non-zero if it failed."""
     result = _call("POST", f"/v1/webhooks/{webhook_id}/test")
-    if as_json:
-        print_json(result)
-    else:
-        out.print(f"{result['status']}: {result['response_code'] or result['error']} "
-                  f"in {result['response_time_ms']} ms")
+    emit(as_json, result, f"{result['status']}: {result['response_code'] or result['error']} "
+                          f"in {result['response_time_ms']} ms")
     if result["status"] != "success":
         raise typer.Exit(1)
 
@@ -206,12 +201,9 @@ def deliveries(
     """A webhook's recent attempts, newest first."""
     page = _call("GET", f"/v1/webhooks/{webhook_id}/deliveries",
                  params={"status": status, "limit": limit})
-    if as_json:
-        print_json(page["data"])
-        return
     table = Table("delivery", "event", "time", "attempt", "status", "code", "ms", "error")
     for d in page["data"]:
         table.add_row(d["id"], d["event"], d["timestamp"], str(d["attempt"]), d["status"],
                       str(d["response_code"] or ""), str(d["response_time_ms"]),
                       (d["error"] or "")[:50])
-    out.print(table)
+    emit(as_json, page["data"], table)

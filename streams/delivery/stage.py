@@ -29,15 +29,15 @@ from ..core.schemas import SchemaError
 from ..core.secretbox import SecretBox
 from ..core.timeutil import now_ms, parse_iso
 from ..kafka.topics import DELIVERIES, RETRY_TOPICS
-from ..pipeline.records import Origin, Produce
-from ..pipeline.stage import (
+from ..pipeline.clients import (
     ConsumerFactory,
     ProducerFactory,
     Record,
-    Stage,
     kafka_consumer,
     kafka_producer,
 )
+from ..pipeline.records import Origin, Produce
+from ..pipeline.stage import Stage
 from ..settings import Settings
 from ..subscriptions.view import SubscriptionsView
 from ..telemetry import metrics
@@ -64,12 +64,11 @@ log = logging.getLogger(__name__)
 class DeliveryWorker(Stage):
     group = "hookstream-delivery"
 
-    def __init__(self, settings: Settings, view: SubscriptionsView, *,
-                 box: SecretBox | None = None,
+    def __init__(self, settings: Settings, view: SubscriptionsView, *, box: SecretBox,
                  transport: httpx.AsyncBaseTransport | None = None,
                  consumer_factory: ConsumerFactory = kafka_consumer,
                  producer_factory: ProducerFactory = kafka_producer) -> None:
-        """`box` opens sealed webhook secrets (default: the settings' master key);
+        """`box` opens sealed webhook secrets (the runtime's, built once from the settings);
         `transport` carries the POSTs (default: DeliveryClient's own, with its rules)."""
         #: Each retry topic's delay, by its prefixed name (settings insist on one per topic).
         self._retry_delays = {settings.topic(t): delay
@@ -85,7 +84,7 @@ class DeliveryWorker(Stage):
         self._load = WebhookLoad(settings.per_webhook_concurrency, settings.defer_after)
         self._transport = transport
         self._client: DeliveryClient | None = None
-        self._box = box if box is not None else settings.secret_box()
+        self._box = box
 
     async def start(self) -> None:
         self._client = DeliveryClient(self.settings, transport=self._transport)

@@ -15,15 +15,15 @@ from ..core.events import InvalidEvent, decode_event
 from ..core.timeutil import now_ms
 from ..delivery.models import DeliveryJob, delivery_id_for
 from ..kafka.topics import DELIVERIES, domain_topic
-from ..pipeline.records import Origin, Produce
-from ..pipeline.stage import (
+from ..pipeline.clients import (
     ConsumerFactory,
     ProducerFactory,
     Record,
-    Stage,
     kafka_consumer,
     kafka_producer,
 )
+from ..pipeline.records import Origin, Produce
+from ..pipeline.stage import Stage
 from ..settings import Settings
 from ..subscriptions.view import SubscriptionsView
 from ..telemetry import metrics

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -24,6 +25,19 @@ class ControlCommand(Protocol):
     def webhook_id(self) -> str: ...
 
     def encode(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the broker wrote a record."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+#: Told the Placement of one record once the broker acknowledged it.
+Written = Callable[[Placement], None]
 
 
 class PublishError(RuntimeError):
@@ -51,18 +65,25 @@ class Publisher:
         if err is not None:
             self._errors.append(err.str())
 
-    def _produce(self, topic: str, key: str, value: bytes) -> None:
+    def _produce(self, topic: str, key: str, value: bytes,
+                 written: Written | None = None) -> None:
+        def report(err: KafkaError | None, msg: Message) -> None:
+            self._on_delivery(err, msg)
+            if err is None and written is not None:
+                written(Placement(msg.topic() or topic, msg.partition() or 0, msg.offset() or 0))
+
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key.encode(),
-                                       on_delivery=self._on_delivery)
+                                       on_delivery=report if written else self._on_delivery)
                 break
             except BufferError:
                 self._producer.poll(0.1)  # the local queue is full: let it drain
         self._producer.poll(0)
 
-    def publish_event(self, record: dict[str, Any]) -> Event:
-        """Validate an event and publish it as Avro to its family's topic."""
+    def publish_event(self, record: dict[str, Any], written: Written | None = None) -> Event:
+        """Validate an event and publish it as Avro to its family's topic; `written` is told
+        where the broker wrote it, once acknowledged (during `flush`)."""
         if record.get("id") is None:
             # Without an id the pipeline would derive one from the offset; an id chosen
             # here lets the caller refer to the event.
@@ -83,7 +104,8 @@ class Publisher:
             "id": event.id, "event": event.type, "timestamp": event.timestamp,
             "workspace_id": event.workspace_id, "data": (FAMILY_DATA[family], event.data),
         })
-        self._produce(self.settings.topic(domain_topic(family)), event.workspace_id, value)
+        self._produce(self.settings.topic(domain_topic(family)), event.workspace_id, value,
+                      written)
         return event
 
     def publish_raw(self, topic: str, key: str, value: bytes) -> None:

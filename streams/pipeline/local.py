@@ -50,7 +50,7 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata, TopicPartition
 from ..core.timeutil import now_ms
 from ..kafka.topics import TopicSpec
 from ..settings import Settings
-from .stage import ConsumerFactory, ProducerFactory, RebalanceListener, Record
+from .clients import ConsumerFactory, ProducerFactory, RebalanceListener, Record
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ backlog stopped consuming while its producer flush never returned, never committ
 
 The stage is handed its Kafka clients by factories (`consumer_factory`, `producer_factory`),
 as arroyo's StreamProcessor is handed its consumer: `Consumer` and `Producer` below are all
-it uses of them. By default they are aiokafka's, configured here (`kafka_consumer`,
+it uses of them (streams.pipeline.clients). By default they are aiokafka's (`kafka_consumer`,
 `kafka_producer`); streams.pipeline.local is an in-memory broker with the same surface, on
 which tests/unit/test_stage_loop.py drives this loop without Kafka.
 """
@@ -34,17 +34,24 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping
-from collections.abc import Set as AbstractSet
-from typing import Protocol, TypeAlias
+from collections.abc import Collection
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES, max_message_bytes
 from ..settings import Settings
 from ..telemetry import metrics
+from .clients import (
+    Consumer,
+    ConsumerFactory,
+    Producer,
+    ProducerFactory,
+    Record,
+    kafka_consumer,
+    kafka_producer,
+)
 from .offsets import OffsetTracker
 from .records import Origin, Produce, encoded_key, quarantine_copy, record_size
 
@@ -61,89 +68,6 @@ HANDLER_ATTEMPTS = 3
 HANDLER_BACKOFF_S = (0.2, 1.0)
 #: After a poll fails (the consumer, not a record), the pause before the next one.
 POLL_PAUSE_S = 1.0
-Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
-
-
-# -- what the stage uses of its Kafka clients ------------------------------------------
-class RebalanceListener(Protocol):
-    """Told of a rebalance: `revoked` before the partitions move (the consumer still holds
-    them and may commit), `assigned` after."""
-
-    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None: ...
-
-    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None: ...
-
-
-class Consumer(Protocol):
-    """A consumer-group member, as AIOKafkaConsumer is one.
-
-    The stage relies on Kafka's rules: `getmany` returns records of assigned, unpaused
-    partitions from each one's position (a `seek` sets it; a fresh assignment starts at the
-    group's committed offset) and waits up to `timeout_ms` for some, and out of a
-    rebalance; `commit` stores the offsets given, each the next one to read.
-    """
-
-    def subscribe(self, topics: list[str], *, listener: RebalanceListener) -> None: ...
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def getmany(self, *, timeout_ms: int,
-                      max_records: int) -> Mapping[TopicPartition, list[Record]]: ...
-
-    def pause(self, *partitions: TopicPartition) -> None: ...
-
-    def resume(self, *partitions: TopicPartition) -> None: ...
-
-    def seek(self, partition: TopicPartition, offset: int) -> None: ...
-
-    def assignment(self) -> AbstractSet[TopicPartition]: ...
-
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None: ...
-
-
-class Producer(Protocol):
-    """A producer whose `send_and_wait` returns once the record is acknowledged (acks=all)
-    and raises KafkaError when it was not."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def send_and_wait(self, topic: str, value: bytes | None = None,
-                            key: bytes | None = None,
-                            headers: list[tuple[str, bytes]] | None = None) -> object: ...
-
-
-#: (settings, group id, drain timeout) -> an unstarted consumer of that group.
-ConsumerFactory: TypeAlias = Callable[[Settings, str, float], Consumer]
-#: settings -> an unstarted producer.
-ProducerFactory: TypeAlias = Callable[[Settings], Producer]
-
-
-def kafka_consumer(settings: Settings, group_id: str, drain_timeout: float) -> Consumer:
-    """The stages' aiokafka consumer: offsets committed by the stage only."""
-    consumer: Consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=group_id,
-        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=500,
-        # A killed worker's partitions move after 15 s; a rebalance waits for in-flight
-        # work up to the drain timeout.
-        session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
-        rebalance_timeout_ms=int((drain_timeout + 30) * 1000),
-    )
-    return consumer
-
-
-def kafka_producer(settings: Settings) -> Producer:
-    """The stages' aiokafka producer: every record acknowledged by all in-sync replicas."""
-    producer: Producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True,
-        # Batches stay under every topic's limit; a single bigger record (a copy for
-        # hookstream.invalid) goes in a batch of its own, checked in Stage._durably_send.
-        linger_ms=5, max_batch_size=1 << 20, max_request_size=INVALID_MAX_MESSAGE_BYTES,
-    )
-    return producer
 
 
 class RecordTooLarge(Exception):
@@ -244,7 +168,11 @@ class Stage:
                     if wait_s > 0:
                         self._hold(tp, record, wait_s)
                         break  # one delay per topic: the rest are due later still
-                    self._spawn(tp, record)
+                    if self._spawn(tp, record):
+                        # Full: the rest of this batch is read again once it resumes, so
+                        # the bound holds (not bound + one poll's worth of records).
+                        self._consumer.seek(tp, record.offset + 1)
+                        break
             if loop.time() >= next_commit:
                 await self._commit()
                 next_commit = loop.time() + COMMIT_INTERVAL_S
@@ -273,7 +201,8 @@ class Stage:
         if tp not in self._held and tp not in self._paused and tp in self._consumer.assignment():
             self._consumer.resume(tp)
 
-    def _spawn(self, tp: TopicPartition, record: Record) -> None:
+    def _spawn(self, tp: TopicPartition, record: Record) -> bool:
+        """Start handling `record`; True if that filled its partition (now paused)."""
         tracker = self._trackers.get(tp)
         if tracker is None:
             tracker = self._trackers[tp] = OffsetTracker()
@@ -285,6 +214,8 @@ class Stage:
             assert self._consumer is not None
             self._consumer.pause(tp)
             self._paused.add(tp)
+            return True
+        return False
 
     async def _handle(self, tp: TopicPartition, record: Record) -> None:
         origin = Origin(tp.topic, tp.partition, record.offset)

@@ -17,7 +17,7 @@ from faust.types import TopicT
 
 from ..core.apikeys import ApiKey
 from ..core.secretbox import SecretBox
-from ..kafka.app import build_app, raw_topic
+from ..kafka.app import build_app, prepare_datadir, raw_topic
 from ..kafka.compacted import KeyedView
 from ..kafka.topics import API_KEYS, SUBSCRIPTIONS
 from ..settings import Settings
@@ -59,8 +59,13 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
+    """The runtime of one worker; DatadirError if HOOKSTREAM_HOME cannot be used."""
     subscriptions = SubscriptionsView(settings.bootstrap_servers, settings.topic(SUBSCRIPTIONS))
     api_keys = KeyedView(settings.bootstrap_servers, settings.topic(API_KEYS), ApiKey.decode)
-    return Runtime(settings=settings, app=build_app(settings), secrets=settings.secret_box(),
+    app = build_app(settings)
+    # Before anything is written there (the master key file, faust's data): an unusable
+    # HOOKSTREAM_HOME is DatadirError, one line, not a traceback from deeper down.
+    prepare_datadir(app, settings)
+    return Runtime(settings=settings, app=app, secrets=settings.secret_box(),
                    subscriptions=subscriptions, api_keys=api_keys,
                    views=[subscriptions, api_keys])

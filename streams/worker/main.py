@@ -12,7 +12,7 @@ from ..control import agent as control
 from ..dlq import agent as dead_letters
 from ..history.table import History
 from ..kafka.admin import create_topics
-from ..kafka.app import DatadirError, prepare_datadir
+from ..kafka.app import DatadirError
 from ..kafka.topics import INVALID
 from ..pipeline.agents import Agents
 from ..runtime.context import build_runtime
@@ -22,11 +22,9 @@ from .pipeline import Stages, readiness, service_for
 
 
 def run_worker(settings: Settings) -> None:
-    rt = build_runtime(settings)
-    # Before anything is written, so that an unusable HOOKSTREAM_HOME is one line and exit
-    # 1, not a traceback from inside faust's start-up (the form of the CLI's errors).
+    # An unusable HOOKSTREAM_HOME is one line and exit 1, the form of the CLI's errors.
     try:
-        prepare_datadir(rt.app, settings)
+        rt = build_runtime(settings)
     except DatadirError as exc:
         sys.exit(f"error: {exc}")
     # uvloop: the event loop's own bookkeeping (timers, callbacks, epoll) was a fifth of a

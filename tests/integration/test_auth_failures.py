@@ -6,25 +6,19 @@ from __future__ import annotations
 import http.client
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 
 from ..support.pipeline import Deployment
+from .conftest import DeploymentSpec
 
 pytestmark = pytest.mark.integration
 
 LIMIT = 20
 
 
-@pytest.fixture(scope="module")
-def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("auth")))
-    deployment.start_worker()
-    yield deployment
-    deployment.close()
+DEPLOYMENT: DeploymentSpec = {}
 
 
 def _request(dep: Deployment, source: str, method: str, path: str,

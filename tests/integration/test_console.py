@@ -1,10 +1,13 @@
 """The console end to end in headless Chromium (Debian's, driven by Playwright) against a live
 worker: sign in, find a webhook, send a test, disable and enable it, rotate its secret, see a
-dead letter and replay it, sign out. Screenshots of each page go to docs/ for the README."""
+dead letter and replay it, sign out. Each page is screenshot into a temporary folder, or into
+HOOKSTREAM_SCREENSHOTS_DIR: `make screenshots` refreshes README's pictures in docs/ that way,
+so a test run leaves the tree as it found it."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,20 +21,23 @@ from playwright.sync_api import Page, expect, sync_playwright
 from ..support.api import call
 from ..support.pipeline import Deployment, wait_webhook_state
 from ..support.waiting import wait_until
+from .conftest import DeploymentSpec
 
 pytestmark = pytest.mark.integration
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DEPLOYMENT: DeploymentSpec = {"env": {"HOOKSTREAM_RETRY_DELAYS": "0.5,0.5,0.5",
+                                      "HOOKSTREAM_SAMPLE_INTERVAL": "1"}}
 
 
 @pytest.fixture(scope="module")
-def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("console")),
-                            HOOKSTREAM_RETRY_DELAYS="0.5,0.5,0.5",
-                            HOOKSTREAM_SAMPLE_INTERVAL="1")
-    deployment.start_worker()
-    yield deployment
-    deployment.close()
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the pages' screenshots go."""
+    wanted = os.environ.get("HOOKSTREAM_SCREENSHOTS_DIR")
+    if not wanted:
+        return Path(tmp_path_factory.mktemp("screenshots"))
+    folder = Path(wanted).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +60,7 @@ def _key(dep: Deployment, workspace: str) -> str:
     return out.split("key (shown once): ", 1)[1].split()[0]
 
 
-def test_console_end_to_end(dep: Deployment, browser_page: Page) -> None:
+def test_console_end_to_end(dep: Deployment, browser_page: Page, shots: Path) -> None:
     page, base = browser_page, f"http://127.0.0.1:{dep.workers[0].port}"
     key = _key(dep, "ws_console")
     admin = dep.env["HOOKSTREAM_ADMIN_KEY"]
@@ -71,12 +77,11 @@ def test_console_end_to_end(dep: Deployment, browser_page: Page) -> None:
     dep.publish("task.created", "ws_console", {"id": "t1", "name": "Design homepage"})
     dep.publish("project.created", "ws_console", {"id": "p1"})
     wait_webhook_state(dep, broken, {"active": False}, timeout=60)  # dead-lettered, disabled
-    DOCS.mkdir(exist_ok=True)
 
     # Sign in.
     page.goto(f"{base}/console")
     expect(page).to_have_url(f"{base}/console/login")
-    page.screenshot(path=str(DOCS / "console-sign-in.png"))
+    page.screenshot(path=str(shots / "console-sign-in.png"))
     page.fill("input[name=api_key]", "hsk_wrong_key")
     page.click("button:has-text('Sign in')")
     expect(page.locator(".flash")).to_contain_text("not valid")
@@ -90,7 +95,7 @@ def test_console_end_to_end(dep: Deployment, browser_page: Page) -> None:
     expect(page.locator(f"text={healthy}")).to_be_visible()
     expect(page.locator(f"text={broken}")).to_be_visible()
     assert page.locator(f"text={other}").count() == 0
-    page.screenshot(path=str(DOCS / "console-webhooks.png"), full_page=True)
+    page.screenshot(path=str(shots / "console-webhooks.png"), full_page=True)
     page.select_option("select[name=state]", "disabled")
     page.click("button:has-text('Filter')")
     assert page.locator(f"text={healthy}").count() == 0
@@ -108,7 +113,7 @@ def test_console_end_to_end(dep: Deployment, browser_page: Page) -> None:
     page.click("button:has-text('Enable')")
     expect(page.locator("#flash")).to_contain_text("Webhook enabled")
     expect(page.locator("table").last).to_contain_text("webhook.test")
-    page.screenshot(path=str(DOCS / "console-webhook.png"), full_page=True)
+    page.screenshot(path=str(shots / "console-webhook.png"), full_page=True)
 
     # Rotate the secret: shown once in the page, never in the address bar (history).
     page.click("button:has-text('Rotate secret')")
@@ -119,7 +124,7 @@ def test_console_end_to_end(dep: Deployment, browser_page: Page) -> None:
     # Dead letters: see it, fix the endpoint, enable, replay.
     page.goto(f"{base}/console/dead-letters")
     expect(page.locator("table")).to_contain_text("attempts_exhausted")
-    page.screenshot(path=str(DOCS / "console-dead-letters.png"), full_page=True)
+    page.screenshot(path=str(shots / "console-dead-letters.png"), full_page=True)
     dep.receiver.status["/broken"] = 200
     page.click(f"text={broken}")
     page.click("button:has-text('Enable')")
@@ -133,7 +138,7 @@ def test_console_end_to_end(dep: Deployment, browser_page: Page) -> None:
     page.fill("input[name=url]", dep.receiver.url("/created"))
     page.check("input[value='task.created']")
     page.check("input[value='task.updated']")
-    page.screenshot(path=str(DOCS / "console-create.png"), full_page=True)
+    page.screenshot(path=str(shots / "console-create.png"), full_page=True)
     page.click("button:has-text('Create webhook')")
     expect(page.locator("#secret")).to_contain_text("whsec_")
 
@@ -147,7 +152,7 @@ def test_console_end_to_end(dep: Deployment, browser_page: Page) -> None:
 
     wait_until(charts_drawn, timeout=30, what="throughput charts", interval=0.5)
     expect(page.locator("h1")).to_have_text("Pipeline health")
-    page.screenshot(path=str(DOCS / "console-health.png"), full_page=True)
+    page.screenshot(path=str(shots / "console-health.png"), full_page=True)
 
     # Sign out: the browser forgets the cookie and the console asks for a key again.
     page.click("button:has-text('Sign out')")

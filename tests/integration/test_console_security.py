@@ -17,10 +17,8 @@ import http.client
 import json
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from http.cookies import Morsel, SimpleCookie
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -33,28 +31,17 @@ from streams.kafka import topics
 
 from ..support.api import call
 from ..support.pipeline import Deployment
-from ..support.workers import WorkerProcess
+from .conftest import DeploymentSpec
 
 pytestmark = pytest.mark.integration
 
 UNTRUSTED = "127.0.0.2"
 
 
-@pytest.fixture(scope="module")
-def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    home = Path(tmp_path_factory.mktemp("console-security"))
-    deployment = Deployment(kafka_bootstrap, home, HOOKSTREAM_TRUSTED_PROXIES="127.0.0.1")
-    for name, secure in (("worker1", "auto"), ("worker2", "1"), ("worker3", "0")):
-        env = {**deployment.env, "HOOKSTREAM_CONSOLE_SECURE_COOKIES": secure}
-        deployment.workers.append(WorkerProcess(env, home, name).start())
-    try:
-        for worker in deployment.workers:
-            worker.wait_ready()
-    except BaseException:
-        deployment.close()
-        raise
-    yield deployment
-    deployment.close()
+#: Three workers, one per Secure-cookie setting; X-Forwarded-* believed from loopback.
+DEPLOYMENT: DeploymentSpec = {
+    "workers": [{"HOOKSTREAM_CONSOLE_SECURE_COOKIES": secure} for secure in ("auto", "1", "0")],
+    "env": {"HOOKSTREAM_TRUSTED_PROXIES": "127.0.0.1"}}
 
 
 @dataclass
@@ -179,6 +166,47 @@ def test_a_rotated_secret_is_shown_once_and_never_in_a_url(dep: Deployment) -> N
     # Nor does any worker write it in its log (access log lines included).
     for worker in dep.workers:
         assert not any(f in worker.log_text() for f in forms), worker.name
+
+
+# --- the admin's sign-in, and forms whose CSRF token is present but wrong ------------------
+
+
+def _webhook_state(dep: Deployment, webhook: str) -> dict[str, Any]:
+    got = call(dep.workers[0].port, "GET", f"/v1/webhooks/{webhook}", _admin(dep))
+    assert got.status == 200, got.body
+    return dict(got.body)
+
+
+def test_the_admin_signs_in_to_every_workspace_and_a_wrong_csrf_token_changes_nothing(
+        dep: Deployment) -> None:
+    port = dep.workers[0].port
+    hooks = {}
+    for ws in ("ws_admin_a", "ws_admin_b"):
+        created = call(port, "POST", "/v1/webhooks", _admin(dep), {
+            "workspace_id": ws, "url": dep.receiver.url(f"/{ws}"), "events": ["task.*"]})
+        assert created.status == 201, created.body
+        hooks[ws] = created.body["id"]
+
+    cookie, _ = _sign_in(port, _admin(dep))
+    listing = _signed_in_page(port, cookie).body
+    assert "admin · all workspaces" in listing
+    assert all(webhook in listing for webhook in hooks.values()), listing
+
+    target = hooks["ws_admin_a"]
+    action = f"/console/webhooks/{target}/disable"
+    right = _csrf(_signed_in_page(port, cookie, f"/console/webhooks/{target}").body)
+    other_cookie, _ = _sign_in(port, _admin(dep))
+    others = _csrf(_signed_in_page(port, other_cookie).body)
+    flipped = right[:-1] + ("0" if right[-1] != "0" else "1")
+    for wrong in (flipped, right.upper(), others, right + "0", right[:-1], " " + right):
+        refused = _http(port, "POST", action, cookie=cookie, form={"csrf": wrong})
+        assert refused.status == 403, (wrong, refused.status, refused.location)
+        assert _webhook_state(dep, target)["active"] is True, wrong
+    # The same form with the session's own token does what it says.
+    done = _http(port, "POST", action, cookie=cookie, form={"csrf": right})
+    assert done.status == 303, (done.status, done.body)
+    assert _webhook_state(dep, target)["active"] is False
+    assert _webhook_state(dep, hooks["ws_admin_b"])["active"] is True
 
 
 # --- sessions under their own key --------------------------------------------------------

@@ -8,8 +8,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -28,6 +26,7 @@ from streams.delivery.routing import DUE_AT_HEADER
 from streams.kafka import topics
 
 from ..support.pipeline import Deployment, wait_webhook_state
+from .conftest import DeploymentSpec
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +35,8 @@ DELAYS = (1.0, 2.0, 12.0)
 TOLERANCE_S = 1.5
 
 
-@pytest.fixture(scope="module")
-def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("failure")),
-                            HOOKSTREAM_RETRY_DELAYS=",".join(str(d) for d in DELAYS),
-                            HOOKSTREAM_DELIVERY_TIMEOUT="2")
-    deployment.start_worker()
-    yield deployment
-    deployment.close()
+DEPLOYMENT: DeploymentSpec = {"env": {"HOOKSTREAM_RETRY_DELAYS": ",".join(str(d) for d in DELAYS),
+                      "HOOKSTREAM_DELIVERY_TIMEOUT": "2"}}
 
 
 def _uid() -> str:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from ..support.pipeline import Deployment, wait_webhook_state
+from .conftest import DeploymentSpec
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +21,8 @@ FLOOD_HOOKS = 30
 FLOOD_EVENTS = 6  # 180 slow jobs: about 11 s with 8 slots
 
 
-@pytest.fixture(scope="module")
-def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("fair")),
-                            HOOKSTREAM_DELIVERY_CONCURRENCY=str(SLOTS),
-                            HOOKSTREAM_PER_WORKSPACE_CONCURRENCY=str(PER_WORKSPACE))
-    deployment.start_worker()
-    yield deployment
-    deployment.close()
+DEPLOYMENT: DeploymentSpec = {"env": {"HOOKSTREAM_DELIVERY_CONCURRENCY": str(SLOTS),
+                      "HOOKSTREAM_PER_WORKSPACE_CONCURRENCY": str(PER_WORKSPACE)}}
 
 
 def test_a_flooding_workspace_keeps_to_its_share(dep: Deployment) -> None:

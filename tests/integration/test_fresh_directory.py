@@ -15,7 +15,7 @@ import shlex
 import stat
 import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ import streams
 
 from ..support.pipeline import Deployment, wait_webhook_state
 from ..support.workers import WorkerProcess
+from .conftest import DeploymentSpec
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +32,7 @@ pytestmark = pytest.mark.integration
 NOBODY = 65534
 
 
-@pytest.fixture(scope="module")
-def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("fresh")))
-    yield deployment
-    deployment.close()
+DEPLOYMENT: DeploymentSpec = {"workers": 0}
 
 
 def _enterable_by_nobody(path: Path) -> bool:

@@ -24,8 +24,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -60,6 +59,7 @@ from ..support.fuzzing import (
     wait_no_lag,
 )
 from ..support.pipeline import SECRET, Deployment, wait_webhook_state
+from .conftest import DeploymentSpec
 
 pytestmark = pytest.mark.integration
 
@@ -74,13 +74,8 @@ FAUST_TOPICS = (topics.CONTROL, topics.DLQ, topics.DELIVERY_LOG)
 TEN_YEARS_MS = 10 * 365 * 24 * 3600 * 1000
 
 
-@pytest.fixture(scope="module")
-def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("fuzz")),
-                            HOOKSTREAM_RETRY_DELAYS=",".join(f"{d:g}" for d in DELAYS))
-    deployment.start_worker()
-    yield deployment
-    deployment.close()
+DEPLOYMENT: DeploymentSpec = {
+    "env": {"HOOKSTREAM_RETRY_DELAYS": ",".join(f"{d:g}" for d in DELAYS)}}
 
 
 # -- what each topic refuses ------------------------------------------------------------

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,18 +27,14 @@ from ..support.fuzzing import (
     wait_no_lag,
 )
 from ..support.pipeline import Deployment, wait_webhook_state
+from .conftest import DeploymentSpec
 
 pytestmark = pytest.mark.integration
 
 OVERSIZED = 300 * 1024  # over the 256 KiB event limit, under the broker's 1 MiB
 
 
-@pytest.fixture(scope="module")
-def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("poison")))
-    deployment.start_worker()
-    yield deployment
-    deployment.close()
+DEPLOYMENT: DeploymentSpec = {}
 
 
 def _valid_avro_event(ws: str) -> bytes:

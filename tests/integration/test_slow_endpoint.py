@@ -7,8 +7,6 @@ import json
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,22 +14,18 @@ from streams.delivery.models import SUCCESS, AttemptRecord
 from streams.kafka import topics
 
 from ..support.pipeline import Deployment, wait_webhook_state
+from .conftest import DeploymentSpec
 
 pytestmark = pytest.mark.integration
 
 EVENTS = 30
 
 
-@pytest.fixture(scope="module")
-def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+DEPLOYMENT: DeploymentSpec = {"env": {
     # One partition: both webhooks' jobs share it, as many webhooks do in production.
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("slow")),
-                            HOOKSTREAM_PARTITIONS="1", HOOKSTREAM_PER_WEBHOOK_CONCURRENCY="2",
-                            HOOKSTREAM_DEFER_AFTER="1", HOOKSTREAM_RETRY_DELAYS="1,1,1",
-                            HOOKSTREAM_DELIVERY_TIMEOUT="5")
-    deployment.start_worker()
-    yield deployment
-    deployment.close()
+    "HOOKSTREAM_PARTITIONS": "1", "HOOKSTREAM_PER_WEBHOOK_CONCURRENCY": "2",
+    "HOOKSTREAM_DEFER_AFTER": "1", "HOOKSTREAM_RETRY_DELAYS": "1,1,1",
+    "HOOKSTREAM_DELIVERY_TIMEOUT": "5"}}
 
 
 def _deferred_total(dep: Deployment) -> float:

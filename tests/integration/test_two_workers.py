@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +13,7 @@ from streams.kafka import topics
 
 from ..support.pipeline import Deployment, wait_webhook_state
 from ..support.waiting import wait_until
+from .conftest import DeploymentSpec
 
 pytestmark = pytest.mark.integration
 
@@ -22,17 +21,7 @@ WORKSPACES = 6
 EVENTS_PER_WORKSPACE = 20
 
 
-@pytest.fixture(scope="module")
-def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("two")),
-                            HOOKSTREAM_RETRY_DELAYS="1,1,1")
-    first = deployment.start_worker(wait=False)
-    second = deployment.start_worker(wait=False)
-    first.wait_ready()
-    second.wait_ready()
-    ADMIN["key"] = deployment.env["HOOKSTREAM_ADMIN_KEY"]
-    yield deployment
-    deployment.close()
+DEPLOYMENT: DeploymentSpec = {"workers": 2, "env": {"HOOKSTREAM_RETRY_DELAYS": "1,1,1"}}
 
 
 def test_two_workers_share_the_load_and_deliver_every_pair(dep: Deployment) -> None:
@@ -74,17 +63,14 @@ def test_two_workers_share_the_load_and_deliver_every_pair(dep: Deployment) -> N
     assert all(count > 0 for count in counts), counts
 
 
-ADMIN: dict[str, str] = {}
-
-
-def _attempts(port: int, webhook_id: str, **query: object) -> dict:
+def _attempts(dep: Deployment, port: int, webhook_id: str, **query: object) -> dict:
     import urllib.parse
 
     from ..support.api import call
 
     qs = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
     answer = call(port, "GET", f"/internal/webhooks/{webhook_id}/attempts?{qs}",
-                  ADMIN["key"])
+                  dep.env["HOOKSTREAM_ADMIN_KEY"])
     assert answer.status == 200, answer.body
     return dict(answer.body)
 
@@ -107,7 +93,7 @@ def test_history_keeps_the_last_1000_attempts_newest_first_from_any_worker(
     dep.publisher.flush()
 
     def newest_is_complete() -> bool:
-        first = _attempts(dep.workers[0].port, wh, limit=1000)
+        first = _attempts(dep, dep.workers[0].port, wh, limit=1000)
         return len(first["data"]) == 1000
 
     wait_until(newest_is_complete, timeout=90, what="1,000 attempts in the history")
@@ -116,7 +102,7 @@ def test_history_keeps_the_last_1000_attempts_newest_first_from_any_worker(
     while True:
         # Alternate workers: each request is routed to the owner of the webhook.
         port = dep.workers[len(pages) % 2].port
-        body = _attempts(port, wh, limit=300, cursor=cursor)
+        body = _attempts(dep, port, wh, limit=300, cursor=cursor)
         pages.append(body["data"])
         cursor = body["next_cursor"]
         if cursor is None:
@@ -132,8 +118,8 @@ def test_history_keeps_the_last_1000_attempts_newest_first_from_any_worker(
     assert [r["delivery_id"] for r in records] == [a.delivery_id for a in in_log][::-1][:1000]
     assert {r["event_id"] for r in records} <= set(event_ids)
 
-    wait_until(lambda: _attempts(dep.workers[1].port, flaky, status="success")["data"],
+    wait_until(lambda: _attempts(dep, dep.workers[1].port, flaky, status="success")["data"],
                what="the flaky webhook's success")
-    statuses = [r["status"] for r in _attempts(dep.workers[1].port, flaky)["data"]]
+    statuses = [r["status"] for r in _attempts(dep, dep.workers[1].port, flaky)["data"]]
     assert statuses == ["success", "retrying"]
-    assert _attempts(dep.workers[0].port, flaky, status="retrying")["data"][0]["attempt"] == 1
+    assert _attempts(dep, dep.workers[0].port, flaky, status="retrying")["data"][0]["attempt"] == 1

@@ -12,15 +12,13 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from ..support.api import Answer, call
 from ..support.pipeline import Deployment, wait_webhook_state
 from ..support.waiting import wait_until
-from ..support.workers import WorkerProcess
+from .conftest import DeploymentSpec
 
 pytestmark = pytest.mark.integration
 
@@ -40,21 +38,7 @@ FAUST_SWITCHES = {f"APP_WEB_{name}_ENABLED": "1"
                   for name in ("ROUTER", "TABLES", "GRAPH", "STATS", "METRICS")}
 
 
-@pytest.fixture(scope="module")
-def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("surface")))
-    first = deployment.start_worker(wait=False)
-    second = WorkerProcess({**deployment.env, **FAUST_SWITCHES}, deployment.home,
-                           "worker2-faust-switches-on")
-    deployment.workers.append(second.start())
-    try:
-        first.wait_ready()
-        second.wait_ready()
-    except BaseException:
-        deployment.close()
-        raise
-    yield deployment
-    deployment.close()
+DEPLOYMENT: DeploymentSpec = {"workers": [{}, FAUST_SWITCHES]}
 
 
 def _get(port: int, path: str) -> tuple[int, str, bytes]:

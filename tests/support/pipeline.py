@@ -42,10 +42,13 @@ class Deployment:
         self.receiver = Receiver()
         self.workers: list[WorkerProcess] = []
         self._readers: list[TopicReader] = []
+        self._closed = False
 
-    def start_worker(self, wait: bool = True, wrapper: list[str] | None = None) -> WorkerProcess:
-        worker = WorkerProcess(self.env, self.home, f"worker{len(self.workers) + 1}",
-                               wrapper).start()
+    def start_worker(self, wait: bool = True, wrapper: list[str] | None = None,
+                     env: dict[str, str] | None = None) -> WorkerProcess:
+        """A worker of this deployment; `env` adds settings of its own."""
+        worker = WorkerProcess({**self.env, **(env or {})}, self.home,
+                               f"worker{len(self.workers) + 1}", wrapper).start()
         self.workers.append(worker)
         if wait:
             try:
@@ -55,6 +58,14 @@ class Deployment:
                 self.close()
                 raise
         return worker
+
+    def start_workers(self, envs: list[dict[str, str]]) -> list[WorkerProcess]:
+        """One worker per entry of `envs` (its own settings), started together (they join
+        the groups at once), then each ready."""
+        started = [self.start_worker(wait=False, env=env) for env in envs]
+        for worker in started:
+            worker.wait_ready()
+        return started
 
     def reader(self, topic: str) -> TopicReader:
         reader = TopicReader(self.settings.bootstrap_servers, self.settings.topic(topic))
@@ -80,6 +91,10 @@ class Deployment:
         return event.id
 
     def close(self) -> None:
+        """Stop everything and delete the topics; once, however often it is called."""
+        if self._closed:
+            return
+        self._closed = True
         for worker in self.workers:
             worker.stop()
         for reader in self._readers:

@@ -90,7 +90,7 @@ def _view(subs: Iterable[Subscription]) -> SubscriptionsView:
 
 
 def _worker(broker: LocalBroker, receiver: Receiver, subs: Iterable[Subscription],
-            box: SecretBox | None = BOX) -> DeliveryWorker:
+            box: SecretBox = BOX) -> DeliveryWorker:
     return DeliveryWorker(SETTINGS, _view(subs), box=box,
                           transport=httpx.MockTransport(receiver),
                           consumer_factory=broker.consumer, producer_factory=broker.producer)
@@ -104,7 +104,7 @@ def _record(topic: str, value: bytes, offset: int = 7) -> ConsumerRecord[bytes, 
 
 def _deliver(job: DeliveryJob | bytes, status: int = 200, subs: Iterable[Subscription] = (SUB,),
              topic: str = DELIVERIES,
-             box: SecretBox | None = BOX) -> tuple[list[Produce], Receiver]:
+             box: SecretBox = BOX) -> tuple[list[Produce], Receiver]:
     """What `handle` returns for this job, read from `topic`, and what the receiver saw."""
     receiver = Receiver(status)
     value = job if isinstance(job, bytes) else job.encode()
@@ -145,14 +145,6 @@ def test_a_2xx_is_a_success_and_the_request_is_signed() -> None:
     # Signed with the secret the box given opens, not with its sealed form.
     assert signing.verify(request.content, headers["X-Webhook-Signature"], SECRET)
     assert not signing.verify(request.content, headers["X-Webhook-Signature"], SUB.secret)
-
-
-def test_without_a_box_the_settings_master_key_opens_secrets() -> None:
-    sealed = replace(SUB, secret=SETTINGS.secret_box().seal(SECRET))
-    produced, receiver = _deliver(JOB, subs=[sealed], box=None)
-    assert _log(produced[0]).status == SUCCESS
-    (request,) = receiver.requests
-    assert signing.verify(request.content, request.headers["X-Webhook-Signature"], SECRET)
 
 
 def test_a_5xx_goes_to_the_first_retry_topic_due_after_its_delay() -> None:

@@ -1,4 +1,4 @@
-"""deploy/kubernetes/topics.yaml is generated from streams/topics.py and must not drift."""
+"""deploy/kubernetes/topics.yaml is generated from streams/kafka/topics.py and must not drift."""
 
 from __future__ import annotations
 

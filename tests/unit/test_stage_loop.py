@@ -23,6 +23,7 @@ from aiokafka.errors import CommitFailedError, ProducerClosed, UnknownTopicOrPar
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.kafka.topics import INVALID
+from streams.pipeline.clients import Record
 from streams.pipeline.local import CREATE_TIME, LOG_APPEND_TIME, LocalBroker, LocalConsumer
 from streams.pipeline.records import Origin, Produce
 from streams.pipeline.stage import (
@@ -30,7 +31,6 @@ from streams.pipeline.stage import (
     HANDLER_ATTEMPTS,
     HANDLER_BACKOFF_S,
     MAX_IN_FLIGHT_PER_PARTITION,
-    Record,
     Stage,
     handler_failure,
 )
@@ -222,6 +222,38 @@ def test_a_partition_pauses_at_its_in_flight_limit_and_resumes_below_half() -> N
         await probe.until(lambda: len(probe.started(0)) == MAX_IN_FLIGHT_PER_PARTITION + 200)
         assert _consumer_of(broker).paused() == set()
         await probe.stop()
+
+    run(main)
+
+
+def test_the_limit_holds_when_it_falls_inside_a_poll_and_the_rest_is_read_later() -> None:
+    """900 in flight, then a poll of 500: 100 are started, the other 400 wait unread (not
+    started beyond the limit) and are read once the partition resumes: none is lost."""
+    extra = POLL_RECORDS
+
+    async def main() -> None:
+        broker = _broker()
+        before = MAX_IN_FLIGHT_PER_PARTITION - POLL_RECORDS // 5
+        for _ in range(before):
+            broker.append(TOPIC, b"wait", partition=0)
+        probe = Probe(broker)
+        await probe.start()
+        await probe.until(lambda: len(probe.started(0)) == before)
+        for _ in range(extra):
+            broker.append(TOPIC, b"wait", partition=0)
+        await probe.until(lambda: len(probe.started(0)) == MAX_IN_FLIGHT_PER_PARTITION)
+        await asyncio.sleep(5)  # 25 polls
+        assert len(probe.started(0)) == MAX_IN_FLIGHT_PER_PARTITION
+        assert _consumer_of(broker).paused() == {P0}
+
+        for offset in range(MAX_IN_FLIGHT_PER_PARTITION):
+            probe.release(0, offset)
+        await probe.until(lambda: len(probe.started(0)) == before + extra)
+        assert probe.started(0) == set(range(before + extra))
+        for offset in range(MAX_IN_FLIGHT_PER_PARTITION, before + extra):
+            probe.release(0, offset)
+        await probe.stop()
+        assert broker.committed(GROUP, P0) == before + extra
 
     run(main)
 

@@ -1,0 +1,100 @@
+"""What a stage uses of its Kafka clients, and the aiokafka clients it gets by default.
+
+A stage is handed its clients by factories (as arroyo's StreamProcessor is handed its
+consumer): `Consumer` and `Producer` are the whole surface it relies on, so
+streams.pipeline.local can stand in for Kafka in tests of the stage loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from collections.abc import Set as AbstractSet
+from typing import Protocol, TypeAlias
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES
+from ..settings import Settings
+
+Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
+
+
+class RebalanceListener(Protocol):
+    """Told of a rebalance: `revoked` before the partitions move (the consumer still holds
+    them and may commit), `assigned` after."""
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None: ...
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None: ...
+
+
+class Consumer(Protocol):
+    """A consumer-group member, as AIOKafkaConsumer is one.
+
+    The stage relies on Kafka's rules: `getmany` returns records of assigned, unpaused
+    partitions from each one's position (a `seek` sets it; a fresh assignment starts at the
+    group's committed offset) and waits up to `timeout_ms` for some, and out of a
+    rebalance; `commit` stores the offsets given, each the next one to read.
+    """
+
+    def subscribe(self, topics: list[str], *, listener: RebalanceListener) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def getmany(self, *, timeout_ms: int,
+                      max_records: int) -> Mapping[TopicPartition, list[Record]]: ...
+
+    def pause(self, *partitions: TopicPartition) -> None: ...
+
+    def resume(self, *partitions: TopicPartition) -> None: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+    def assignment(self) -> AbstractSet[TopicPartition]: ...
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None: ...
+
+
+class Producer(Protocol):
+    """A producer whose `send_and_wait` returns once the record is acknowledged (acks=all)
+    and raises KafkaError when it was not."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send_and_wait(self, topic: str, value: bytes | None = None,
+                            key: bytes | None = None,
+                            headers: list[tuple[str, bytes]] | None = None) -> object: ...
+
+
+#: (settings, group id, drain timeout) -> an unstarted consumer of that group.
+ConsumerFactory: TypeAlias = Callable[[Settings, str, float], Consumer]
+#: settings -> an unstarted producer.
+ProducerFactory: TypeAlias = Callable[[Settings], Producer]
+
+
+def kafka_consumer(settings: Settings, group_id: str, drain_timeout: float) -> Consumer:
+    """The stages' aiokafka consumer: offsets committed by the stage only."""
+    consumer: Consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=group_id,
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=500,
+        # A killed worker's partitions move after 15 s; a rebalance waits for in-flight
+        # work up to the drain timeout.
+        session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
+        rebalance_timeout_ms=int((drain_timeout + 30) * 1000),
+    )
+    return consumer
+
+
+def kafka_producer(settings: Settings) -> Producer:
+    """The stages' aiokafka producer: every record acknowledged by all in-sync replicas."""
+    producer: Producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True,
+        # Batches stay under every topic's limit; a single bigger record (a copy for
+        # hookstream.invalid) goes in a batch of its own, checked in Stage._durably_send.
+        linger_ms=5, max_batch_size=1 << 20, max_request_size=INVALID_MAX_MESSAGE_BYTES,
+    )
+    return producer
