@@ -21,7 +21,14 @@ from ..kafka.app import raw_table
 from ..kafka.topics import CONTROL, SUBSCRIPTIONS
 from ..pipeline.agents import Agents
 from ..runtime.context import Runtime
-from ..subscriptions.commands import Command, InvalidCommand, apply, decode_command, over_limit
+from ..subscriptions.commands import (
+    Command,
+    InvalidCommand,
+    apply,
+    decode_command,
+    over_limit,
+    redacted_copy,
+)
 from ..subscriptions.model import Subscription
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,6 @@ def install(rt: Runtime, agents: Agents) -> None:
 
     async def control(stream: Any) -> None:
         await agents.each(stream, decode_command, "command", apply_command, stage="control",
-                          rejects=(InvalidCommand, SchemaError))
+                          rejects=(InvalidCommand, SchemaError), redact=redacted_copy)
 
     rt.app.agent(rt.topic(CONTROL), name="control")(control)

@@ -32,6 +32,8 @@ from .records import Origin, quarantine_copy
 from .stage import HANDLER_ATTEMPTS, HANDLER_BACKOFF_S, handler_failure
 
 T = TypeVar("T")
+#: A record's bytes -> what its quarantined copy may keep of them.
+Redact = Callable[[bytes], bytes]
 
 log = logging.getLogger(__name__)
 
@@ -46,42 +48,48 @@ class Agents:
         # smaller than what the broker accepts on an input topic: such a copy is cut to fit.
         self._limit = min(app.conf.producer_max_request_size, INVALID_MAX_MESSAGE_BYTES)
 
-    async def quarantine(self, event: EventT[Any], reason: str) -> None:
+    async def quarantine(self, event: EventT[Any], reason: str,
+                         redact: Redact | None = None) -> None:
         message = event.message
         log.warning("quarantined %s[%d]@%d: %s", message.topic, message.partition,
                     message.offset, reason)
         metrics.INVALID.labels(topic=message.topic.removeprefix(self._prefix)).inc()
+        value = message.value or b""
         record = quarantine_copy(Origin(message.topic, message.partition, message.offset),
-                                 message.key, message.value or b"", reason, self._limit)
+                                 message.key, redact(value) if redact else value, reason,
+                                 self._limit)
         key = None if message.key is None else record.key.encode("utf-8", "surrogateescape")
         # Attached to the event: sent before its offset is committed.
         await self._invalid.send(key=key, value=record.value, headers=list(record.headers))
 
     async def each(self, stream: Any, decode: Callable[[bytes], T], what: str,
                    handler: Callable[[EventT[Any], T], Awaitable[None]], *, stage: str,
-                   rejects: tuple[type[Exception], ...] = (SchemaError,)) -> None:
+                   rejects: tuple[type[Exception], ...] = (SchemaError,),
+                   redact: Redact | None = None) -> None:
         """Decode each event of `stream` and hand it to `handler`; never raises (but for
-        cancellation). `stage` names the agent in metrics."""
+        cancellation). `stage` names the agent in metrics; `redact` makes the copy of a
+        quarantined record (what hookstream.invalid may keep of it)."""
         async for event in stream.events():
             try:
                 value = decode(event.value or b"")
             except Exception as exc:  # decoders raise their domain error; nothing may stop us
                 detail = (str(exc) if isinstance(exc, ValueError)
                           else f"{type(exc).__name__}: {exc}")
-                await self._quarantine_or_log(event, f"invalid {what}: {detail}")
+                await self._quarantine_or_log(event, f"invalid {what}: {detail}", redact)
                 continue
-            await self._handled(event, value, handler, what, stage, rejects)
+            await self._handled(event, value, handler, what, stage, rejects, redact)
 
     async def _handled(self, event: EventT[Any], value: T,
                        handler: Callable[[EventT[Any], T], Awaitable[None]], what: str,
-                       stage: str, rejects: tuple[type[Exception], ...]) -> None:
+                       stage: str, rejects: tuple[type[Exception], ...],
+                       redact: Redact | None) -> None:
         message = event.message
         for attempt in range(1, HANDLER_ATTEMPTS + 1):
             try:
                 await handler(event, value)
                 return
             except rejects as exc:
-                await self._quarantine_or_log(event, f"invalid {what}: {exc}")
+                await self._quarantine_or_log(event, f"invalid {what}: {exc}", redact)
                 return
             except Exception as exc:
                 if attempt < HANDLER_ATTEMPTS:
@@ -94,11 +102,12 @@ class Agents:
                 log.error("%s[%d]@%d: %s", message.topic, message.partition, message.offset,
                           reason, exc_info=exc)
                 metrics.HANDLER_FAILURES.labels(stage=stage).inc()
-                await self._quarantine_or_log(event, reason)
+                await self._quarantine_or_log(event, reason, redact)
 
-    async def _quarantine_or_log(self, event: EventT[Any], reason: str) -> None:
+    async def _quarantine_or_log(self, event: EventT[Any], reason: str,
+                                 redact: Redact | None) -> None:
         try:
-            await self.quarantine(event, reason)
+            await self.quarantine(event, reason, redact)
         except Exception:
             # Attaching a record to the event does not talk to the broker, so only a bug
             # gets here. Raising would stop the agent and every partition it reads; the

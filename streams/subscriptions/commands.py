@@ -7,6 +7,7 @@ agent only feeds it commands in order and stores what it returns.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field, replace
@@ -85,6 +86,51 @@ def decode_command(payload: bytes) -> Command:
         raise
     except Exception as exc:
         raise InvalidCommand(f"undecodable: {type(exc).__name__}: {exc}") from exc
+
+
+#: What stands for a secret in a quarantined copy of a command.
+REDACTED = "[redacted]"
+
+
+def redacted_copy(payload: bytes) -> bytes:
+    """A refused command as hookstream.invalid may keep it: without its secret.
+
+    A producer may send a plaintext secret; the control agent seals it before storing, but
+    a command it refuses would otherwise be copied verbatim to hookstream.invalid. So the
+    copy is the command as JSON with every field named like a secret replaced (at any
+    depth, wherever a buggy producer put it), or, for bytes that do not decode and mention
+    a secret anywhere, a note of their size and digest instead of them. Anything else is
+    copied as it came.
+    """
+    try:
+        record = (registry().decode(CONTROL_COMMAND, payload) if is_single_object(payload)
+                  else strictjson.loads_bytes(payload))
+    except Exception:  # any bytes at all: decoding is what failed upstream
+        record = None
+    if isinstance(record, dict):
+        cleaned = _without_secrets(record)
+        if cleaned == record:
+            return payload
+        record = cleaned
+        try:
+            return json.dumps(record, ensure_ascii=False, default=str).encode(
+                "utf-8", "surrogatepass")
+        except (TypeError, ValueError):
+            pass
+    elif b"secret" not in payload.lower():
+        return payload
+    digest = hashlib.sha256(payload).hexdigest()
+    return json.dumps({"redacted": "a command that may hold a secret", "bytes": len(payload),
+                       "sha256": digest}).encode()
+
+
+def _without_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if "secret" in str(k).lower() and v is not None
+                else _without_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return value
 
 
 def _decode_command(payload: bytes) -> Command:

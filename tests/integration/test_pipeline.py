@@ -3,29 +3,34 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.core import signing
 from streams.core.events import stable_event_id
 from streams.core.schemas import EVENT, registry
 from streams.delivery.models import AttemptRecord, delivery_id_for
+from streams.delivery.stage import DeliveryWorker
+from streams.fanout.stage import FanoutStage
 from streams.kafka import topics
+from streams.telemetry import metrics
 
+from ..support.api import call
+from ..support.kafka import group_lag
 from ..support.pipeline import SECRET, Deployment, wait_webhook_state
+from ..support.waiting import wait_until
+from .conftest import DeploymentSpec
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def dep(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, Path(tmp_path_factory.mktemp("pipeline")))
-    deployment.start_worker()
-    yield deployment
-    deployment.close()
+DEPLOYMENT: DeploymentSpec = {"env": {
+    # No retry comes due while the module runs (the metrics test counts every attempt),
+    # and the lag gauges are sampled every second.
+    "HOOKSTREAM_RETRY_DELAYS": "3600,3600,3600", "HOOKSTREAM_SAMPLE_INTERVAL": "1"}}
 
 
 def _uid() -> str:
@@ -220,35 +225,124 @@ def test_bad_events_and_commands_are_quarantined_and_traffic_flows_on(dep: Deplo
         assert headers["hookstream-error"]
 
 
+def _scrape(dep: Deployment) -> tuple[dict[str, float], set[str]]:
+    """Every sample of the worker's /metrics, by `name{label="value",...}` (labels sorted),
+    and which of them count things: every counter's `_total`, and every histogram's
+    `_count` and `+Inf` bucket (its `_created` samples are timestamps, its sums durations)."""
+    url = f"http://127.0.0.1:{dep.workers[0].port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    values, counts = {}, set()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            name = f"{sample.name}{{{labels}}}" if labels else sample.name
+            values[name] = sample.value
+            if (family.type == "counter" and sample.name.endswith("_total")) or (
+                    family.type == "histogram" and (sample.name.endswith("_count") or (
+                        sample.name.endswith("_bucket") and sample.labels["le"] == "+Inf"))):
+                counts.add(name)
+    return values, counts
+
+
+def _settled(dep: Deployment) -> bool:
+    """Nothing the worker has yet to process: each group committed all it reads (the
+    counters move before an offset is committed). Upstream first, so a job the fan-out
+    wrote before its commit is counted in the delivery group's end offsets."""
+    s, bootstrap = dep.settings, dep.settings.bootstrap_servers
+    p = s.topic_prefix
+    fanout = group_lag(bootstrap, p + FanoutStage.group,
+                       [s.topic(topics.domain_topic(f)) for f in s.families])
+    agents = group_lag(bootstrap, f"{p}hookstream", [s.topic(t) for t in (
+        topics.CONTROL, topics.DLQ, topics.DELIVERY_LOG)])
+    delivery = group_lag(bootstrap, p + DeliveryWorker.group, [s.topic(topics.DELIVERIES)])
+    return not any({**fanout, **agents, **delivery}.values())
+
+
 def test_metrics_count_what_happened(dep: Deployment) -> None:
-    """Runs after the other tests of this module: deliveries, failures and poison happened."""
-    import urllib.request
+    """Exactly what this test did, label by label: the counters read before and after,
+    each time once the worker has processed everything it was given."""
+    ws, ok, failing, off = (f"ws_{_uid()}", f"wh_ok_{_uid()}", f"wh_503_{_uid()}",
+                            f"wh_off_{_uid()}")
+    retry_topics = [dep.settings.topic(t) for t in topics.RETRY_TOPICS]
+    delivery_group = dep.prefix + DeliveryWorker.group
 
-    from ..support.waiting import wait_until
+    def backlog() -> dict[str, int]:
+        lag = group_lag(dep.settings.bootstrap_servers, delivery_group, retry_topics)
+        return {f'hookstream_retry_backlog{{topic="{metrics.stage_of(t)}"}}': n
+                for t, n in lag.items()}
 
-    def scrape() -> dict[str, float]:
-        url = f"http://127.0.0.1:{dep.workers[0].port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
+    def sampled(expected: dict[str, int]) -> tuple[dict[str, float], set[str]] | None:
+        values, counts = _scrape(dep)
+        return (values, counts) if all(values.get(k) == n for k, n in expected.items()) else None
 
-    lag = (f'hookstream_consumer_lag{{group="{dep.prefix}hookstream-delivery",'
-           f'topic="{dep.prefix}hookstream.deliveries"}}')
-    values = wait_until(lambda: (v := scrape()).get(lag) is not None and v, timeout=30,
-                        what="lag measured")
-    assert values['hookstream_deliveries_total{outcome="success",stage="deliveries"}'] >= 10
-    assert values['hookstream_deliveries_total{outcome="retrying",stage="deliveries"}'] >= 1
-    assert values["hookstream_end_to_end_seconds_count"] >= 10
-    assert values["hookstream_attempt_seconds_count"] >= 11
-    assert sum(v for k, v in values.items() if k.startswith("hookstream_invalid_messages_total")
-               ) >= 4
-    assert values['hookstream_subscriptions{state="active"}'] >= 5
-    assert 'hookstream_retry_backlog{topic="retry.1m"}' in values
+    wait_until(lambda: _settled(dep), what="the worker idle before")
+    waiting = backlog()
+    before, counted_before = wait_until(lambda: sampled(waiting),
+                                        what=f"the retry backlog gauges at {waiting}")
+
+    dep.receiver.status[f"/n/{failing}"] = 503
+    dep.create_webhook(ok, ws, f"/n/{ok}", ["task.*"])
+    dep.create_webhook(failing, ws, f"/n/{failing}", ["task.created"])
+    dep.create_webhook(off, ws, f"/n/{off}", ["task.created"], active=False)
+    for wh, active in ((ok, True), (failing, True), (off, False)):
+        wait_webhook_state(dep, wh, {"active": active})
+    for n in range(4):  # to ok (success), failing (503: retrying), off (held: disabled)
+        dep.publish("task.created", ws, {"id": f"task_m{n}"})
+    dep.publish("task.updated", ws, {"id": "task_m4"})  # to ok only
+    task_topic = dep.settings.topic(topics.domain_topic("task"))
+    for garbage in (b"not json", b"\xc3\x01 truncated avro"):
+        dep.publisher.publish_raw(task_topic, ws, garbage)
+    dep.publisher.publish_raw(dep.settings.topic(topics.CONTROL), "wh_nope", b"{not a command")
+    dep.publisher.publish_raw(dep.settings.topic(topics.DELIVERIES), ok, b"not a job")
+    dep.publisher.flush()
+    admin = dep.env["HOOKSTREAM_ADMIN_KEY"]
+    tested = [call(dep.workers[0].port, "POST", f"/v1/webhooks/{wh}/test", admin).body
+              for wh in (ok, failing)]
+    assert [t["status"] for t in tested] == ["success", "failed"], tested
+    dep.receiver.wait_for(lambda _: len(dep.receiver.at(f"/n/{ok}")) == 6
+                          and len(dep.receiver.at(f"/n/{failing}")) == 5,
+                          what="5 events and a test at ok, 4 and a test at failing")
+    wait_until(lambda: _settled(dep), what="the worker idle after")
+    after, counted_after = _scrape(dep)
+
+    expected = {
+        'hookstream_deliveries_total{outcome="success",stage="deliveries"}': 5,
+        'hookstream_deliveries_total{outcome="retrying",stage="deliveries"}': 4,
+        'hookstream_deliveries_total{outcome="disabled",stage="deliveries"}': 4,
+        'hookstream_deliveries_total{outcome="success",stage="test"}': 1,
+        'hookstream_deliveries_total{outcome="failed",stage="test"}': 1,
+        'hookstream_dead_letters_total{reason="webhook_disabled"}': 4,
+        'hookstream_invalid_messages_total{topic="domain.task"}': 2,
+        'hookstream_invalid_messages_total{topic="hookstream.control"}': 1,
+        'hookstream_invalid_messages_total{topic="deliveries"}': 1,
+        "hookstream_end_to_end_seconds_count": 5,
+        'hookstream_end_to_end_seconds_bucket{le="+Inf"}': 5,
+        "hookstream_attempt_seconds_count": 9,  # tests are not attempts of a delivery
+        'hookstream_attempt_seconds_bucket{le="+Inf"}': 9,
+        'hookstream_subscriptions{state="active"}': 2,
+        'hookstream_subscriptions{state="disabled"}': 1,
+    }
+    # Every count the worker exports, whether this test expects it to move or not.
+    counted = counted_before | counted_after | {'hookstream_subscriptions{state="active"}',
+                                                'hookstream_subscriptions{state="disabled"}'}
+    assert counted >= expected.keys(), expected.keys() - counted
+    changes = {name: after.get(name, 0) - before.get(name, 0) for name in sorted(counted)}
+    assert changes == {name: expected.get(name, 0) for name in sorted(counted)}
+    assert after['hookstream_end_to_end_seconds_sum'] > before['hookstream_end_to_end_seconds_sum']
+
+    # Gauges are sampled every HOOKSTREAM_SAMPLE_INTERVAL: the four failed jobs wait in the
+    # first retry topic (due in an hour), and the stages have nothing left.
+    retry_1m = f'hookstream_retry_backlog{{topic="{metrics.stage_of(retry_topics[0])}"}}'
+    assert backlog() == {**waiting, retry_1m: waiting[retry_1m] + 4}
+    idle = {f'hookstream_consumer_lag{{group="{dep.prefix}{group}",topic="{topic}"}}': 0
+            for group, reads in (
+                (FanoutStage.group, [dep.settings.topic(topics.domain_topic(f))
+                                     for f in dep.settings.families]),
+                (DeliveryWorker.group, [dep.settings.topic(topics.DELIVERIES)]))
+            for topic in reads}
+    gauges = {**backlog(), **idle}
+    wait_until(lambda: sampled(gauges), what=f"the gauges at {gauges}")
 
 
 def test_worker_logs_are_json_with_ids_and_no_payloads(dep: Deployment) -> None:

@@ -1,0 +1,81 @@
+"""A refused control command's copy on hookstream.invalid keeps no secret.
+
+Whatever a producer sent, in JSON or Avro, valid or not, with the secret where it belongs
+or wherever a bug put it, the copy (streams.subscriptions.commands.redacted_copy) holds
+no secret; a command without one is copied byte for byte."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.core.schemas import CONTROL_COMMAND, registry
+from streams.subscriptions.commands import REDACTED, redacted_copy
+
+SECRETS = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
+                  min_size=16, max_size=40).filter(lambda s: REDACTED not in s)
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                       lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+
+
+def _forms(secret: str) -> list[bytes]:
+    """The secret as it could appear in the copy's bytes."""
+    return [secret.encode(), json.dumps(secret)[1:-1].encode(),
+            json.dumps(secret, ensure_ascii=False)[1:-1].encode()]
+
+
+def _holds(copy: bytes, secret: str) -> bool:
+    return any(form in copy for form in _forms(secret))
+
+
+@given(SECRETS, st.sampled_from(["create", "update", "rotate_secret", "explode"]),
+       st.dictionaries(st.sampled_from(["url", "events", "active", "x"]), JSONISH, max_size=3))
+def test_a_json_command_keeps_no_secret(secret: str, op: str, extra: dict[str, Any]) -> None:
+    command = {"op": op, "webhook_id": "wh_1", "webhook": {**extra, "secret": secret}}
+    copy = redacted_copy(json.dumps(command).encode())
+    assert not _holds(copy, secret)
+    assert json.loads(copy)["webhook"]["secret"] == REDACTED
+    assert json.loads(copy)["webhook_id"] == "wh_1"  # the rest is kept for the operator
+
+
+@given(SECRETS, st.sampled_from(["secret", "Secret", "previous_secret", "webhook_secret"]),
+       JSONISH)
+def test_a_secret_anywhere_in_a_json_command_is_removed(secret: str, name: str,
+                                                        around: Any) -> None:
+    command = {"op": "create", "nested": [{"deeper": {name: secret}}, around]}
+    assert not _holds(redacted_copy(json.dumps(command).encode()), secret)
+
+
+@given(SECRETS)
+def test_an_avro_command_keeps_no_secret(secret: str) -> None:
+    payload = registry().encode(CONTROL_COMMAND, {
+        "op": "create", "webhook_id": "wh_1", "workspace_id": "ws_1",
+        "webhook": {"url": "ftp://refused", "events": ["task.created"], "secret": secret,
+                    "active": None, "description": None, "signature_scheme": None},
+        "reason": None, "requested_at": None, "command_id": None})
+    assert _holds(payload, secret)
+    assert not _holds(redacted_copy(payload), secret)
+
+
+@given(SECRETS, st.binary(max_size=30), st.binary(max_size=30))
+def test_broken_bytes_that_mention_a_secret_are_not_kept(secret: str, before: bytes,
+                                                        after: bytes) -> None:
+    payload = before + b'{"webhook": {"secret": "' + secret.encode() + b'"' + after
+    copy = redacted_copy(payload)
+    assert not _holds(copy, secret)
+    assert json.loads(copy)["bytes"] == len(payload)
+
+
+@given(st.binary(max_size=200).filter(lambda b: b"secret" not in b.lower()))
+def test_bytes_without_a_secret_are_copied_as_they_came(payload: bytes) -> None:
+    assert redacted_copy(payload) == payload
+
+
+@given(JSONISH.filter(lambda v: "secret" not in json.dumps(v).lower()))
+def test_a_command_without_a_secret_is_copied_as_it_came(value: Any) -> None:
+    payload = json.dumps({"op": "create", "webhook": {"url": "x", "extra": value}}).encode()
+    assert redacted_copy(payload) == payload
