@@ -140,6 +140,10 @@ class Settings:
     #: on the first retry topic instead of queued in memory (streams.delivery.pressure).
     defer_after: float = 30.0
     retry_delays: tuple[float, ...] = (60.0, 300.0, 1800.0)
+    #: Outcomes per deliveries partition the duplicate guard remembers (the newest; about
+    #: 100 bytes each): a crash's re-read jobs whose outcome is among them are not sent
+    #: again (streams.delivery.guard). 0 turns the guard off.
+    duplicate_guard_size: int = 50_000
     #: Partitions for topics we create. Workers beyond this count sit idle.
     partitions: int = 6
     replication_factor: int = 1
@@ -182,6 +186,8 @@ class Settings:
             per_webhook_concurrency=_int(env, "HOOKSTREAM_PER_WEBHOOK_CONCURRENCY", 16),
             defer_after=_float(env, "HOOKSTREAM_DEFER_AFTER", 30.0),
             retry_delays=_delays(env),
+            duplicate_guard_size=_int(env, "HOOKSTREAM_DUPLICATE_GUARD_SIZE", 50_000,
+                                      minimum=0),
             partitions=_int(env, "HOOKSTREAM_PARTITIONS", 6),
             replication_factor=_int(env, "HOOKSTREAM_REPLICATION_FACTOR", 1),
             log_level=env.get("HOOKSTREAM_LOG_LEVEL", "").strip().lower() or "info",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def now_ms() -> int:
@@ -13,7 +16,10 @@ def now_ms() -> int:
 def to_ms(value: object) -> int:
     """Epoch ms from what fastavro gives for a timestamp-millis field (datetime or int)."""
     if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+        # Exactly, in integers: value.timestamp() * 1000 is a float, and 1.001 s came
+        # back as 1000 ms (so a job's created_at changed across a round trip).
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return (aware - _EPOCH) // _MS
     if isinstance(value, int):
         return value
     raise TypeError(f"not a timestamp: {value!r}")

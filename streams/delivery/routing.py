@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from ..kafka.topics import DELIVERY_LOG, DLQ, RETRY_TOPICS
 from ..pipeline.records import Origin, Produce
+from .guard import outcome_headers
 from .models import (
     ATTEMPTS_EXHAUSTED,
     DEAD,
@@ -50,21 +51,21 @@ def after_attempt(job: DeliveryJob, outcome: Outcome, delays: tuple[float, ...],
                   origin: Origin) -> list[Produce]:
     status = verdict(job, outcome, delays)
     if status == SUCCESS:
-        return [_log(AttemptRecord.of(job, outcome, SUCCESS))]
+        return [_log(job, AttemptRecord.of(job, outcome, SUCCESS))]
     tried = replace(job, outcomes=(*job.outcomes, outcome))
     step = retry_after(job.attempt, delays)
     if status == DEAD or step is None:
         reason = (f"delivery {job.delivery_id} dead-lettered after {len(tried.outcomes)} "
                   f"attempts: {outcome.error}")
         letter = DeadLetter(tried, ATTEMPTS_EXHAUSTED, outcome.error, outcome.attempted_at)
-        return [_dead(letter, origin, reason), _log(AttemptRecord.of(job, outcome, DEAD))]
+        return [_dead(letter, origin, reason), _log(job, AttemptRecord.of(job, outcome, DEAD))]
     index, delay = step
     due = outcome.attempted_at + outcome.response_time_ms + int(delay * 1000)
     retry = replace(tried, attempt=job.attempt + 1, due_at=due)
     return [
         Produce(RETRY_TOPICS[index], job.webhook_id, retry.encode(),
                 ((DUE_AT_HEADER, str(due).encode()),)),
-        _log(AttemptRecord.of(job, outcome, RETRYING, next_attempt_at=due)),
+        _log(job, AttemptRecord.of(job, outcome, RETRYING, next_attempt_at=due)),
     ]
 
 
@@ -84,11 +85,13 @@ def undeliverable(job: DeliveryJob, reason: str, origin: Origin, now_ms: int) ->
     record = AttemptRecord(
         job.delivery_id, job.webhook_id, job.workspace_id, job.event_type, job.event_id,
         job.attempt, DISABLED if reason == WEBHOOK_DISABLED else DEAD, None, 0, error, now_ms)
-    return [_dead(letter, origin, error), _log(record)]
+    return [_dead(letter, origin, error), _log(job, record)]
 
 
-def _log(record: AttemptRecord) -> Produce:
-    return Produce(DELIVERY_LOG, record.webhook_id, record.encode())
+def _log(job: DeliveryJob, record: AttemptRecord) -> Produce:
+    # The headers say which job instance this is an outcome of (streams.delivery.guard).
+    return Produce(DELIVERY_LOG, record.webhook_id, record.encode(),
+                   outcome_headers(job.delivery_id, job.created_at, job.attempt))
 
 
 def _dead(letter: DeadLetter, origin: Origin, why: str) -> Produce:

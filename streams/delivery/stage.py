@@ -17,10 +17,13 @@ a partition for longer than one honest retry would.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 from aiokafka import TopicPartition
@@ -28,13 +31,15 @@ from aiokafka import TopicPartition
 from ..core.schemas import SchemaError
 from ..core.secretbox import SecretBox
 from ..core.timeutil import now_ms, parse_iso
-from ..kafka.topics import DELIVERIES, RETRY_TOPICS
+from ..kafka.topics import DELIVERIES, DELIVERY_LOG, RETRY_TOPICS
 from ..pipeline.clients import (
     ConsumerFactory,
     ProducerFactory,
     Record,
+    TailFactory,
     kafka_consumer,
     kafka_producer,
+    kafka_tail,
 )
 from ..pipeline.records import Origin, Produce
 from ..pipeline.stage import Stage
@@ -42,6 +47,7 @@ from ..settings import Settings
 from ..subscriptions.view import SubscriptionsView
 from ..telemetry import metrics
 from .client import DeliveryClient
+from .duplicates import DuplicateGuard
 from .fairness import FairSlots
 from .models import (
     ATTEMPTS_EXHAUSTED,
@@ -67,9 +73,11 @@ class DeliveryWorker(Stage):
     def __init__(self, settings: Settings, view: SubscriptionsView, *, box: SecretBox,
                  transport: httpx.AsyncBaseTransport | None = None,
                  consumer_factory: ConsumerFactory = kafka_consumer,
-                 producer_factory: ProducerFactory = kafka_producer) -> None:
+                 producer_factory: ProducerFactory = kafka_producer,
+                 tail_factory: TailFactory = kafka_tail) -> None:
         """`box` opens sealed webhook secrets (the runtime's, built once from the settings);
-        `transport` carries the POSTs (default: DeliveryClient's own, with its rules)."""
+        `transport` carries the POSTs (default: DeliveryClient's own, with its rules);
+        `tail_factory` reads the delivery log's newest outcomes (streams.delivery.duplicates)."""
         #: Each retry topic's delay, by its prefixed name (settings insist on one per topic).
         self._retry_delays = {settings.topic(t): delay
                               for t, delay in zip(RETRY_TOPICS, settings.retry_delays,
@@ -85,15 +93,31 @@ class DeliveryWorker(Stage):
         self._transport = transport
         self._client: DeliveryClient | None = None
         self._box = box
+        self.guard = DuplicateGuard(settings, tail_factory)
+        #: Per partition, the tasks of jobs waiting for their slots (not yet attempted).
+        self._waiting: defaultdict[TopicPartition, set[asyncio.Task[Any]]] = defaultdict(set)
 
     async def start(self) -> None:
         self._client = DeliveryClient(self.settings, transport=self._transport)
+        await self.guard.start()
         await super().start()
 
     async def stop(self) -> None:
         await super().stop()
+        await self.guard.stop()
         if self._client is not None:
             await self._client.aclose()
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        # Deliveries and retry topics are keyed by webhook like the log: partition p of
+        # each holds jobs whose outcomes are on log partition p.
+        await self.guard.assigned(assigned)
+
+    async def produce_all(self, records: list[Produce]) -> None:
+        # The outcome last: a logged outcome then means its retry or dead letter landed,
+        # so the guard of whoever reads the log next may trust it.
+        await super().produce_all([r for r in records if r.topic != DELIVERY_LOG])
+        await super().produce_all([r for r in records if r.topic == DELIVERY_LOG])
 
     async def ready(self) -> None:
         await self.view.ready.wait()
@@ -111,9 +135,29 @@ class DeliveryWorker(Stage):
         except SchemaError as exc:  # InvalidJob too: decodes, but must not be attempted
             log.warning("quarantined %s[%d]@%d: %s", origin.topic, origin.partition,
                         origin.offset, exc)
-            metrics.INVALID.labels(topic=metrics.stage_of(origin.topic)).inc()
+            metrics.INVALID.labels(
+                topic=origin.topic.removeprefix(self.settings.topic_prefix)).inc()
             return [self.quarantine(record, origin, f"invalid delivery job: {exc}")]
         stage = metrics.stage_of(origin.topic)
+        async with self.guard.claim(origin.partition, job) as fresh:
+            if not fresh:
+                log.info("delivery %s to webhook %s attempt %d: already has an outcome; "
+                         "skipped", job.delivery_id, job.webhook_id, job.attempt,
+                         extra=_ids(job))
+                metrics.SKIPPED_DUPLICATE.inc()
+                return []
+            produced = await self._deliver(job, origin, stage)
+            if any(p.topic == DELIVERY_LOG for p in produced):  # dead-lettered unattempted
+                # Known once durable: a dead letter that can never land (over its topic's
+                # limit) must fail every try of this handler, not pass the second as done.
+                await self.produce_all(produced)
+                self.guard.handled(origin.partition, job)
+                return []
+            return produced
+
+    async def _deliver(self, job: DeliveryJob, origin: Origin, stage: str) -> list[Produce]:
+        """What becomes of the job: a dead letter or a parked copy (returned, for the stage
+        to produce), or an attempt, whose outcome is produced here (nothing returned)."""
         sub = self.view.index.get(job.webhook_id)
         if sub is None or not sub.active:
             reason = WEBHOOK_DELETED if sub is None else WEBHOOK_DISABLED
@@ -125,20 +169,43 @@ class DeliveryWorker(Stage):
         if not self._load.admit(job.webhook_id, time.monotonic()):
             return self._defer(job)
         assert self._client is not None
+        tp = TopicPartition(origin.topic, origin.partition)
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting[tp].add(task)  # until it holds its slots: see hand_back
         try:
             async with self._attempt_slots(job.webhook_id, sub.workspace_id):
+                self._waiting.get(tp, set()).discard(task)
                 outcome = await attempt(
                     self._client, sub, job, timeout=self.settings.delivery_timeout,
                     allow_insecure=self.settings.allow_insecure_targets, box=self._box,
                 )
+                log.info("delivery %s to webhook %s attempt %d: %s %s %dms",
+                         job.delivery_id, job.webhook_id, outcome.attempt,
+                         "success" if outcome.ok else "failed",
+                         outcome.response_code or outcome.error, outcome.response_time_ms,
+                         extra=_ids(job))
+                self._observe(job, outcome, stage)
+                # The slots are held until the outcome is durable: the attempts a kill -9
+                # can make a receiver see twice are those holding a slot, so at most
+                # `delivery_concurrency` per worker (README, Delivery guarantees).
+                await self.produce_all(
+                    after_attempt(job, outcome, self.settings.retry_delays, origin))
+                self.guard.handled(origin.partition, job)
         except _NoSlot as no_slot:
             return self._defer(job, str(no_slot))
-        log.info("delivery %s to webhook %s attempt %d: %s %s %dms", job.delivery_id,
-                 job.webhook_id, outcome.attempt, "success" if outcome.ok else "failed",
-                 outcome.response_code or outcome.error, outcome.response_time_ms,
-                 extra=_ids(job))
-        self._observe(job, outcome, stage)
-        return after_attempt(job, outcome, self.settings.retry_delays, origin)
+        finally:
+            self._waiting.get(tp, set()).discard(task)
+        return []
+
+    def hand_back(self, tps: list[TopicPartition]) -> None:
+        # Jobs still waiting for a slot are not attempted by a worker giving the partition
+        # up (a rebalance, a graceful stop): left uncommitted, the next owner sends them
+        # once. Attempts under way finish and their outcomes are logged (Stage._drain), so
+        # neither is sent twice.
+        for tp in tps:
+            for task in self._waiting.pop(tp, set()):
+                task.cancel()
 
     def _defer(self, job: DeliveryJob,
                why: str = "its endpoint is saturated") -> list[Produce]:

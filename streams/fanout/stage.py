@@ -55,7 +55,10 @@ class FanoutStage(Stage):
             metrics.INVALID.labels(topic=origin.topic.removeprefix(
                 self.settings.topic_prefix)).inc()
             return [self.quarantine(record, origin, f"invalid event: {exc}")]
-        created = now_ms()
+        # The domain record's timestamp, not now: a job made again from the same record (a
+        # re-read after a crash) is then the same job instance, which the delivery stage's
+        # duplicate guard recognises (streams.delivery.guard).
+        created = record.timestamp if record.timestamp > 0 else now_ms()
         jobs = []
         for sub in self.view.index.subscribers(event.workspace_id, event.type,
                                                include_inactive=True):

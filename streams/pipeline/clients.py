@@ -98,3 +98,51 @@ def kafka_producer(settings: Settings) -> Producer:
         linger_ms=5, max_batch_size=1 << 20, max_request_size=INVALID_MAX_MESSAGE_BYTES,
     )
     return producer
+
+
+class PartitionTail(Protocol):
+    """Reads the newest records of one partition, outside any group."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def newest(self, topic: str, partition: int, count: int) -> list[Record]:
+        """Up to `count` records, the newest as of the call, oldest first."""
+        ...
+
+
+#: settings -> an unstarted PartitionTail.
+TailFactory: TypeAlias = Callable[[Settings], PartitionTail]
+
+
+class KafkaTail:
+    """PartitionTail on an aiokafka consumer without a group (assign, seek, read to the end
+    offset taken at the start)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, group_id=None,
+            enable_auto_commit=False, auto_offset_reset="earliest")
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def newest(self, topic: str, partition: int, count: int) -> list[Record]:
+        tp = TopicPartition(topic, partition)
+        self._consumer.assign([tp])
+        end = (await self._consumer.end_offsets([tp]))[tp]
+        first = (await self._consumer.beginning_offsets([tp]))[tp]
+        self._consumer.seek(tp, max(first, end - count))
+        found: list[Record] = []
+        while await self._consumer.position(tp) < end:
+            batch = await self._consumer.getmany(tp, timeout_ms=1000)
+            found.extend(r for r in batch.get(tp, ()) if r.offset < end)
+        return found
+
+
+def kafka_tail(settings: Settings) -> PartitionTail:
+    return KafkaTail(settings)

@@ -72,6 +72,8 @@ class LocalBroker:
 
     def __init__(self, clock: Callable[[], int] = now_ms) -> None:
         self._clock = clock
+        #: Every record appended, in the order they landed, whichever topic.
+        self.appended: list[Record] = []
         self._logs: dict[str, list[list[Record]]] = {}
         self._log_append_time: set[str] = set()
         self._groups: dict[str, _Group] = {}
@@ -119,6 +121,7 @@ class LocalBroker:
             serialized_value_size=-1 if value is None else len(value),
             headers=tuple(headers))
         records.append(record)
+        self.appended.append(record)
         for consumer in self._running:
             consumer._wake()
         return record
@@ -174,6 +177,10 @@ class LocalBroker:
 
     def producer(self, settings: Settings) -> LocalProducer:
         return LocalProducer(self)
+
+    def tail(self, settings: Settings) -> LocalTail:
+        """A PartitionTail factory (streams.pipeline.clients.TailFactory)."""
+        return LocalTail(self)
 
 
 class LocalConsumer:
@@ -346,3 +353,20 @@ class LocalProducer:
 if TYPE_CHECKING:  # mypy checks here that a LocalBroker's factories fit the stage's seams
     _FACTORIES: tuple[ConsumerFactory, ProducerFactory] = (LocalBroker().consumer,
                                                            LocalBroker().producer)
+
+
+class LocalTail:
+    """The newest records of a partition, read outside any group."""
+
+    def __init__(self, broker: LocalBroker) -> None:
+        self._broker = broker
+
+    async def start(self) -> None:
+        await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        await asyncio.sleep(0)
+
+    async def newest(self, topic: str, partition: int, count: int) -> list[Record]:
+        await asyncio.sleep(0)  # a round trip
+        return self._broker.records(topic, partition)[-count:] if count > 0 else []

@@ -250,6 +250,9 @@ class Stage:
             self._paused.discard(tp)
             self._resume_if_free(tp)
 
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Told of the partitions just assigned, before any of their records is read."""
+
     async def produce_all(self, records: list[Produce]) -> None:
         await asyncio.gather(*(self._durably_send(r) for r in records))
 
@@ -300,8 +303,13 @@ class Stage:
         for tp, offset in offsets.items():
             self._trackers[tp].committed = offset
 
+    def hand_back(self, tps: list[TopicPartition]) -> None:
+        """Before these partitions are drained: stop what has not begun, so that it is
+        left uncommitted for their next owner rather than begun now (default: nothing)."""
+
     async def _drain(self, tps: list[TopicPartition]) -> None:
         """Let in-flight records of these partitions finish (bounded), commit, forget them."""
+        self.hand_back(tps)
         tasks = [t for tp in tps for t in self._tasks.get(tp, ())]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self._drain_timeout)
@@ -327,4 +335,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.stage._drain(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
-        return None
+        await self.stage.on_assigned(list(assigned))

@@ -34,6 +34,10 @@ ATTEMPT = Histogram("hookstream_attempt_seconds", "One delivery attempt",
 #: endpoint could not take them soon (streams.delivery.pressure)
 DEFERRED = Counter("hookstream_deliveries_deferred_total", "Jobs parked, not attempted",
                    registry=REGISTRY)
+#: counter: jobs not attempted because a copy of them already has an outcome (a crash's
+#: re-read, the fan-out making a job again): streams.delivery.guard
+SKIPPED_DUPLICATE = Counter("hookstream_deliveries_skipped_duplicate_total",
+                            "Jobs skipped: a copy already has an outcome", registry=REGISTRY)
 #: counter: jobs dead-lettered, by reason
 DEAD_LETTERS = Counter("hookstream_dead_letters_total", "Jobs dead-lettered", ["reason"],
                        registry=REGISTRY)

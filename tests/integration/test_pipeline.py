@@ -315,7 +315,7 @@ def test_metrics_count_what_happened(dep: Deployment) -> None:
         'hookstream_dead_letters_total{reason="webhook_disabled"}': 4,
         'hookstream_invalid_messages_total{topic="domain.task"}': 2,
         'hookstream_invalid_messages_total{topic="hookstream.control"}': 1,
-        'hookstream_invalid_messages_total{topic="deliveries"}': 1,
+        'hookstream_invalid_messages_total{topic="hookstream.deliveries"}': 1,
         "hookstream_end_to_end_seconds_count": 5,
         'hookstream_end_to_end_seconds_bucket{le="+Inf"}': 5,
         "hookstream_attempt_seconds_count": 9,  # tests are not attempts of a delivery

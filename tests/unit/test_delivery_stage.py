@@ -93,7 +93,8 @@ def _worker(broker: LocalBroker, receiver: Receiver, subs: Iterable[Subscription
             box: SecretBox = BOX) -> DeliveryWorker:
     return DeliveryWorker(SETTINGS, _view(subs), box=box,
                           transport=httpx.MockTransport(receiver),
-                          consumer_factory=broker.consumer, producer_factory=broker.producer)
+                          consumer_factory=broker.consumer, producer_factory=broker.producer,
+                          tail_factory=broker.tail)
 
 
 def _record(topic: str, value: bytes, offset: int = 7) -> ConsumerRecord[bytes, bytes]:
@@ -116,11 +117,21 @@ def _deliver(job: DeliveryJob | bytes, status: int = 200, subs: Iterable[Subscri
         worker = _worker(broker, receiver, subs, box)
         await worker.start()  # its loop reads nothing: the record is handed to `handle`
         try:
-            return await worker.handle(record, Origin(record.topic, 0, record.offset))
+            returned = await worker.handle(record, Origin(record.topic, 0, record.offset))
+            return _produced_by(broker) + returned
         finally:
             await worker.stop()
 
     return run(main), receiver
+
+
+def _produced_by(broker: LocalBroker) -> list[Produce]:
+    """What a handler produced itself (an attempt's outcome: its retry or dead letter,
+    then its log record), in the order it landed, as the Produce it was."""
+    outputs = {SETTINGS.topic(t) for t in (DELIVERY_LOG, DLQ, *RETRY_TOPICS)}
+    landed = [r for r in broker.appended if r.topic in outputs]
+    return [Produce(r.topic.removeprefix(SETTINGS.topic_prefix), (r.key or b"").decode(),
+                    r.value or b"", tuple(r.headers)) for r in landed]
 
 
 def _log(produce: Produce) -> AttemptRecord:
@@ -248,11 +259,12 @@ def test_a_receiver_that_hangs_is_a_timeout() -> None:
         worker = DeliveryWorker(SETTINGS, _view([SUB]), box=BOX,
                                 transport=httpx.MockTransport(hang),
                                 consumer_factory=broker.consumer,
-                                producer_factory=broker.producer)
+                                producer_factory=broker.producer, tail_factory=broker.tail)
         await worker.start()
         try:
             record = _record(SETTINGS.topic(DELIVERIES), JOB.encode())
-            return await worker.handle(record, Origin(record.topic, 0, record.offset))
+            returned = await worker.handle(record, Origin(record.topic, 0, record.offset))
+            return _produced_by(broker) + returned
         finally:
             await worker.stop()
 

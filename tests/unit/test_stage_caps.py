@@ -88,7 +88,8 @@ class _CountingWorker(DeliveryWorker):
             view.index.put(sub)
         view.ready.set()
         super().__init__(SETTINGS, view, box=BOX, transport=httpx.MockTransport(endpoints),
-                         consumer_factory=broker.consumer, producer_factory=broker.producer)
+                         consumer_factory=broker.consumer, producer_factory=broker.producer,
+                         tail_factory=broker.tail)
         self.handled: Counter[TopicPartition] = Counter()
         self.finished: Counter[TopicPartition] = Counter()
         self._changed = asyncio.Condition()
