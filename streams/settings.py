@@ -32,6 +32,11 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1,
     return value
 
 
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    """A whole number >= 1, or None when unset (decided elsewhere)."""
+    return _int(env, name, 1) if env.get(name, "").strip() else None
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
@@ -146,7 +151,11 @@ class Settings:
     duplicate_guard_size: int = 50_000
     #: Partitions for topics we create. Workers beyond this count sit idle.
     partitions: int = 6
-    replication_factor: int = 1
+    #: Copies of each partition of the topics we create, and how many must hold a record
+    #: before an acks=all produce succeeds. None: from the cluster's size
+    #: (streams.kafka.topics.replication_for: 3 and 2 on 3+ brokers, 1 and 1 on one).
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
     log_level: str = "info"
     #: `json` (one object a line, with delivery/webhook/event ids) or `text`.
     log_format: str = "json"
@@ -169,6 +178,11 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         concurrency = _int(env, "HOOKSTREAM_DELIVERY_CONCURRENCY", 200)
+        replicas = _optional_int(env, "HOOKSTREAM_REPLICATION_FACTOR")
+        min_insync = _optional_int(env, "HOOKSTREAM_MIN_INSYNC_REPLICAS")
+        if replicas is not None and min_insync is not None and min_insync > replicas:
+            raise SettingsError(f"HOOKSTREAM_MIN_INSYNC_REPLICAS={min_insync} is more than "
+                                f"HOOKSTREAM_REPLICATION_FACTOR={replicas}")
         return cls(
             bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or "127.0.0.1:9092",
             topic_prefix=env.get("HOOKSTREAM_TOPIC_PREFIX", "").strip(),
@@ -189,7 +203,8 @@ class Settings:
             duplicate_guard_size=_int(env, "HOOKSTREAM_DUPLICATE_GUARD_SIZE", 50_000,
                                       minimum=0),
             partitions=_int(env, "HOOKSTREAM_PARTITIONS", 6),
-            replication_factor=_int(env, "HOOKSTREAM_REPLICATION_FACTOR", 1),
+            replication_factor=replicas,
+            min_insync_replicas=min_insync,
             log_level=env.get("HOOKSTREAM_LOG_LEVEL", "").strip().lower() or "info",
             log_format=_choice(env, "HOOKSTREAM_LOG_FORMAT", ("json", "text")),
             sample_interval=_float(env, "HOOKSTREAM_SAMPLE_INTERVAL", 10.0),

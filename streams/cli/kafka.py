@@ -12,29 +12,35 @@ from .common import CliError, JsonOption, emit, group, settings
 if TYPE_CHECKING:
     from localdev.kafka import KafkaStatus
 
-kafka_cli = group("Run a local single-node Kafka (KRaft) for development.")
+kafka_cli = group("Run a local Kafka (KRaft) for development: one broker, or a cluster.")
 topics_cli = group("Create and describe hookstream's topics.")
 
 
 # -- kafka ---------------------------------------------------------------------------
 def _state(status: KafkaStatus, verdict: str | None = None) -> dict[str, Any]:
     """`kafka up`, `down` and `status` answer with the same fields; up and down add what
-    they did as `status`."""
+    they did as `status`. `running`: every node runs; `pid`: the single broker's."""
     state: dict[str, Any] = {"status": verdict} if verdict else {}
+    nodes = [{"id": n.id, "pid": n.pid, "bootstrap": n.bootstrap, "running": n.running}
+             for n in status.nodes]
     return {**state, "running": status.running, "pid": status.pid,
-            "bootstrap": status.bootstrap, "detail": status.detail}
+            "bootstrap": status.bootstrap, "detail": status.detail, "nodes": nodes}
 
 
 @kafka_cli.command("up")
 def kafka_up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
+    brokers: Annotated[int | None, typer.Option(
+        min=1, help="Run a cluster of this many KRaft nodes on 127.0.0.1 (node i on port "
+                    "9192 + 100*(i-1)). Default: the cluster this HOOKSTREAM_HOME runs, "
+                    "else one broker on 9092.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Start the local broker in the background (formats storage on first use)."""
+    """Start the local broker, or cluster, in the background (formats storage on first use)."""
     from localdev.kafka import LocalKafka, LocalKafkaError
 
     try:
-        status, started = LocalKafka.from_env().up(timeout=timeout)
+        status, started = LocalKafka.from_env(brokers).up(timeout=timeout)
     except LocalKafkaError as exc:
         raise CliError(str(exc)) from None
     emit(as_json, _state(status, "started" if started else "already_running"),
@@ -43,7 +49,7 @@ def kafka_up(
 
 @kafka_cli.command("down")
 def kafka_down(as_json: JsonOption = False) -> None:
-    """Stop the local broker started by `kafka up`."""
+    """Stop the local broker, or every node of the cluster, started by `kafka up`."""
     from localdev.kafka import LocalKafka, LocalKafkaError
 
     try:
@@ -57,7 +63,8 @@ def kafka_down(as_json: JsonOption = False) -> None:
 
 @kafka_cli.command("status")
 def kafka_status(as_json: JsonOption = False) -> None:
-    """Say whether the local broker runs, and where (exit 1 when it does not)."""
+    """Say whether the local broker (every node of the cluster) runs, and where (exit 1
+    when it, or any node, does not)."""
     from localdev.kafka import LocalKafka, LocalKafkaError
 
     try:

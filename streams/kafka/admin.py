@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ClusterMetadata,
+    NewTopic,
+)
 
-from ..settings import Settings
-from .topics import TopicSpec, all_topics
+from ..settings import Settings, SettingsError
+from .topics import Replication, TopicSpec, all_topics, replication_for
 
 
 class AdminError(RuntimeError):
@@ -40,13 +44,53 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
 
 
-def create_topics(settings: Settings, timeout: float = 30.0) -> list[TopicState]:
-    """Create every topic that is missing; existing ones are left as they are."""
-    admin = admin_client(settings)
+def _metadata(admin: AdminClient, settings: Settings, timeout: float) -> ClusterMetadata:
     try:
-        existing = admin.list_topics(timeout=timeout).topics
+        return admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise AdminError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from None
+
+
+def _replication(metadata: ClusterMetadata, settings: Settings) -> Replication:
+    """streams.kafka.topics.replication_for, for the brokers this cluster reports.
+
+    Those are the live brokers and any that hold a replica of an existing topic: a broker
+    that is down while a worker starts does not make the topics it creates smaller.
+    """
+    brokers = set(metadata.brokers)
+    for topic in metadata.topics.values():
+        for partition in topic.partitions.values():
+            brokers.update(partition.replicas)
+    try:
+        return replication_for(len(brokers), settings.replication_factor,
+                               settings.min_insync_replicas)
+    except SettingsError as exc:
+        raise AdminError(f"{exc} (Kafka at {settings.bootstrap_servers})") from None
+
+
+def cluster_replication(settings: Settings, timeout: float = 30.0) -> Replication:
+    """The replication our topics get on the cluster at `settings.bootstrap_servers`."""
+    return _replication(_metadata(admin_client(settings), settings, timeout), settings)
+
+
+def with_replication(settings: Settings, timeout: float = 30.0) -> Settings:
+    """`settings` with the replication settled (from the cluster's size unless set)."""
+    replication = cluster_replication(settings, timeout)
+    return replace(settings, replication_factor=replication.factor,
+                   min_insync_replicas=replication.min_insync)
+
+
+def create_topics(settings: Settings, timeout: float = 30.0) -> list[TopicState]:
+    """Create every topic that is missing; existing ones are left as they are.
+
+    New topics get the replication of `_replication` (min.insync.replicas as a topic
+    config); AdminError when the cluster cannot honour HOOKSTREAM_REPLICATION_FACTOR or
+    HOOKSTREAM_MIN_INSYNC_REPLICAS.
+    """
+    admin = admin_client(settings)
+    metadata = _metadata(admin, settings, timeout)
+    replication = _replication(metadata, settings)
+    existing = metadata.topics
     specs = all_topics(settings)
     missing: list[TopicSpec] = [s for s in specs if s.name not in existing]
     results: list[TopicState] = [
@@ -55,7 +99,8 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> list[TopicState]
     ]
     if missing:
         futures = admin.create_topics(
-            [NewTopic(s.name, s.partitions, settings.replication_factor, config=s.config)
+            [NewTopic(s.name, s.partitions, replication.factor,
+                      config={**s.config, "min.insync.replicas": str(replication.min_insync)})
              for s in missing],
             operation_timeout=timeout, request_timeout=timeout,
         )
@@ -68,7 +113,8 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> list[TopicState]
                     results.append(TopicState(spec.name, spec.partitions, False))
                 else:
                     raise AdminError(f"creating {spec.name}: {exc.args[0].str()}") from None
-        _wait_until_visible(admin, {s.name: s.partitions for s in missing}, timeout)
+        _wait_until_visible(admin, {s.name: s.partitions for s in missing}, timeout,
+                            set(metadata.brokers), settings.bootstrap_servers)
     order = {s.name: i for i, s in enumerate(specs)}
     return sorted(results, key=lambda t: order[t.name])
 
@@ -90,21 +136,38 @@ def delete_topics(settings: Settings, timeout: float = 30.0) -> int:
     return len(names)
 
 
-def _wait_until_visible(admin: AdminClient, partitions: dict[str, int],
-                        timeout: float) -> None:
-    """Until the broker's metadata shows the new topics with a leader for every partition.
+def _wait_until_visible(admin: AdminClient, partitions: dict[str, int], timeout: float,
+                        brokers: set[int], bootstrap: str) -> None:
+    """Until every broker's metadata shows the new topics with a leader for every partition.
 
     A created topic is not yet in every broker's metadata; a consumer group that assigns
     partitions before it is skips the topic ("Ignoring missing topic") and sits with
-    nothing until its next metadata refresh, minutes later.
+    nothing until its next metadata refresh, minutes later. On a cluster each broker
+    applies the controller's records in its own time, so each must have answered with the
+    topics (a metadata answer names its broker; fresh clients spread the questions).
     """
     deadline = time.monotonic() + timeout
+    pending = set(brokers)
+
+    def shown(metadata: ClusterMetadata) -> bool:
+        topics = metadata.topics
+        return all(name in topics and len(topics[name].partitions) == count
+                   and all(p.leader >= 0 for p in topics[name].partitions.values())
+                   for name, count in partitions.items())
+
     while True:
-        topics = admin.list_topics(timeout=timeout).topics
-        if all(name in topics and len(topics[name].partitions) == count
-               and all(p.leader >= 0 for p in topics[name].partitions.values())
-               for name, count in partitions.items()):
-            return
+        if len(brokers) <= 1:
+            if shown(admin.list_topics(timeout=timeout)):
+                return
+        else:
+            for _ in range(len(pending)):
+                client = AdminClient({"bootstrap.servers": bootstrap})
+                metadata = client.list_topics(timeout=timeout)
+                if shown(metadata):
+                    pending.discard(metadata.orig_broker_id)  # -1: a bootstrap address
+                pending &= set(metadata.brokers)  # one that died meanwhile is not waited for
+            if not pending:
+                return
         if time.monotonic() > deadline:
             raise AdminError(f"created topics not visible after {timeout:g}s")
         time.sleep(0.1)

@@ -67,7 +67,8 @@ def build_app(settings: Settings) -> faust.App:
         web_stats_enabled=False,
         web_metrics_enabled=False,
         topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
+        # Settled by the worker (streams.kafka.admin.with_replication) before it builds us.
+        topic_replication_factor=settings.replication_factor or 1,
         # acks=all: an offset is committed only after what it produced is on every replica.
         producer_acks=-1,
         # Table writes (history: two per delivery attempt) went out nearly one produce request

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..settings import Settings
+from ..settings import Settings, SettingsError
 
 CONTROL = "hookstream.control"
 SUBSCRIPTIONS = "hookstream.subscriptions"
@@ -40,6 +40,40 @@ MAX_MESSAGE_BYTES = 1_048_588
 #: hookstream.invalid takes twice as much: a copy of any record another topic accepted,
 #: with its key and our headers (source, reason: about 1.2 KB) on top.
 INVALID_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How many copies each partition of our topics has, and how many of them must hold a
+    record before an `acks=all` produce succeeds."""
+
+    factor: int
+    min_insync: int
+
+
+def replication_for(brokers: int, factor: int | None = None,
+                    min_insync: int | None = None) -> Replication:
+    """The one replication rule, from the number of brokers the cluster reports.
+
+    By default 3 copies (fewer brokers: one per broker) and min.insync.replicas 2 when there
+    are 3 copies or more, else 1: one broker can die without stopping `acks=all` producers,
+    and on 3+ brokers an acknowledged record is on two of them. HOOKSTREAM_REPLICATION_FACTOR
+    (`factor`) and HOOKSTREAM_MIN_INSYNC_REPLICAS (`min_insync`) override; a value the
+    cluster cannot honour is a SettingsError naming the variable.
+    """
+    if brokers < 1:
+        raise SettingsError("the cluster reports no brokers")
+    rf = min(3, brokers) if factor is None else factor
+    if rf < 1:
+        raise SettingsError(f"HOOKSTREAM_REPLICATION_FACTOR must be at least 1, got {rf}")
+    if rf > brokers:
+        raise SettingsError(f"HOOKSTREAM_REPLICATION_FACTOR={rf} is more than the {brokers} "
+                            f"broker{'s' if brokers > 1 else ''} of the cluster")
+    isr = (2 if rf >= 3 else 1) if min_insync is None else min_insync
+    if not 1 <= isr <= rf:
+        raise SettingsError(f"HOOKSTREAM_MIN_INSYNC_REPLICAS={isr} must be between 1 and the "
+                            f"replication factor {rf}")
+    return Replication(rf, isr)
 
 
 def domain_topic(family: str) -> str:

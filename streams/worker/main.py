@@ -11,7 +11,7 @@ from .. import api, console
 from ..control import agent as control
 from ..dlq import agent as dead_letters
 from ..history.table import History
-from ..kafka.admin import create_topics
+from ..kafka.admin import create_topics, with_replication
 from ..kafka.app import DatadirError
 from ..kafka.topics import INVALID
 from ..pipeline.agents import Agents
@@ -22,6 +22,9 @@ from .pipeline import Stages, readiness, service_for
 
 
 def run_worker(settings: Settings) -> None:
+    # The replication our topics get (from the cluster's size unless set) is settled before
+    # the app exists: faust gives it to the one topic it creates itself (its assignor's).
+    settings = with_replication(settings)
     # An unusable HOOKSTREAM_HOME is one line and exit 1, the form of the CLI's errors.
     try:
         rt = build_runtime(settings)

@@ -15,7 +15,7 @@ import typer.core
 import typer.main
 
 from localdev import kafka as localkafka
-from localdev.kafka import KafkaStatus, LocalKafkaError
+from localdev.kafka import KafkaStatus, LocalKafkaError, NodeStatus
 from streams.cli import cli, main
 from streams.cli.common import emit
 
@@ -57,15 +57,18 @@ class FakeKafka:
     def __init__(self) -> None:
         self.running = False
         self.bootstrap = "127.0.0.1:19092"
+        self.brokers: int | None = None
 
     @classmethod
-    def from_env(cls) -> FakeKafka:
+    def from_env(cls, brokers: int | None = None) -> FakeKafka:
+        cls.instance.brokers = brokers
         return cls.instance
 
     def status(self) -> KafkaStatus:
         pid = 4242 if self.running else None
         return KafkaStatus(self.running, pid, self.bootstrap, Path("/h"),
-                           "up (pid 4242)" if self.running else "not running")
+                           "up (pid 4242)" if self.running else "not running",
+                           (NodeStatus(1, pid, self.bootstrap, self.running),))
 
     def up(self, timeout: float = 90.0) -> tuple[KafkaStatus, bool]:
         if self.fail:
@@ -104,16 +107,28 @@ def test_kafka_up_and_down_json_say_what_they_did(
         parsed: dict[str, Any] = json.loads(out)
         return parsed
 
+    node = {"id": 1, "pid": 4242, "bootstrap": "127.0.0.1:19092", "running": True}
     assert answer("up") == {"status": "started", "running": True, "pid": 4242,
-                            "bootstrap": "127.0.0.1:19092", "detail": "up (pid 4242)"}
-    assert fake_kafka.running
+                            "bootstrap": "127.0.0.1:19092", "detail": "up (pid 4242)",
+                            "nodes": [node]}
+    assert fake_kafka.running and fake_kafka.brokers is None
     assert answer("up")["status"] == "already_running"
     assert answer("status") == {"running": True, "pid": 4242, "bootstrap": "127.0.0.1:19092",
-                                "detail": "up (pid 4242)"}
+                                "detail": "up (pid 4242)", "nodes": [node]}
     assert answer("down") == {"status": "stopped", "running": False, "pid": None,
-                              "bootstrap": "127.0.0.1:19092", "detail": "not running"}
+                              "bootstrap": "127.0.0.1:19092", "detail": "not running",
+                              "nodes": [{**node, "pid": None, "running": False}]}
     assert not fake_kafka.running
     assert answer("down")["status"] == "not_running"
+
+
+def test_kafka_up_brokers_asks_for_a_cluster_of_that_size(
+        fake_kafka: FakeKafka, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _main(monkeypatch, capsys, "kafka", "up", "--brokers", "3", "--json")
+    assert (code, err, fake_kafka.brokers) == (0, "", 3)
+    code, _, err = _main(monkeypatch, capsys, "kafka", "up", "--brokers", "0")
+    assert code == 2 and "--brokers" in err
 
 
 def test_kafka_up_failure_with_json_is_one_line_and_no_stdout(

@@ -26,7 +26,7 @@ def test_defaults() -> None:
     assert s.defer_after == 30.0
     assert s.retry_delays == (60.0, 300.0, 1800.0)
     assert s.partitions == 6
-    assert s.replication_factor == 1
+    assert s.replication_factor is None and s.min_insync_replicas is None  # the cluster's
     assert s.log_level == "info"
 
 
@@ -69,6 +69,7 @@ def test_blank_values_mean_default() -> None:
         ("HOOKSTREAM_RETRY_DELAYS", " 0.5, 0 ,10 ", "retry_delays", (0.5, 0.0, 10.0)),
         ("HOOKSTREAM_PARTITIONS", "12", "partitions", 12),
         ("HOOKSTREAM_REPLICATION_FACTOR", "3", "replication_factor", 3),
+        ("HOOKSTREAM_MIN_INSYNC_REPLICAS", " 2 ", "min_insync_replicas", 2),
         ("HOOKSTREAM_LOG_LEVEL", " DEBUG ", "log_level", "debug"),
         ("HOOKSTREAM_PER_WORKSPACE_CONCURRENCY", "7", "per_workspace_concurrency", 7),
         ("HOOKSTREAM_MAX_WEBHOOKS_PER_WORKSPACE", "3", "max_webhooks_per_workspace", 3),
@@ -127,12 +128,23 @@ def test_a_workspace_gets_half_of_the_workers_attempts_unless_set() -> None:
         ("HOOKSTREAM_DEFER_AFTER", "soon"),
         ("HOOKSTREAM_PARTITIONS", "six"),
         ("HOOKSTREAM_REPLICATION_FACTOR", "0"),
+        ("HOOKSTREAM_REPLICATION_FACTOR", "three"),
+        ("HOOKSTREAM_MIN_INSYNC_REPLICAS", "0"),
+        ("HOOKSTREAM_MIN_INSYNC_REPLICAS", "-1"),
+        ("HOOKSTREAM_MIN_INSYNC_REPLICAS", "2.5"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, raw: str) -> None:
     with pytest.raises(SettingsError) as info:
         Settings.from_env({name: raw})
     assert name in str(info.value)
+
+
+def test_min_insync_above_the_replication_factor_is_refused() -> None:
+    with pytest.raises(SettingsError, match="HOOKSTREAM_MIN_INSYNC_REPLICAS=3 is more than "
+                                            "HOOKSTREAM_REPLICATION_FACTOR=2"):
+        Settings.from_env({"HOOKSTREAM_REPLICATION_FACTOR": "2",
+                           "HOOKSTREAM_MIN_INSYNC_REPLICAS": "3"})
 
 
 def test_settings_error_is_value_error() -> None:
