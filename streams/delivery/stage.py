@@ -166,7 +166,7 @@ class DeliveryWorker(Stage):
             metrics.DELIVERIES.labels(outcome=DISABLED if sub else DEAD, stage=stage).inc()
             metrics.DEAD_LETTERS.labels(reason=reason).inc()
             return undeliverable(job, reason, origin, now_ms())
-        if not self._load.admit(job.webhook_id, time.monotonic()):
+        if not self._load.admit(job.webhook_id, _clock()):
             return self._defer(job)
         assert self._client is not None
         tp = TopicPartition(origin.topic, origin.partition)
@@ -247,7 +247,7 @@ class DeliveryWorker(Stage):
         token: int | None = None
         try:
             while not await slots.acquire(self.settings.defer_after):
-                if self._load.lagging(webhook_id, time.monotonic()):
+                if self._load.lagging(webhook_id, _clock()):
                     raise _NoSlot("its endpoint is saturated")
                 if self._slots.capped(workspace):
                     raise _NoSlot("its workspace is at its concurrency limit")
@@ -256,11 +256,11 @@ class DeliveryWorker(Stage):
                     if self._slots.capped(workspace):
                         raise _NoSlot("its workspace is at its concurrency limit")
                 try:
-                    token = self._load.started(webhook_id, time.monotonic())
+                    token = self._load.started(webhook_id, _clock())
                     yield
                 finally:
                     if token is not None:
-                        self._load.finished(webhook_id, token, time.monotonic())
+                        self._load.finished(webhook_id, token, _clock())
                     self._slots.release(workspace)
             finally:
                 slots.release()
@@ -269,6 +269,13 @@ class DeliveryWorker(Stage):
                 self._load.abandoned(webhook_id)
             if webhook_id not in self._load:  # nothing queued or running: forget its slots
                 self._per_webhook.pop(webhook_id, None)
+
+
+def _clock() -> float:
+    """The event loop's monotonic clock: the one its timeouts (`defer_after`) run on, so an
+    endpoint's pace and the waits for its slots are measured alike (also in a test's
+    virtual time)."""
+    return asyncio.get_running_loop().time()
 
 
 class _NoSlot(Exception):
