@@ -28,7 +28,7 @@ test: install browser  ## Everything from nothing: deps, lint, Kafka jars, broke
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -p no:cacheprovider -q
 
-bench: install  ## Benchmarks against the local broker (scenarios a-e, README Performance); JSON in bench/results/
+bench: install  ## Benchmarks against the local broker (scenarios t, a-e, f1, f3; g on request; README Performance); JSON in bench/results/
 	$(PY) -m localdev.bench
 
 test-unit: install  ## The pure core only, no broker (seconds)

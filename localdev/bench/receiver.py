@@ -1,7 +1,8 @@
 """The benchmark's receiver: answers fast, counts, and keeps each request's latency.
 
 Latency is receipt time minus the event's `timestamp`, which the harness sets at publish
-time. Paths under /slow/ hang for HANG seconds (a receiver that times out).
+time. Paths under /slow/ hang for HANG seconds (a receiver that times out). Each request's
+`X-Webhook-Delivery` id is kept too (GET /deliveries), to count duplicates by delivery id.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ HANG_S = 30.0
 
 def make_app() -> web.Application:
     received: list[tuple[float, float, str]] = []  # (receipt time, latency s, path)
+    delivered: list[tuple[float, str]] = []  # (receipt time, X-Webhook-Delivery)
 
     async def receive(request: web.Request) -> web.Response:
         body = await request.read()
@@ -33,6 +35,7 @@ def make_app() -> web.Application:
         except (ValueError, KeyError, TypeError):
             pass
         received.append((now, latency, request.path))
+        delivered.append((now, request.headers.get("X-Webhook-Delivery", "")))
         return web.Response(text="OK")
 
     async def stats(request: web.Request) -> web.Response:
@@ -43,13 +46,18 @@ def make_app() -> web.Application:
         # being measured.
         return web.json_response({"received": len(received)})
 
+    async def deliveries(request: web.Request) -> web.Response:
+        return web.json_response({"deliveries": delivered})
+
     async def reset(request: web.Request) -> web.Response:
         received.clear()
+        delivered.clear()
         return web.json_response({"ok": True})
 
     app = web.Application(client_max_size=2**20)
     app.router.add_get("/stats", stats)
     app.router.add_get("/count", count)
+    app.router.add_get("/deliveries", deliveries)
     app.router.add_post("/reset", reset)
     app.router.add_post("/{tail:.*}", receive)
     return app

@@ -28,11 +28,11 @@ def machine_limit(port: int, total: int, runs: int = 3) -> float:
 
 
 def throughput(bootstrap: str, home: Path, events: int, fanout: int,
-               workers: int = 1) -> dict[str, Any]:
+               workers: int = 1, env: dict[str, str] | None = None) -> dict[str, Any]:
     """(a) E events, fan-out F: sustained deliveries/s, first to last delivery, with
-    `workers` worker processes in the same consumer groups."""
+    `workers` worker processes in the same consumer groups (`env`: more settings)."""
     # Lag sampled every second, to see when the history has caught up.
-    stack = Stack(bootstrap, home, {"HOOKSTREAM_SAMPLE_INTERVAL": "1"})
+    stack = Stack(bootstrap, home, {"HOOKSTREAM_SAMPLE_INTERVAL": "1", **(env or {})})
     try:
         limit = machine_limit(stack.receiver_port, min(events * fanout, 10_000))
         _get_reset(stack)

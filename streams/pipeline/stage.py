@@ -301,7 +301,10 @@ class Stage:
             log.warning("offset commit failed: %s", exc)
             return
         for tp, offset in offsets.items():
-            self._trackers[tp].committed = offset
+            # A drain may have forgotten the partition while the commit was awaited.
+            kept = self._trackers.get(tp)
+            if kept is not None:
+                kept.committed = offset
 
     def hand_back(self, tps: list[TopicPartition]) -> None:
         """Before these partitions are drained: stop what has not begun, so that it is
