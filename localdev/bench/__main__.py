@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..kafka import LocalKafka
-from . import clients, faults, guardcost, run
+from . import brokerfault, clients, faults, guardcost, run
 
 
 def main() -> None:
@@ -20,7 +20,8 @@ def main() -> None:
     parser.add_argument("--scenarios", default=DEFAULT,
                         help="comma-separated: t http clients, a throughput, b latency, "
                              "c slow endpoint, d many subscriptions, e retry timing, "
-                             "f1 kill -9 of 1 of 2 workers under load, f3 rolling restart "
+                             "f1 kill -9 of 1 of 2 workers under load, f2 kill -9 of 1 of 3 "
+                             "brokers (a local cluster), f3 rolling restart "
                              "of 3 workers under load, g duplicate guard cost "
                              f"(default {DEFAULT})")
     parser.add_argument("--events", type=int, default=20_000, help="events for (a)")
@@ -49,8 +50,12 @@ def main() -> None:
                         help="on/off pairs of runs in (g)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    kafka = LocalKafka.from_env()
-    status, _ = kafka.up()
+    wanted = args.scenarios.split(",")
+    # (t) needs no broker and (f2) runs a cluster of its own: the single broker only if
+    # another scenario is asked for.
+    bootstrap = ""
+    if set(wanted) - {"t", "f2"}:
+        bootstrap = LocalKafka.from_env().up()[0].bootstrap
     home = Path(".hookstream/bench")
     home.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -61,7 +66,7 @@ def main() -> None:
         if scenario not in SCENARIOS:
             parser.error(f"unknown scenario {scenario!r}")
     for scenario in args.scenarios.split(","):
-        for result in _run(scenario, args, status.bootstrap, home):
+        for result in _run(scenario, args, bootstrap, home):
             results.append(result)
             table = Table(title=result["scenario"], show_header=False)
             for key, value in result.items():
@@ -73,7 +78,7 @@ def main() -> None:
     console.print(f"written to {path}")
 
 
-SCENARIOS = ("t", "a", "b", "c", "d", "e", "f1", "f3", "g")
+SCENARIOS = ("t", "a", "b", "c", "d", "e", "f1", "f2", "f3", "g")
 #: (g) is left out: four more runs of (a), a quarter of an hour on the 2-core machine.
 DEFAULT = "t,a,b,c,d,e,f1,f3"
 
@@ -98,6 +103,9 @@ def _run(scenario: str, args: argparse.Namespace, bootstrap: str,
     if scenario == "f1":
         return [faults.kill_restart(bootstrap, home, args.fault_rate, args.fanout,
                                     args.fault_log_level)]
+    if scenario == "f2":
+        return [brokerfault.broker_kill(home.parent, args.fault_rate, args.fanout,
+                                        log_level=args.fault_log_level)]
     if scenario == "f3":
         return [faults.rolling_restart(bootstrap, home, args.fault_rate, args.fanout,
                                        args.fault_log_level)]
