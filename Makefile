@@ -31,7 +31,7 @@ test: install browser  ## Everything from nothing: deps, lint, Kafka jars, broke
 bench: install  ## Benchmarks against the local broker (scenarios t, a-e, f1, f3; g on request; README Performance); JSON in bench/results/
 	$(PY) -m localdev.bench
 
-test-unit: install  ## The pure core only, no broker (seconds)
+test-unit: install  ## No broker: the pure core, the stage loop and both handlers (under a minute)
 	$(PY) -m pytest -p no:cacheprovider -q tests/unit
 
 screenshots: install browser  ## Refresh the console's pictures in docs/ (runs its browser test)
