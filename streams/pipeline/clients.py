@@ -1,4 +1,5 @@
-"""What a stage uses of its Kafka clients, and the aiokafka clients it gets by default.
+"""What a stage uses of its Kafka clients, and the clients it gets by default (aiokafka's
+consumer, a librdkafka producer).
 
 A stage is handed its clients by factories (as arroyo's StreamProcessor is handed its
 consumer): `Consumer` and `Producer` are the whole surface it relies on, so
@@ -11,8 +12,9 @@ from collections.abc import Callable, Collection, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Protocol, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from ..kafka.asyncproducer import AsyncProducer
 from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES
 from ..settings import Settings
 
@@ -67,7 +69,10 @@ class Producer(Protocol):
 
     async def send_and_wait(self, topic: str, value: bytes | None = None,
                             key: bytes | None = None,
-                            headers: list[tuple[str, bytes]] | None = None) -> object: ...
+                            headers: list[tuple[str, bytes]] | None = None,
+                            partition: int | None = None) -> object:
+        """`partition` None: the key's (Java's murmur2), or any for no key."""
+        ...
 
 
 #: (settings, group id, drain timeout) -> an unstarted consumer of that group.
@@ -90,13 +95,19 @@ def kafka_consumer(settings: Settings, group_id: str, drain_timeout: float) -> C
 
 
 def kafka_producer(settings: Settings) -> Producer:
-    """The stages' aiokafka producer: every record acknowledged by all in-sync replicas."""
-    producer: Producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True,
-        # Batches stay under every topic's limit; a single bigger record (a copy for
-        # hookstream.invalid) goes in a batch of its own, checked in Stage._durably_send.
-        linger_ms=5, max_batch_size=1 << 20, max_request_size=INVALID_MAX_MESSAGE_BYTES,
-    )
+    """The stages' producer (librdkafka: streams.kafka.asyncproducer): every record
+    acknowledged by all in-sync replicas, idempotent."""
+    producer: Producer = AsyncProducer({
+        "bootstrap.servers": settings.bootstrap_servers, "acks": "all",
+        "enable.idempotence": True, "linger.ms": 5,
+        # Keyed records land where Java producers (and aiokafka, before) put them.
+        "partitioner": "murmur2_random",
+        # Batches stay under every topic's limit: librdkafka's batch.size (1,000,000 bytes)
+        # is below MAX_MESSAGE_BYTES. A single bigger record (a copy for hookstream.invalid,
+        # checked in Stage._durably_send) goes in a batch of its own, in a request of at
+        # most message.max.bytes: that copy plus room for the request's framing.
+        "message.max.bytes": INVALID_MAX_MESSAGE_BYTES + 64 * 1024,
+    })
     return producer
 
 

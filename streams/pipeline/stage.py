@@ -23,9 +23,10 @@ backlog stopped consuming while its producer flush never returned, never committ
 
 The stage is handed its Kafka clients by factories (`consumer_factory`, `producer_factory`),
 as arroyo's StreamProcessor is handed its consumer: `Consumer` and `Producer` below are all
-it uses of them (streams.pipeline.clients). By default they are aiokafka's (`kafka_consumer`,
-`kafka_producer`); streams.pipeline.local is an in-memory broker with the same surface, on
-which tests/unit/test_stage_loop.py drives this loop without Kafka.
+it uses of them (streams.pipeline.clients). By default they are aiokafka's consumer
+(`kafka_consumer`) and a librdkafka producer (`kafka_producer`); streams.pipeline.local
+is an in-memory broker with the same surface, on which tests/unit/test_stage_loop.py
+drives this loop without Kafka.
 """
 
 from __future__ import annotations
@@ -254,7 +255,10 @@ class Stage:
         """Told of the partitions just assigned, before any of their records is read."""
 
     async def produce_all(self, records: list[Produce]) -> None:
-        await asyncio.gather(*(self._durably_send(r) for r in records))
+        if len(records) == 1:  # the common case (an outcome), without gather's task
+            await self._durably_send(records[0])
+        elif records:
+            await asyncio.gather(*(self._durably_send(r) for r in records))
 
     async def _durably_send(self, record: Produce) -> None:
         """Produce with acks=all, retrying until it lands: the record is not done before.

@@ -1,0 +1,148 @@
+"""The stages' producer: librdkafka (confluent-kafka) behind an awaitable `send_and_wait`.
+
+Why not aiokafka's producer, which the stages used before: it builds batches, frames
+requests and tracks acknowledgements in Python, about a tenth of a loaded worker's CPU
+(py-spy during `make bench` (a)). librdkafka does all of that in C, in its own threads; what
+is left in Python is one `produce()` call and one future per record.
+
+How acknowledgements reach the event loop: librdkafka reports each one from `poll()`, which
+a thread of ours calls in a loop (it blocks in C without the GIL). The report puts the
+future and its outcome on a list and wakes the loop once per batch of reports rather than
+once per record (`call_soon_threadsafe` writes to the loop's self-pipe every time).
+
+Records land where the Java client would put them (`murmur2_random`), as aiokafka's default
+partitioner did, so webhook-keyed records keep their partition across the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException, Message, Producer
+
+log = logging.getLogger(__name__)
+
+#: How long the poll thread blocks in C per call: the bound on how late it sees a stop.
+_POLL_S = 0.1
+#: While librdkafka's local queue is full, the pause before a record is offered again.
+_QUEUE_FULL_PAUSE_S = 0.005
+#: librdkafka's RD_KAFKA_PARTITION_UA: the partitioner chooses.
+_UNASSIGNED = -1
+
+
+class ProduceFailed(KafkaError):  # type: ignore[misc]
+    """The broker did not acknowledge a record (librdkafka's reason in the message).
+
+    A KafkaError, as aiokafka's producer raised, so a stage retries it the same way."""
+
+
+class AsyncProducer:
+    """A streams.pipeline.clients.Producer on a confluent_kafka.Producer."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._config = config
+        self._producer: Producer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        #: Reports from the poll thread not yet handed to their futures.
+        self._reports: list[tuple[asyncio.Future[None], RdKafkaError | None]] = []
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._producer = Producer(self._config, logger=logging.getLogger("hookstream.kafka"))
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._poll, name="hookstream-producer",
+                                        daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        producer, thread = self._producer, self._thread
+        if producer is None or thread is None:
+            return
+        # What was sent is acknowledged (or fails) before the producer goes.
+        await asyncio.to_thread(producer.flush, 10.0)
+        self._stopping.set()
+        await asyncio.to_thread(thread.join)
+        self._settle()
+        self._producer = self._thread = None
+
+    async def send_and_wait(self, topic: str, value: bytes | None = None,
+                            key: bytes | None = None,
+                            headers: Sequence[tuple[str, str | bytes | None]] | None = None,
+                            partition: int | None = None) -> None:
+        """Returns once all in-sync replicas have the record; raises ProduceFailed if the
+        broker refused it or librdkafka gave up (after its own retries)."""
+        if self._producer is None or self._loop is None:
+            raise ProduceFailed("the producer is not started")
+        done: asyncio.Future[None] = self._loop.create_future()
+
+        def report(err: RdKafkaError | None, _msg: Message) -> None:
+            self._report(done, err)
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key,
+                    partition=_UNASSIGNED if partition is None else partition,
+                    headers=list(headers) if headers else None, on_delivery=report)
+                break
+            except BufferError:
+                await asyncio.sleep(_QUEUE_FULL_PAUSE_S)  # queue full: acks will free it
+            except KafkaException as exc:
+                error: RdKafkaError = exc.args[0]
+                if error.fatal():
+                    self._renew()
+                raise ProduceFailed(error.str()) from exc
+        await done
+
+    def _renew(self) -> None:
+        """After a fatal error (the idempotent producer's sequence is broken, say) every
+        later send would fail: start a new producer; the old one's records fail now, so
+        their senders retry on the new one."""
+        old = self._producer
+        if old is None:
+            return
+        log.error("the Kafka producer hit a fatal error; starting a new one")
+        self._producer = Producer(self._config, logger=logging.getLogger("hookstream.kafka"))
+        old.purge()
+        old.poll(0)  # the purged records' reports: their futures fail now
+
+    # -- the poll thread and the way back ----------------------------------------------
+    def _poll(self) -> None:
+        while not self._stopping.is_set():
+            producer = self._producer  # a new one after _renew
+            if producer is not None:
+                producer.poll(_POLL_S)
+
+    def _report(self, done: asyncio.Future[None], err: RdKafkaError | None) -> None:
+        """In the poll thread (or flush's): queue the outcome; wake the loop once."""
+        with self._lock:
+            self._reports.append((done, err))
+            first = len(self._reports) == 1
+        if first and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        """On the loop: hand every queued outcome to its future."""
+        with self._lock:
+            reports, self._reports = self._reports, []
+        fatal = False
+        for done, err in reports:
+            if done.done():
+                continue  # its sender was cancelled
+            if err is None:
+                done.set_result(None)
+                continue
+            done.set_exception(ProduceFailed(err.str()))
+            if err.fatal():
+                fatal = True
+        if fatal:
+            self._renew()
