@@ -14,6 +14,7 @@ import ipaddress
 import itertools
 from collections.abc import AsyncIterator
 
+import aiohttp
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -57,7 +58,7 @@ async def _try(client: DeliveryClient, url: str) -> str:
     """What the client says to `url`; never a response from the listener."""
     try:
         status, _ = await client.post(url, b"{}", {}, keep=10)
-    except (httpx.HTTPError, OSError) as exc:
+    except (aiohttp.ClientError, httpx.HTTPError, OSError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return f"answered {status}"
 

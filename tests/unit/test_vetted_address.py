@@ -28,6 +28,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 import pytest
 
@@ -170,7 +171,7 @@ async def _post(client: DeliveryClient, url: str) -> str:
     """`200`, or the error the delivery failed with."""
     try:
         status, _ = await client.post(url, b"{}", {"Content-Type": "application/json"}, keep=10)
-    except (httpx.HTTPError, OSError) as exc:
+    except (aiohttp.ClientError, httpx.HTTPError, OSError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return str(status)
 
