@@ -28,7 +28,10 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, default=5)
     parser.add_argument("--workers", default="1,2",
                         help="comma-separated worker process counts to run (a) with")
-    parser.add_argument("--rate", type=float, default=200.0, help="events/s offered in (b)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="events/s offered in (b) (default: half of the deliveries/s "
+                             "(a) measured with one worker in this run, over --fanout; "
+                             "200 if (a) did not run)")
     parser.add_argument("--fault-rate", type=float, default=100.0,
                         help="events/s offered (each to --fanout webhooks) in (f1) and (f3): "
                              "below what the workers sustain here, so that the rate before "
@@ -53,9 +56,10 @@ def main() -> None:
     wanted = args.scenarios.split(",")
     # (t) needs no broker and (f2) runs a cluster of its own: the single broker only if
     # another scenario is asked for.
-    bootstrap = ""
+    bootstrap, broker_pid = "", None
     if set(wanted) - {"t", "f2"}:
-        bootstrap = LocalKafka.from_env().up()[0].bootstrap
+        status = LocalKafka.from_env().up()[0]
+        bootstrap, broker_pid = status.bootstrap, status.pid
     home = Path(".hookstream/bench")
     home.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -66,7 +70,10 @@ def main() -> None:
         if scenario not in SCENARIOS:
             parser.error(f"unknown scenario {scenario!r}")
     for scenario in args.scenarios.split(","):
-        for result in _run(scenario, args, bootstrap, home):
+        for result in _run(scenario, args, bootstrap, home, broker_pid):
+            if result.get("workers") == 1 and args.rate is None:
+                # (b)'s target is at half of (a)'s measured rate.
+                args.rate = result["deliveries_per_s"] / 2 / args.fanout
             results.append(result)
             table = Table(title=result["scenario"], show_header=False)
             for key, value in result.items():
@@ -84,14 +91,15 @@ DEFAULT = "t,a,b,c,d,e,f1,f3"
 
 
 def _run(scenario: str, args: argparse.Namespace, bootstrap: str,
-         home: Path) -> list[dict[str, Any]]:
+         home: Path, broker_pid: int | None) -> list[dict[str, Any]]:
     if scenario == "t":
         return [clients.compare(5000, clients.CONCURRENCY)]
     if scenario == "a":
-        return [run.throughput(bootstrap, home, args.events, args.fanout, int(workers))
+        return [run.throughput(bootstrap, home, args.events, args.fanout, int(workers),
+                               broker_pid=broker_pid)
                 for workers in args.workers.split(",")]
     if scenario == "b":
-        return [run.latency(bootstrap, home, args.rate, args.seconds, args.fanout)]
+        return [run.latency(bootstrap, home, args.rate or 200.0, args.seconds, args.fanout)]
     if scenario == "c":
         return [run.slow_endpoint(bootstrap, home, args.events // 4, args.timeout,
                                   args.slow_rate, 10.0)]

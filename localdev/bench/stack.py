@@ -54,6 +54,12 @@ def has_received(stack: Stack, count: int) -> bool:
     return stack.count() >= count
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(v for v in values if not math.isnan(v))
     if not ordered:
@@ -205,8 +211,7 @@ class Stack:
         """(CPU seconds of all workers so far, the largest worker's peak RSS in bytes)."""
         cpu, peak = 0.0, 0
         for worker in self.workers:
-            stat = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+            cpu += process_cpu_s(worker.pid)
             status = Path(f"/proc/{worker.pid}/status").read_text()
             peak = max(peak, next(int(line.split()[1]) * 1024 for line in status.splitlines()
                                   if line.startswith("VmHWM:")))
