@@ -1,0 +1,145 @@
+"""Custom headers a webhook adds to its deliveries, and how they read back masked. Pure.
+
+A tenant sets them (an `Authorization` for its receiver, a routing key for its gateway);
+we send them on every attempt. So they are checked once, when stored, against every rule
+the delivery client and the receiver's parser apply, and nothing the client would refuse
+or silently rewrite ever reaches a topic:
+- a name is an RFC 9110 token, kept in the case it was written (HTTP/1.1 sends it so;
+  HTTP/2 lowercases, and receivers match case-insensitively anyway); two names differing
+  only in case are refused, since one would silently replace the other;
+- a value is printable ASCII, spaces and tabs inside it allowed (RFC 9110 field-content).
+  No CR, LF, NUL or other controls: they would split the request (header injection).
+  No obs-text (bytes 0x80-0xFF) and so no non-ASCII: RFC 9110 says senders must not
+  generate it, and httpx encodes header values as ASCII. A value may be empty;
+- leading or trailing spaces and tabs are refused, not stripped: the receiver's parser
+  strips them (RFC 9112), so the value it reads would not be the one stored, and a secret
+  silently altered is worse than a clear 400;
+- some names are ours or the transport's, refused whatever their case (RESERVED,
+  RESERVED_PREFIXES, each with its reason);
+- at most MAX_HEADERS headers and MAX_TOTAL_BYTES of names plus values.
+
+Values are secrets as often as not (tokens, basic auth): reads show `mask(value)`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+#: Headers per webhook: Svix and Hookdeck allow a similar handful; more is a misuse.
+MAX_HEADERS: Final = 20
+#: Sum over headers of len(name) + len(value), in bytes (ASCII: one byte a character),
+#: without the ": " and CRLF framing. Servers commonly cap a request's whole header block
+#: at 8 KiB (nginx's default buffer); ours (signature, ids, user agent) stay well under the
+#: other half.
+MAX_TOTAL_BYTES: Final = 4096
+
+#: Names we refuse, lower-case, and why.
+RESERVED: Final[dict[str, str]] = {
+    "host": "set from the webhook's URL",
+    "content-length": "set from the body",
+    "content-type": "the body is always application/json",
+    "content-encoding": "the body is not encoded",
+    "transfer-encoding": "set by the HTTP client",
+    "user-agent": "identifies hookstream to receivers",
+    "expect": "would make the client wait for a 100 Continue",
+    # Hop-by-hop (RFC 9110 7.6.1): about one connection, not the request; a proxy on the
+    # way acts on them or drops them, and the client manages its own connections.
+    "connection": "a hop-by-hop header, managed by the HTTP client",
+    "keep-alive": "a hop-by-hop header, managed by the HTTP client",
+    "upgrade": "a hop-by-hop header: a delivery never changes protocol",
+    "te": "a hop-by-hop header, managed by the HTTP client",
+    "trailer": "a hop-by-hop header: deliveries send no trailers",
+    "http2-settings": "a hop-by-hop header, managed by the HTTP client",
+}
+#: Prefixes we refuse, lower-case, and why.
+RESERVED_PREFIXES: Final[dict[str, str]] = {
+    "x-webhook-": "reserved for hookstream's signature and delivery headers",
+    "webhook-": "reserved for Standard Webhooks' signature headers",
+    # Read by the proxy that deliveries may leave through (HOOKSTREAM_EGRESS_PROXY): a
+    # tenant must not speak to our proxy (Proxy-Authorization) or be told apart by it.
+    "proxy-": "read by proxies on the way, not by the receiver",
+}
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Visible ASCII, with spaces and tabs only between visible characters.
+_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20\x09\x21-\x7e]*[\x21-\x7e])?)?")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+#: What a masked value shows after its prefix: fixed, so the length is not revealed.
+MASK = "********"
+#: Values at least this long show their first MASK_REVEAL characters (`Be********` for a
+#: bearer token, so a tenant can tell its headers apart); shorter ones show nothing.
+MASK_MIN_LENGTH: Final = 12
+MASK_REVEAL: Final = 2
+
+
+class HeaderError(ValueError):
+    """Custom headers we refuse; the message names the header: `headers.X-Foo: ...`."""
+
+
+def _where(name: str) -> str:
+    """`headers.X-Foo` for a token; otherwise the name JSON-quoted, so a hostile name cannot
+    put a line break (or anything unprintable) into an error message or a log line."""
+    return f"headers.{name}" if _TOKEN.fullmatch(name) else f"headers[{json.dumps(name)}]"
+
+
+def check_custom_headers(obj: Any) -> dict[str, str]:
+    """The headers to store and send, as given, or HeaderError (and nothing else) saying which
+    is wrong and why."""
+    if not isinstance(obj, dict):
+        raise HeaderError("headers: must be an object of header names to string values")
+    if len(obj) > MAX_HEADERS:
+        raise HeaderError(f"headers: {len(obj)} headers, over the {MAX_HEADERS} limit")
+    seen: dict[str, str] = {}
+    total = 0
+    for name, value in obj.items():
+        if not isinstance(name, str):
+            raise HeaderError("headers: names must be strings")
+        where = _where(name)
+        _check_name(name, where)
+        lower = name.lower()
+        if lower in seen:
+            raise HeaderError(f"{where}: the same header as {seen[lower]} (names are "
+                              f"case-insensitive)")
+        seen[lower] = name
+        _check_value(value, where)
+        total += len(name) + len(value)
+    if total > MAX_TOTAL_BYTES:
+        raise HeaderError(f"headers: {total} bytes of names and values, over the "
+                          f"{MAX_TOTAL_BYTES} limit")
+    return dict(obj)
+
+
+def _check_name(name: str, where: str) -> None:
+    if not _TOKEN.fullmatch(name):
+        raise HeaderError(f"{where}: not a valid header name (letters, digits and "
+                          f"!#$%&'*+-.^_`|~ only)")
+    lower = name.lower()
+    why = RESERVED.get(lower)
+    if why is None:
+        why = next((w for p, w in RESERVED_PREFIXES.items() if lower.startswith(p)), None)
+    if why is not None:
+        raise HeaderError(f"{where}: reserved ({why})")
+
+
+def _check_value(value: Any, where: str) -> None:
+    if not isinstance(value, str):
+        raise HeaderError(f"{where}: the value must be a string")
+    if _VALUE.fullmatch(value):
+        return
+    if _CONTROL.search(value):
+        raise HeaderError(f"{where}: the value holds a control character (CR, LF, NUL, ...)")
+    if not value.isascii():
+        raise HeaderError(f"{where}: the value must be ASCII")
+    raise HeaderError(f"{where}: the value must not begin or end with a space or tab")
+
+
+def mask(value: str) -> str:
+    """A header value as reads show it: never the whole, never its length, and nothing at
+    all of a short value (where two characters would be a good part of the secret)."""
+    if not value:
+        return ""  # nothing to hide, and "set but empty" is worth seeing
+    prefix = value[:MASK_REVEAL] if len(value) >= MASK_MIN_LENGTH else ""
+    return prefix + MASK
