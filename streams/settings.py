@@ -18,6 +18,11 @@ class SettingsError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
 
 
+#: The highest rate limit a webhook (or the deployment's default) may have, in deliveries
+#: per second: beyond it a limit limits nothing one worker could do anyway.
+MAX_RATE_LIMIT = 10_000
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1,
          maximum: int = 2**31 - 1) -> int:
     raw = env.get(name, "").strip()
@@ -144,6 +149,9 @@ class Settings:
     #: A webhook whose next job would wait longer than this for a slot has its jobs parked
     #: on the first retry topic instead of queued in memory (streams.delivery.pressure).
     defer_after: float = 30.0
+    #: Deliveries per second per webhook for webhooks without a rate limit of their own
+    #: (streams.delivery.ratelimit); 0: none (the per-webhook concurrency still bounds).
+    default_rate_limit: int = 0
     retry_delays: tuple[float, ...] = (60.0, 300.0, 1800.0)
     #: Outcomes per deliveries partition the duplicate guard remembers (the newest; about
     #: 100 bytes each): a crash's re-read jobs whose outcome is among them are not sent
@@ -199,6 +207,8 @@ class Settings:
             dead_letters_listed=_int(env, "HOOKSTREAM_DEAD_LETTERS_LISTED", 10_000),
             per_webhook_concurrency=_int(env, "HOOKSTREAM_PER_WEBHOOK_CONCURRENCY", 16),
             defer_after=_float(env, "HOOKSTREAM_DEFER_AFTER", 30.0),
+            default_rate_limit=_int(env, "HOOKSTREAM_DEFAULT_RATE_LIMIT", 0, minimum=0,
+                                    maximum=MAX_RATE_LIMIT),
             retry_delays=_delays(env),
             duplicate_guard_size=_int(env, "HOOKSTREAM_DUPLICATE_GUARD_SIZE", 50_000,
                                       minimum=0),

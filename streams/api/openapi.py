@@ -10,7 +10,9 @@ from typing import Any
 
 from .. import __version__
 from ..core import catalog
+from ..core.headers import MASK, MAX_HEADERS, MAX_TOTAL_BYTES
 from ..delivery.models import FAILED, STATUSES, SUCCESS
+from ..settings import MAX_RATE_LIMIT
 from ..subscriptions.commands import MAX_DESCRIPTION, SCHEMES
 from ..subscriptions.model import MIN_SECRET_LENGTH
 
@@ -64,6 +66,10 @@ def document() -> dict[str, Any]:
         "active": {"type": "boolean"}, "created_at": {"type": "string"},
         "updated_at": {"type": "string"}, "disabled_reason": optional_string,
         "description": optional_string, "signature_scheme": {"enum": list(SCHEMES)},
+        "headers": {"type": "object", "additionalProperties": {"const": MASK},
+                    "description": "Custom header names; values are never shown"},
+        "filter": {"type": ["object", "null"]},
+        "rate_limit": {"type": ["integer", "null"]},
     }
     writable: dict[str, Any] = {
         "url": {"type": "string", "maxLength": 2048, "pattern": _URL_PATTERN,
@@ -72,6 +78,24 @@ def document() -> dict[str, Any]:
         "active": {"type": "boolean"},
         "description": {"type": ["string", "null"], "maxLength": MAX_DESCRIPTION},
         "signature_scheme": {"enum": list(SCHEMES)},
+        "headers": {
+            "type": ["object", "null"], "maxProperties": MAX_HEADERS,
+            "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+            "additionalProperties": {"type": "string", "pattern": "^[\\x20-\\x7e]*$"},
+            "description": f"Sent with every delivery; at most {MAX_HEADERS} and "
+                           f"{MAX_TOTAL_BYTES} bytes. Host, Content-*, Transfer-Encoding, "
+                           "Connection, User-Agent, X-Webhook-*, webhook-*, Proxy-* and "
+                           "hop-by-hop names are refused. Values are stored sealed and "
+                           "read back masked. null (on update) removes them all."},
+        "filter": {
+            "type": ["object", "null"],
+            "description": "Payload filter on {event, workspace_id, data}: a dotted path "
+                           "equal to a value, or $eq $ne $in $nin $gt $gte $lt $lte $exists "
+                           "$prefix, combined with $and $or $not. null (on update) removes "
+                           "it."},
+        "rate_limit": {
+            "type": ["integer", "null"], "minimum": 1, "maximum": MAX_RATE_LIMIT,
+            "description": "Deliveries per second; null: the deployment's default"},
     }
     return {
         "openapi": "3.1.0",
@@ -147,7 +171,8 @@ def document() -> dict[str, Any]:
                 "get": {"summary": "One webhook (never its secret)",
                         "responses": {"200": _json(_ref("Webhook"), "The webhook"),
                                       **_errors(401, 404)}},
-                "patch": {"summary": "Change url, events, active, description or scheme",
+                "patch": {"summary": "Change url, events, active, description, scheme, "
+                                     "headers, filter or rate limit",
                           "requestBody": {"required": True, "content": {"application/json": {
                               "schema": _ref("WebhookPatch")}}},
                           "responses": {"200": _json(_ref("Webhook"), "Changed"),

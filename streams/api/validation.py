@@ -8,14 +8,19 @@ import json
 from typing import Any
 
 from ..core import catalog, strictjson
+from ..core.filters import FilterError, parse_filter
+from ..core.headers import HeaderError, check_custom_headers
 from ..core.urls import UrlPolicyError, check_url
+from ..settings import MAX_RATE_LIMIT
 from ..subscriptions.commands import MAX_DESCRIPTION, SCHEMES
 from ..subscriptions.model import MIN_SECRET_LENGTH
 
 MAX_BODY = 1024 * 1024
+#: Per-webhook delivery controls, settable on create and update.
+CONTROL_FIELDS = {"headers", "filter", "rate_limit"}
 CREATE_FIELDS = {"url", "events", "secret", "active", "description", "signature_scheme",
-                 "workspace_id"}
-PATCH_FIELDS = {"url", "events", "active", "description", "signature_scheme"}
+                 "workspace_id", *CONTROL_FIELDS}
+PATCH_FIELDS = {"url", "events", "active", "description", "signature_scheme", *CONTROL_FIELDS}
 
 
 class ApiError(Exception):
@@ -115,6 +120,47 @@ def secret(value: Any, scheme: str) -> str:
     return value
 
 
+def custom_headers(value: Any) -> dict[str, str]:
+    """Plaintext here; the API seals each value before it leaves (as it does secrets)."""
+    try:
+        return check_custom_headers(value)
+    except HeaderError as exc:
+        # HeaderError names the header: `headers.X-Foo: ...`.
+        field, _, message = str(exc).partition(": ")
+        raise invalid(field or "headers", message or str(exc)) from None
+
+
+def payload_filter(value: Any) -> str:
+    """The filter's canonical JSON; "{}" (an empty filter) clears it."""
+    try:
+        return parse_filter(value).to_json()
+    except FilterError as exc:
+        field, _, message = str(exc).partition(": ")
+        raise invalid(field or "filter", message or str(exc)) from None
+
+
+def rate_limit(value: Any) -> int:
+    """Deliveries per second; null (0 in the command) goes back to the default."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            1 <= value <= MAX_RATE_LIMIT):
+        raise invalid("rate_limit", f"must be an integer from 1 to {MAX_RATE_LIMIT} "
+                      "(deliveries per second), or null for the deployment's default")
+    return value
+
+
+def _controls(body: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if body.get("headers") is not None:
+        fields["headers"] = custom_headers(body["headers"])
+    if body.get("filter") is not None:
+        fields["filter"] = payload_filter(body["filter"])
+    if "rate_limit" in body:
+        fields["rate_limit"] = rate_limit(body["rate_limit"])
+    return fields
+
+
 def create_body(body: dict[str, Any], *, allow_insecure: bool) -> dict[str, Any]:
     """The webhook fields of a POST /v1/webhooks (secret still plaintext, maybe absent)."""
     reject_unknown(body, CREATE_FIELDS)
@@ -132,6 +178,9 @@ def create_body(body: dict[str, Any], *, allow_insecure: bool) -> dict[str, Any]
         fields["description"] = _description(body["description"])
     if body.get("secret") is not None:
         fields["secret"] = secret(body["secret"], fields["signature_scheme"])
+    fields |= _controls(body)
+    if fields.get("rate_limit") == 0:
+        del fields["rate_limit"]  # null on create: the default, as if absent
     return fields
 
 
@@ -150,6 +199,12 @@ def patch_body(body: dict[str, Any], *, allow_insecure: bool) -> dict[str, Any]:
         fields["active"] = _bool(body["active"], "active")
     if "signature_scheme" in body:
         fields["signature_scheme"] = _scheme(body["signature_scheme"])
+    fields |= _controls(body)
+    # null clears: no headers, no filter.
+    if "headers" in body and body["headers"] is None:
+        fields["headers"] = {}
+    if "filter" in body and body["filter"] is None:
+        fields["filter"] = "{}"
     return fields
 
 

@@ -10,6 +10,7 @@ from faust.web import Request
 from ..core import catalog
 from ..core.apikeys import Principal
 from ..core.payload import dumps
+from ..core.secretbox import SecretBox
 from ..core.timeutil import iso_from_ms, now_ms
 from ..delivery.models import FAILED, SUCCESS, AttemptRecord, DeliveryJob, delivery_id_for
 from ..delivery.sender import attempt
@@ -32,6 +33,12 @@ def shown(sub: Subscription, secret: str | None = None) -> dict[str, Any]:
     return record
 
 
+def _seal_headers(box: SecretBox, fields: dict[str, Any]) -> None:
+    """Custom header values leave the API sealed, as secrets do: never plaintext on a topic."""
+    if "headers" in fields:
+        fields["headers"] = {name: box.seal(value) for name, value in fields["headers"].items()}
+
+
 class Webhooks(Endpoint):
     @api
     async def post(self, request: Request, principal: Principal) -> tuple[int, Any]:
@@ -48,6 +55,7 @@ class Webhooks(Endpoint):
         await ctx.resolves_publicly(fields["url"])
         secret = fields.get("secret") or generate_secret()
         fields["secret"] = ctx.rt.secrets.seal(secret)
+        _seal_headers(ctx.rt.secrets, fields)
         webhook_id = f"wh_{uuid.uuid4().hex[:20]}"
         await ctx.command("create", webhook_id, workspace_id=workspace, fields=fields)
         return 201, shown(ctx.visible(principal, webhook_id), secret)
@@ -89,6 +97,7 @@ class Webhook(Endpoint):
                                 "rotate the secret, then switch") from None
         if "url" in fields:
             await ctx.resolves_publicly(fields["url"])
+        _seal_headers(ctx.rt.secrets, fields)
         await ctx.command("update", webhook_id, fields=fields)
         return 200, shown(ctx.visible(principal, webhook_id))
 

@@ -6,6 +6,7 @@ HOOKSTREAM_API_KEY (a workspace key; HOOKSTREAM_ADMIN_KEY is used when it is uns
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Annotated, Any
 
@@ -13,7 +14,9 @@ import httpx
 import typer
 from rich.table import Table
 
-from ..core import catalog
+from ..core import catalog, strictjson
+from ..core.filters import parse_filter
+from ..core.headers import HeaderError, check_custom_headers
 from ..core.urls import UrlPolicyError, check_url
 from .common import CliError, JsonOption, emit, group, settings
 
@@ -69,12 +72,64 @@ def _url(raw: str | None) -> str | None:
         raise CliError(f"--url {exc}") from None
 
 
+HeaderOption = Annotated[list[str] | None, typer.Option(
+    "--header", help="A custom header sent with every delivery, as 'Name: value' (curl's "
+                     "form); repeat for more. Values are stored sealed and shown masked.")]
+FilterOption = Annotated[str | None, typer.Option(
+    "--filter", help='Payload filter as JSON, e.g. \'{"data.priority": {"$in": ["high"]}}\'.')]
+RateLimitOption = Annotated[int | None, typer.Option(
+    "--rate-limit", help="Deliveries per second at most (update: 0 goes back to the "
+                         "deployment's default).", min=0)]
+
+
+def _headers(raw: list[str] | None) -> dict[str, str] | None:
+    """--header 'Name: value' options, checked as the API checks them."""
+    if not raw:
+        return None
+    pairs: dict[str, str] = {}
+    for item in raw:
+        name, colon, value = item.partition(":")
+        if not colon:
+            raise CliError(f"--header {item!r}: write it as 'Name: value'")
+        pairs[name.strip()] = value.lstrip(" \t")
+    try:
+        return check_custom_headers(pairs)
+    except HeaderError as exc:
+        raise CliError(f"--header {exc}") from None
+
+
+def _filter(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = strictjson.loads(raw)
+        parse_filter(value)
+    except (ValueError, RecursionError) as exc:  # FilterError is a ValueError
+        raise CliError(f"--filter {exc}") from None
+    return dict(value)
+
+
+def _controls(header: list[str] | None, filter_: str | None,
+              rate_limit: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if (headers := _headers(header)) is not None:
+        body["headers"] = headers
+    if (parsed := _filter(filter_)) is not None:
+        body["filter"] = parsed
+    if rate_limit is not None:
+        body["rate_limit"] = rate_limit or None
+    return body
+
+
 def _show(webhook: dict[str, Any], as_json: bool) -> None:
     """The API's webhook as it answered (with --json), or as a table and the secret."""
     table = Table(show_header=False)
     for key, value in webhook.items():
         if key != "secret":
-            table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+            shown = (", ".join(value) if isinstance(value, list)
+                     else ", ".join(f"{k}: {v}" for k, v in value.items()) if key == "headers"
+                     else json.dumps(value) if isinstance(value, dict) else str(value))
+            table.add_row(key, shown)
     secret = [f"secret (shown once): {webhook['secret']}"] if "secret" in webhook else []
     emit(as_json, webhook, table, *secret)
 
@@ -119,11 +174,15 @@ def create(
     scheme: Annotated[str, typer.Option(help="hookstream or standard-webhooks.")]
     = "hookstream",
     inactive: Annotated[bool, typer.Option("--inactive", help="Create it disabled.")] = False,
+    header: HeaderOption = None,
+    filter_: FilterOption = None,
+    rate_limit: RateLimitOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a webhook. Its secret is printed once: store it now."""
     body: dict[str, Any] = {"url": _url(url), "events": _events(events), "active": not inactive,
-                            "signature_scheme": scheme}
+                            "signature_scheme": scheme,
+                            **_controls(header, filter_, rate_limit or None)}
     for name, value in (("workspace_id", workspace), ("secret", secret),
                         ("description", description)):
         if value is not None:
@@ -137,13 +196,27 @@ def update(
     url: Annotated[str | None, typer.Option(help="New URL.")] = None,
     events: Annotated[str | None, typer.Option(help="New comma-separated event list.")] = None,
     description: Annotated[str | None, typer.Option(help="New description.")] = None,
+    header: HeaderOption = None,
+    clear_headers: Annotated[bool, typer.Option(
+        "--clear-headers", help="Remove every custom header.")] = False,
+    filter_: FilterOption = None,
+    clear_filter: Annotated[bool, typer.Option(
+        "--clear-filter", help="Remove the payload filter.")] = False,
+    rate_limit: RateLimitOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Change a webhook's URL, events or description."""
-    body = {k: v for k, v in {"url": _url(url), "events": _events(events),
+    """Change a webhook's URL, events, description, headers, filter or rate limit.
+    --header replaces the whole set of custom headers."""
+    body: dict[str, Any] = {k: v for k, v in {"url": _url(url), "events": _events(events),
                               "description": description}.items() if v is not None}
+    body |= _controls(header, filter_, rate_limit)
+    if clear_headers:
+        body["headers"] = None
+    if clear_filter:
+        body["filter"] = None
     if not body:
-        raise CliError("nothing to update: give --url, --events or --description")
+        raise CliError("nothing to update: give --url, --events, --description, --header, "
+                       "--filter or --rate-limit")
     _show(_call("PATCH", f"/v1/webhooks/{webhook_id}", body), as_json)
 
 

@@ -4,6 +4,7 @@ never in a URL."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -28,6 +29,8 @@ from .base import (
     when,
 )
 from .html import STYLE, button, e, form, login_form, page, secret_card, sparkline, table
+
+FILTER_EXAMPLE = '{"data.priority": {"$in": ["high", "urgent"]}}'
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +150,7 @@ class Create(Page):
             body["workspace_id"] = str(form["workspace"]).strip()
         if form.get("description"):
             body["description"] = str(form["description"])
+        body |= _controls_from(form)
         status, created = await self.ctx.call(key, "POST", "/v1/webhooks", json=body)
         if status != 201:
             flash = f'<p class="flash">{e(error_text(created))}</p>'
@@ -154,6 +158,36 @@ class Create(Page):
                          400)
         shown = secret_card(created["id"], created["secret"], "created")
         return html_answer(page("Webhook created", shown, who, csrf), 201)
+
+
+def _controls_from(form: Any) -> dict[str, Any]:
+    """Headers, filter and rate limit as typed in the form; the API judges them (and its
+    400 names the field), so what does not parse here is passed on as typed."""
+    body: dict[str, Any] = {}
+    lines = [line for line in str(form.get("headers") or "").splitlines() if line.strip()]
+    if lines:
+        body["headers"] = {name.strip(): value.strip() for name, _, value in
+                           (line.partition(":") for line in lines)}
+    if str(form.get("filter") or "").strip():
+        try:
+            body["filter"] = json.loads(str(form["filter"]))
+        except ValueError:
+            body["filter"] = str(form["filter"])
+    if str(form.get("rate_limit") or "").strip():
+        raw = str(form["rate_limit"]).strip()
+        body["rate_limit"] = int(raw) if raw.isdigit() else raw
+    return body
+
+
+def _setting(name: str, value: Any) -> str:
+    """One row of a webhook's settings as the detail page shows it."""
+    if name == "headers":
+        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+    if name == "filter":
+        return "none (every event of its types)" if value is None else json.dumps(value)
+    if name == "rate_limit":
+        return "the deployment's default" if value is None else f"{value} deliveries/s"
+    return ", ".join(value) if isinstance(value, list) else str(value)
 
 
 def _create_form(csrf: str, who: str) -> str:
@@ -165,7 +199,13 @@ def _create_form(csrf: str, who: str) -> str:
     return form("/console/webhooks/new", csrf, (
         f'<div class="card">{workspace}<p>URL <input name=url size=60 required '
         f'placeholder="https://your-server.com/webhooks"></p><p>Events<br>{boxes}</p>'
-        f'<p>Description <input name=description size=40></p><p><label><input type=checkbox '
+        f'<p>Description <input name=description size=40></p>'
+        f'<p>Custom headers, one <code>Name: value</code> a line (values are stored sealed '
+        f'and shown masked)<br><textarea name=headers rows=3 cols=60></textarea></p>'
+        f'<p>Payload filter (JSON, e.g. <code>{e(FILTER_EXAMPLE)}</code>)<br>'
+        f'<textarea name=filter rows=2 cols=60></textarea></p>'
+        f'<p>Rate limit <input name=rate_limit size=6> deliveries/s (empty: the default)</p>'
+        f'<p><label><input type=checkbox '
         f'name=active checked> Active</label></p><p class="muted">The secret is generated '
         f'and shown once.</p>{button("Create webhook")}</div>'), inline=False)
 
@@ -182,8 +222,7 @@ class Detail(Page):
                                 params={"limit": 50, **({"status": wanted} if wanted else {})})
         flash = request.query.get("flash")
         base = f"/console/webhooks/{quote(webhook_id)}"
-        settings_rows = [[e(k), e(", ".join(v) if isinstance(v, list) else v)]
-                         for k, v in w.items()]
+        settings_rows = [[e(k), e(_setting(k, v))] for k, v in w.items()]
         actions = " ".join([
             form(f"{base}/test", csrf, button("Send test")),
             form(f"{base}/disable", csrf, button("Disable", danger=True)) if w["active"]

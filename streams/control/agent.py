@@ -66,8 +66,12 @@ def install(rt: Runtime, agents: Agents) -> None:
             table.pop(table_key, None)
             log.info("webhook %s deleted", command.webhook_id)
             return
-        # A producer may send a plaintext secret; only sealed ones are stored.
-        updated = replace(updated, secret=rt.secrets.seal_if_plain(updated.secret))
+        # A producer may send a plaintext secret or header value; only sealed ones are
+        # stored.
+        box = rt.secrets
+        updated = replace(updated, secret=box.seal_if_plain(updated.secret),
+                          headers=tuple((name, box.seal_if_plain(value))
+                                        for name, value in updated.headers))
         table[table_key] = updated.encode()
         log.info("webhook %s: %s applied (active=%s)", updated.id, command.op, updated.active)
 

@@ -40,6 +40,7 @@ every event and every subscription. `Filter.to_json` is the canonical form to st
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -107,6 +108,13 @@ class Filter:
 
     def __repr__(self) -> str:
         return f"Filter({self._json})"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def stored(text: str) -> Filter:
+    """A subscription's stored filter (its canonical JSON), compiled once: the fan-out asks
+    for every event, and many subscriptions share one filter."""
+    return parse_filter(json.loads(text))
 
 
 def parse_filter(obj: Any) -> Filter:

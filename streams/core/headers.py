@@ -18,7 +18,7 @@ or silently rewrite ever reaches a topic:
   RESERVED_PREFIXES, each with its reason);
 - at most MAX_HEADERS headers and MAX_TOTAL_BYTES of names plus values.
 
-Values are secrets as often as not (tokens, basic auth): reads show `mask(value)`.
+Values are secrets as often as not (tokens, basic auth): sealed at rest, reads show MASK.
 """
 
 from __future__ import annotations
@@ -67,12 +67,9 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20\x09\x21-\x7e]*[\x21-\x7e])?)?")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
-#: What a masked value shows after its prefix: fixed, so the length is not revealed.
+#: What reads show for every value: values are sealed at rest like secrets, and a read
+#: shows none of one, not even its length (Subscription.public).
 MASK = "********"
-#: Values at least this long show their first MASK_REVEAL characters (`Be********` for a
-#: bearer token, so a tenant can tell its headers apart); shorter ones show nothing.
-MASK_MIN_LENGTH: Final = 12
-MASK_REVEAL: Final = 2
 
 
 class HeaderError(ValueError):
@@ -134,12 +131,3 @@ def _check_value(value: Any, where: str) -> None:
     if not value.isascii():
         raise HeaderError(f"{where}: the value must be ASCII")
     raise HeaderError(f"{where}: the value must not begin or end with a space or tab")
-
-
-def mask(value: str) -> str:
-    """A header value as reads show it: never the whole, never its length, and nothing at
-    all of a short value (where two characters would be a good part of the secret)."""
-    if not value:
-        return ""  # nothing to hide, and "set but empty" is worth seeing
-    prefix = value[:MASK_REVEAL] if len(value) >= MASK_MIN_LENGTH else ""
-    return prefix + MASK

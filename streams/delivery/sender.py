@@ -24,7 +24,9 @@ _ERROR_BODY_BYTES = 200
 
 def build_request(sub: Subscription, job: DeliveryJob, now_s: int,
                   box: SecretBox | None = None) -> tuple[bytes, dict[str, str]]:
-    """Body and headers of one attempt. Sealed secrets are opened with `box`."""
+    """Body and headers of one attempt. Sealed secrets and header values are opened with
+    `box`. The webhook's custom headers come first: ours are set after them, so none of
+    the names we sign with could be overridden even if one slipped past the rules."""
     body = webhook_body(job.event_id, job.event_type, job.event_timestamp, sub.id, job.data_json)
 
     def reveal(secret: str) -> str:
@@ -33,7 +35,8 @@ def build_request(sub: Subscription, job: DeliveryJob, now_s: int,
     secrets = [reveal(sub.secret)]
     if sub.previous_secret and (sub.previous_secret_until or 0) > now_s * 1000:
         secrets.append(reveal(sub.previous_secret))
-    headers = {
+    headers = {name: reveal(value) for name, value in sub.headers}
+    headers |= {
         "Content-Type": "application/json",
         signing.WEBHOOK_ID_HEADER: sub.id,
         signing.TIMESTAMP_HEADER: str(now_s),

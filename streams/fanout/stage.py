@@ -1,7 +1,8 @@
 """The fan-out stage: each domain event x its workspace's subscriptions -> delivery jobs.
 
-One job per matching webhook on hookstream.deliveries, keyed by webhook id, with a delivery
-id derived from (event id, webhook id), so a reprocessed event yields the same ids.
+One job per matching webhook (its event types, and its payload filter if it has one:
+streams.core.filters) on hookstream.deliveries, keyed by webhook id, with a delivery id
+derived from (event id, webhook id), so a reprocessed event yields the same ids.
 Disabled webhooks get jobs too: the delivery stage dead-letters them (webhook_disabled), so
 what happens while a webhook is off can be replayed once it is fixed. An event's offset is
 committed only after its jobs are acknowledged (streams.pipeline.stage).
@@ -10,7 +11,9 @@ committed only after its jobs are acknowledged (streams.pipeline.stage).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from ..core import filters
 from ..core.events import InvalidEvent, decode_event
 from ..core.timeutil import now_ms
 from ..delivery.models import DeliveryJob, delivery_id_for
@@ -60,8 +63,15 @@ class FanoutStage(Stage):
         # duplicate guard recognises (streams.delivery.guard).
         created = record.timestamp if record.timestamp > 0 else now_ms()
         jobs = []
+        document: dict[str, Any] | None = None  # what filters read, built if one asks
         for sub in self.view.index.subscribers(event.workspace_id, event.type,
                                                include_inactive=True):
+            if sub.filter is not None:
+                if document is None:
+                    document = {"event": event.type, "workspace_id": event.workspace_id,
+                                "data": event.data}
+                if not filters.stored(sub.filter).matches(document):
+                    continue
             job = DeliveryJob(
                 delivery_id=delivery_id_for(event.id, sub.id), webhook_id=sub.id,
                 workspace_id=sub.workspace_id, event_id=event.id, event_type=event.type,

@@ -13,13 +13,16 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..core import catalog, strictjson
+from ..core import catalog, filters, headers, strictjson
 from ..core.schemas import CONTROL_COMMAND, SchemaError, is_single_object, registry
+from ..core.secretbox import is_sealed
 from ..core.urls import UrlPolicyError, check_url
+from ..settings import MAX_RATE_LIMIT
 from .model import MIN_SECRET_LENGTH, Subscription
 
 OPS = ("create", "update", "delete", "enable", "disable", "rotate_secret")
-WEBHOOK_FIELDS = ("url", "events", "secret", "active", "description", "signature_scheme")
+WEBHOOK_FIELDS = ("url", "events", "secret", "active", "description", "signature_scheme",
+                  "headers", "filter", "rate_limit")
 #: The documented X-Webhook-Signature, or the Standard Webhooks spec (opt-in).
 SCHEMES = ("hookstream", "standard-webhooks")
 MAX_DESCRIPTION = 500
@@ -117,7 +120,7 @@ def redacted_copy(payload: bytes) -> bytes:
                 "utf-8", "surrogatepass")
         except (TypeError, ValueError):
             pass
-    elif b"secret" not in payload.lower():
+    elif b"secret" not in payload.lower() and b"headers" not in payload.lower():
         return payload
     digest = hashlib.sha256(payload).hexdigest()
     return json.dumps({"redacted": "a command that may hold a secret", "bytes": len(payload),
@@ -127,6 +130,8 @@ def redacted_copy(payload: bytes) -> bytes:
 def _without_secrets(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: REDACTED if "secret" in str(k).lower() and v is not None
+                # Custom header values hold credentials as often as not.
+                else {name: REDACTED for name in v} if k == "headers" and isinstance(v, dict)
                 else _without_secrets(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_without_secrets(v) for v in value]
@@ -143,6 +148,11 @@ def _decode_command(payload: bytes) -> Command:
             raise InvalidCommand(str(exc)) from exc
         if record.get("webhook"):
             record["webhook"] = {k: v for k, v in record["webhook"].items() if v is not None}
+            if "filter" in record["webhook"]:  # JSON text in Avro, an object in JSON commands
+                try:
+                    record["webhook"]["filter"] = strictjson.loads(record["webhook"]["filter"])
+                except (ValueError, RecursionError) as exc:
+                    raise InvalidCommand(f"field 'webhook.filter': not JSON: {exc}") from exc
     else:
         try:
             record = strictjson.loads_bytes(payload)
@@ -225,6 +235,35 @@ def _validate_fields(webhook: dict[str, Any]) -> None:
         raise InvalidCommand(
             f"field 'webhook.description' must be a string of at most {MAX_DESCRIPTION} characters"
         )
+    if "headers" in webhook:
+        webhook["headers"] = _headers(webhook["headers"])
+    if "filter" in webhook:
+        try:
+            # Kept as its canonical text: what the subscription stores.
+            webhook["filter"] = filters.parse_filter(webhook["filter"]).to_json()
+        except filters.FilterError as exc:
+            raise InvalidCommand(f"field 'webhook.{exc}") from exc
+    if "rate_limit" in webhook:
+        limit = webhook["rate_limit"]
+        if isinstance(limit, bool) or not isinstance(limit, int) or not (
+                0 <= limit <= MAX_RATE_LIMIT):
+            raise InvalidCommand(f"field 'webhook.rate_limit' must be an integer from 1 to "
+                                 f"{MAX_RATE_LIMIT} deliveries per second (0 clears it)")
+
+
+def _headers(value: Any) -> dict[str, str]:
+    """Custom headers as core.headers checks them. Values may come sealed (the API seals
+    them before the command): those are checked for what sealing keeps visible (the
+    name), their plaintext was checked where it was sealed."""
+    if not isinstance(value, dict):
+        raise InvalidCommand("field 'webhook.headers' must be an object of strings")
+    plain = {k: "sealed" if isinstance(v, str) and is_sealed(v) else v
+             for k, v in value.items()}
+    try:
+        headers.check_custom_headers(plain)
+    except headers.HeaderError as exc:
+        raise InvalidCommand(f"field 'webhook.{exc}") from exc
+    return dict(value)
 
 
 def apply(
@@ -267,6 +306,7 @@ def _apply(
             disabled_reason=None if active else (command.reason or "created inactive"),
             description=fields.get("description"),
             signature_scheme=fields.get("signature_scheme", "hookstream"),
+            **_controls(fields),
         )
     if current is None:
         raise InvalidCommand(f"webhook {command.webhook_id} does not exist")
@@ -294,10 +334,25 @@ def _apply(
         secret=fields.get("secret", current.secret),
         description=fields.get("description", current.description),
         signature_scheme=fields.get("signature_scheme", current.signature_scheme),
+        **_controls(fields),
     )
     if "active" in fields and fields["active"] != current.active:
         changed = replace(
             changed, active=fields["active"],
             disabled_reason=None if fields["active"] else (command.reason or "disabled by update"),
         )
+    return changed
+
+
+def _controls(fields: dict[str, Any]) -> dict[str, Any]:
+    """The per-webhook controls a command sets, as Subscription fields: headers replace
+    the old set ({} clears), a filter replaces the old one ({} clears), a rate limit of 0
+    goes back to the deployment's default."""
+    changed: dict[str, Any] = {}
+    if "headers" in fields:
+        changed["headers"] = tuple(fields["headers"].items())
+    if "filter" in fields:
+        changed["filter"] = None if fields["filter"] == "{}" else fields["filter"]
+    if "rate_limit" in fields:
+        changed["rate_limit"] = fields["rate_limit"] or None
     return changed

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.headers import MASK
 from ..core.schemas import SUBSCRIPTION, SchemaError, registry
 from ..core.timeutil import to_ms
 
@@ -30,6 +32,12 @@ class Subscription:
     previous_secret_until: int | None = None
     signature_scheme: str = "hookstream"
     last_command: str | None = None
+    #: Custom request headers (name, sealed value), in the order given.
+    headers: tuple[tuple[str, str], ...] = ()
+    #: Payload filter, canonical JSON (streams.core.filters); None: every event of its types.
+    filter: str | None = None
+    #: Deliveries per second; None: the deployment's default (Settings.default_rate_limit).
+    rate_limit: int | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -40,6 +48,7 @@ class Subscription:
             "previous_secret": self.previous_secret,
             "previous_secret_until": self.previous_secret_until,
             "signature_scheme": self.signature_scheme, "last_command": self.last_command,
+            "headers": dict(self.headers), "filter": self.filter, "rate_limit": self.rate_limit,
         }
 
     @classmethod
@@ -54,13 +63,18 @@ class Subscription:
             previous_secret_until=None if until is None else to_ms(until),
             signature_scheme=r.get("signature_scheme") or "hookstream",
             last_command=r.get("last_command"),
+            headers=tuple((r.get("headers") or {}).items()), filter=r.get("filter"),
+            rate_limit=r.get("rate_limit"),
         )
 
     def public(self) -> dict[str, Any]:
-        """What an API read may show: everything but secrets."""
+        """What an API read may show: everything but secrets; custom headers by name, their
+        values masked (they often hold credentials)."""
         record = self.to_record()
         for name in ("secret", "previous_secret", "previous_secret_until", "last_command"):
             del record[name]
+        record["headers"] = {name: MASK for name, _ in self.headers}
+        record["filter"] = None if self.filter is None else json.loads(self.filter)
         return record
 
     def encode(self) -> bytes:

@@ -1,4 +1,5 @@
-"""A refused control command's copy on hookstream.invalid keeps no secret.
+"""A refused control command's copy on hookstream.invalid keeps no secret, and no custom
+header value (they hold credentials as often as not).
 
 Whatever a producer sent, in JSON or Avro, valid or not, with the secret where it belongs
 or wherever a bug put it, the copy (streams.subscriptions.commands.redacted_copy) holds
@@ -70,12 +71,39 @@ def test_broken_bytes_that_mention_a_secret_are_not_kept(secret: str, before: by
     assert json.loads(copy)["bytes"] == len(payload)
 
 
-@given(st.binary(max_size=200).filter(lambda b: b"secret" not in b.lower()))
+@given(st.binary(max_size=200).filter(
+    lambda b: b"secret" not in b.lower() and b"headers" not in b.lower()))
 def test_bytes_without_a_secret_are_copied_as_they_came(payload: bytes) -> None:
     assert redacted_copy(payload) == payload
 
 
-@given(JSONISH.filter(lambda v: "secret" not in json.dumps(v).lower()))
+@given(JSONISH.filter(lambda v: "secret" not in json.dumps(v).lower()
+                     and "headers" not in json.dumps(v).lower()))
 def test_a_command_without_a_secret_is_copied_as_it_came(value: Any) -> None:
     payload = json.dumps({"op": "create", "webhook": {"url": "x", "extra": value}}).encode()
     assert redacted_copy(payload) == payload
+
+
+@given(SECRETS, st.sampled_from(["create", "update", "explode"]))
+def test_a_json_command_keeps_no_header_value(value: str, op: str) -> None:
+    command = {"op": op, "webhook_id": "wh_1",
+               "webhook": {"url": "x", "headers": {"X-Token": value, "X-Other": value}}}
+    copy = redacted_copy(json.dumps(command).encode())
+    assert not _holds(copy, value)
+    assert json.loads(copy)["webhook"]["headers"] == {"X-Token": REDACTED,
+                                                      "X-Other": REDACTED}
+
+
+@given(SECRETS)
+def test_an_avro_command_keeps_no_header_value(value: str) -> None:
+    payload = registry().encode(CONTROL_COMMAND, {
+        "op": "create", "webhook_id": "wh_1", "workspace_id": "ws_1",
+        "webhook": {"url": "ftp://refused", "events": ["task.created"],
+                    "headers": {"X-Token": value}}})
+    assert not _holds(redacted_copy(payload), value)
+
+
+@given(SECRETS, st.binary(max_size=30))
+def test_broken_bytes_that_mention_headers_are_not_kept(value: str, before: bytes) -> None:
+    payload = before + b'{"webhook": {"headers": {"X-Token": "' + value.encode() + b'"'
+    assert not _holds(redacted_copy(payload), value)

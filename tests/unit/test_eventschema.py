@@ -132,6 +132,9 @@ def avro_data(avro: Any, named: dict[str, Any]) -> st.SearchStrategy[Any]:
         return st.fixed_dictionaries(fields, optional=optional)
     if kind == "array":
         return st.lists(avro_data(avro["items"], named), max_size=3)
+    if kind == "map":
+        return st.dictionaries(st.text(max_size=8), avro_data(avro["values"], named),
+                               max_size=3)
     if kind == "enum":
         return st.sampled_from(avro["symbols"])
     return avro_data(kind, named)  # a primitive with a logical type

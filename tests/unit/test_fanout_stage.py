@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from streams.core.filters import parse_filter
 from streams.delivery.models import DeliveryJob, delivery_id_for
 from streams.fanout.stage import FanoutStage
 from streams.kafka.topics import DELIVERIES, INVALID, SUBSCRIPTIONS, all_topics, domain_topic
@@ -171,3 +173,27 @@ class _Nobody:
 
     async def on_partitions_assigned(self, assigned: object) -> None:
         return None
+
+
+def test_a_filter_narrows_its_webhook_to_the_events_it_matches() -> None:
+    """The filter reads {event, workspace_id, data}; a webhook without one is unaffected, and
+    so is a neighbour whose filter matches."""
+    high = parse_filter({"data.priority": {"$in": ["high", "urgent"]}}).to_json()
+    named = parse_filter({"$and": [{"event": "task.created"},
+                                   {"data.name": {"$prefix": "Design"}}]}).to_json()
+    subs = (_sub("wh_all"), replace(_sub("wh_high"), filter=high),
+            replace(_sub("wh_named"), filter=named))
+
+    async def main() -> None:
+        broker = _broker()
+        stage = _stage(broker, _view(*subs))
+        made = []
+        for data in ({"id": "t_1", "name": "Design homepage", "priority": "high"},
+                     {"id": "t_2", "name": "Fix bug", "priority": "low"},
+                     {"id": "t_3", "name": "Design logo"}):
+            record = broker.append(TASKS, json.dumps({**EVENT, "id": data["id"],
+                                                      "data": data}).encode(), partition=0)
+            made.append(set(_jobs(await stage.handle(record, Origin(TASKS, 0, record.offset)))))
+        assert made == [{"wh_all", "wh_high", "wh_named"}, {"wh_all"}, {"wh_all", "wh_named"}]
+
+    run(main)

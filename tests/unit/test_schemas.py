@@ -100,7 +100,9 @@ RECORDS: dict[str, dict[str, Any]] = {
         "op": "create", "webhook_id": "wh_1", "workspace_id": "ws_1",
         "webhook": {"url": "https://example.com/h", "events": ["task.*", "user.added"],
                     "secret": "s3cret-s3cret-s3cret", "active": True, "description": "d",
-                    "signature_scheme": "standard-webhooks"},
+                    "signature_scheme": "standard-webhooks",
+                    "headers": {"X-Token": "enc:v1:k1:abc"}, "filter": '{"data.p":1}',
+                    "rate_limit": 20},
         "reason": None, "requested_at": "2025-10-14T10:30:00Z", "command_id": "cmd_1",
     },
     SUBSCRIPTION: {
@@ -109,6 +111,7 @@ RECORDS: dict[str, dict[str, Any]] = {
         "updated_at": T0 + 1, "disabled_reason": "disabled by operator", "description": None,
         "previous_secret": "enc:v1:k1:abc", "previous_secret_until": T0 + 2,
         "signature_scheme": "hookstream", "last_command": "cmd_1",
+        "headers": {"X-Token": "enc:v1:k1:abc"}, "filter": None, "rate_limit": None,
     },
     DELIVERY_JOB: JOB,
     DELIVERY_ATTEMPT: {
