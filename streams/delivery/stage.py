@@ -8,6 +8,8 @@ endpoint holds at most its own slots, one tenant's flood at most its share, and 
 else's deliveries go on; and a job that cannot have its slots soon, because its webhook
 lags or its workspace is at its cap, is parked on the first retry topic
 (streams.delivery.pressure), so its queue never pauses the partition it shares with others.
+A webhook with a rate limit (its own, or the deployment's default) has its sends spaced
+(streams.delivery.ratelimit); a job whose turn is too far off is parked the same way.
 A retry partition whose head job is not yet due is held (paused) until it is: one delay
 per retry topic keeps each of its partitions in due order.
 A due time is what the job's header says, but never later than the topic's delay after
@@ -60,6 +62,7 @@ from .models import (
     Outcome,
 )
 from .pressure import WebhookLoad
+from .ratelimit import RateLimiter
 from .routing import DUE_AT_HEADER, after_attempt, deferred, undeliverable, verdict
 from .sender import attempt
 from .slots import Slots
@@ -90,6 +93,7 @@ class DeliveryWorker(Stage):
                                 settings.per_workspace_concurrency)
         self._per_webhook: dict[str, Slots] = {}
         self._load = WebhookLoad(settings.per_webhook_concurrency, settings.defer_after)
+        self._rates = RateLimiter()
         self._transport = transport
         self._client: DeliveryClient | None = None
         self._box = box
@@ -174,6 +178,12 @@ class DeliveryWorker(Stage):
         assert task is not None
         self._waiting[tp].add(task)  # until it holds its slots: see hand_back
         try:
+            limit = sub.rate_limit or self.settings.default_rate_limit
+            if limit:
+                now = _clock()
+                if self._rates.wait(job.webhook_id, limit, now) > self.settings.defer_after:
+                    return self._defer(job, f"its rate limit ({limit}/s) is reached")
+                await asyncio.sleep(self._rates.reserve(job.webhook_id, limit, now))
             async with self._attempt_slots(job.webhook_id, sub.workspace_id):
                 self._waiting.get(tp, set()).discard(task)
                 outcome = await attempt(

@@ -13,6 +13,8 @@ from collections.abc import Set as AbstractSet
 from typing import Protocol, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from ..kafka.asyncproducer import AsyncProducer
 from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES
@@ -90,6 +92,12 @@ def kafka_consumer(settings: Settings, group_id: str, drain_timeout: float) -> C
         # work up to the drain timeout.
         session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
         rebalance_timeout_ms=int((drain_timeout + 30) * 1000),
+        # Range: partition p of every topic the group reads goes to one member, so one
+        # worker at a time sends a webhook's jobs and retries (its rate limit and duplicate
+        # guard hold: streams.delivery.ratelimit). Round robin stays listed so that workers
+        # of an older release, which offer only it, can share the group during a rolling
+        # upgrade (the group uses range once every member offers it).
+        partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
     )
     return consumer
 

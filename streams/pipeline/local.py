@@ -10,8 +10,8 @@ on behaves as Kafka (as aiokafka presents it) does:
   headers and timestamp (the producer's, or the broker's clock on a topic created with
   `log_append_time`, as our retry topics are);
 - a keyed record goes to the partition Kafka's default partitioner (murmur2) picks;
-- a group assigns its members' subscribed partitions round-robin (aiokafka's default
-  assignor), eagerly: every member's listener is told of its revoked partitions and awaited
+- a group assigns its members' subscribed partitions by range (the stages' assignor),
+  eagerly: every member's listener is told of its revoked partitions and awaited
   while it still holds them (so it can commit), then of its new ones. While its group
   rebalances, a member's `getmany` waits, as aiokafka's does;
 - a partition newly assigned starts unpaused, at the group's committed offset, or at the
@@ -158,14 +158,18 @@ class LocalBroker:
                 member._begin_rebalance()
             await asyncio.gather(*(member._revoke() for member in members))
             plan: dict[LocalConsumer, list[TopicPartition]] = {m: [] for m in members}
-            # Round-robin over the sorted partitions, members in the order they joined.
-            turn = 0
-            for tp in sorted(tp for topic in sorted({t for m in members for t in m.topics})
-                             for tp in self.partitions(topic)):
-                takers = [m for m in members if tp.topic in m.topics]
-                if takers:
-                    plan[takers[turn % len(takers)]].append(tp)
-                    turn += 1
+            # Range, as streams.pipeline.clients asks of Kafka: each topic's sorted partitions
+            # in contiguous runs, members in the order they joined, so partition p of topics
+            # alike goes to one member.
+            for topic in sorted({t for m in members for t in m.topics}):
+                takers = [m for m in members if topic in m.topics]
+                partitions = sorted(self.partitions(topic))
+                share, extra = divmod(len(partitions), len(takers))
+                start = 0
+                for i, taker in enumerate(takers):
+                    end = start + share + (i < extra)
+                    plan[taker].extend(partitions[start:end])
+                    start = end
             for member in members:
                 member._assign(plan[member], group.committed)
             await asyncio.gather(*(member._assigned() for member in members))

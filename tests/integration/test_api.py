@@ -10,10 +10,12 @@ import uuid
 import pytest
 
 from streams.core import signing
-from streams.delivery.models import AttemptRecord
+from streams.delivery.models import AttemptRecord, DeliveryJob
+from streams.fanout.stage import FanoutStage
 from streams.kafka import topics
 
 from ..support.api import Answer, call
+from ..support.kafka import group_lag, read_to_end
 from ..support.pipeline import Deployment
 from ..support.waiting import wait_until
 from .conftest import DeploymentSpec
@@ -131,6 +133,15 @@ def test_list_is_paginated(api: Api) -> None:
     (json.dumps({"url": "https://example.com/h", "events": ["*"],
                  "signature_scheme": "md5"}).encode(), "signature_scheme"),
     (b'{"url": "' + b"x" * (1024 * 1024) + b'"}', "body"),
+    (json.dumps({"url": "https://example.com/h", "events": ["*"],
+                 "headers": {"Host": "evil.example"}}).encode(), "headers.Host"),
+    (json.dumps({"url": "https://example.com/h", "events": ["*"],
+                 "headers": {"X-Split": "a\r\nX-Injected: 1"}}).encode(), "headers.X-Split"),
+    (json.dumps({"url": "https://example.com/h", "events": ["*"],
+                 "filter": {"$or": [{"data.p": {"$regex": "."}}]}}).encode(),
+     "filter.$or[0].data.p"),
+    (json.dumps({"url": "https://example.com/h", "events": ["*"],
+                 "rate_limit": 0}).encode(), "rate_limit"),
 ])
 def test_bad_requests_get_400_naming_the_field(api: Api, body: bytes, field: str) -> None:
     answer = api.on(0, "POST", "/v1/webhooks", api.key_a, raw=body)
@@ -290,3 +301,85 @@ def test_status_shows_lag_per_stage_and_disabled_webhooks(api: Api) -> None:
     assert set(status["lag"]) >= {"fan-out", "delivery", "1m retry", "5m retry", "30m retry"}
     assert all(isinstance(v, int) and v >= 0 for v in status["lag"].values())
     assert {"id": wh, "workspace_id": "ws_b", "reason": "for status"} in status["disabled"]
+
+
+def test_custom_headers_and_a_filter_end_to_end(api: Api) -> None:
+    """Headers reach the receiver, sealed on every topic and masked on reads; the filter
+    lets through only the events it matches (a witness without one gets them all)."""
+    token = f"tok_live_{uuid.uuid4().hex}"
+    filtered = api.create(api.key_a, "/controls/filtered",
+                          headers={"X-Customer-Token": token},
+                          filter={"data.name": {"$prefix": "Urgent"}}, rate_limit=50)
+    witness = api.create(api.key_a, "/controls/witness")
+    for n in (0, 1):
+        wait_until(lambda n=n: api.on(n, "GET", f"/v1/webhooks/{witness['id']}",
+                                      api.key_a).status == 200, what="webhooks known")
+    shown = api.on(1, "GET", f"/v1/webhooks/{filtered['id']}", api.key_a).body
+    assert shown["headers"] == {"X-Customer-Token": "********"}
+    assert (shown["filter"], shown["rate_limit"]) == (
+        {"data.name": {"$prefix": "Urgent"}}, 50)
+    dep = api.dep
+    names = ["Routine A", "Urgent: outage", "Routine B", "Urgent: breach"]
+    ids = [dep.publish("task.created", "ws_a", {"id": f"t_{n}", "name": name})
+           for n, name in enumerate(names)]
+    dep.receiver.wait_for(lambda got: len([r for r in got if r.path == "/controls/witness"])
+                          >= len(names), what="every event at the witness")
+    # The fan-out has committed past every event: any job it made is on the topic now.
+    s = dep.settings
+    wait_until(lambda: not any(group_lag(s.bootstrap_servers, s.topic_prefix + FanoutStage.group,
+                                         [s.topic(topics.domain_topic("task"))]).values()),
+               what="the fan-out to commit")
+    jobs = [DeliveryJob.decode(m.value()) for m in read_to_end(
+        s.bootstrap_servers, s.topic(topics.DELIVERIES))]
+    assert sorted(j.event_id for j in jobs if j.webhook_id == filtered["id"]) == sorted(
+        [ids[1], ids[3]])
+    got = dep.receiver.wait_for(
+        lambda got: len([r for r in got if r.path == "/controls/filtered"]) >= 2,
+        what="the urgent events")
+    urgent = [r for r in got if r.path == "/controls/filtered"]
+    assert sorted(json.loads(r.body)["id"] for r in urgent) == sorted([ids[1], ids[3]])
+    assert all(r.headers["x-customer-token"] == token for r in urgent)
+    # Never plaintext on a topic; updates replace and clear.
+    for topic in (topics.CONTROL, topics.SUBSCRIPTIONS):
+        assert not any(token.encode() in (m.value() or b"")
+                       for m in read_to_end(s.bootstrap_servers, s.topic(topic)))
+    cleared = api.on(0, "PATCH", f"/v1/webhooks/{filtered['id']}", api.key_a,
+                     {"headers": None, "filter": None, "rate_limit": None})
+    assert cleared.status == 200, cleared.body
+    assert (cleared.body["headers"], cleared.body["filter"], cleared.body["rate_limit"]) == (
+        {}, None, None)
+
+
+def test_a_rate_limited_webhook_gets_a_burst_paced_and_its_neighbour_does_not_wait(
+        api: Api) -> None:
+    """500 events at once: the webhook limited to 20/s gets them all, never more than 20
+    in one second of the receiver's clock (one more on an edge); its neighbour in the same
+    workspace, unlimited, has all of its own long before."""
+    key = _new_key(api.dep, "ws_rate")
+    wait_until(lambda: api.on(0, "GET", "/v1/webhooks", key).status == 200, what="key known")
+    limited = api.create(key, "/rate/limited", rate_limit=20)
+    neighbour = api.create(key, "/rate/neighbour")
+    for n in (0, 1):
+        wait_until(lambda n=n: api.on(n, "GET", f"/v1/webhooks/{neighbour['id']}",
+                                      key).status == 200, what="webhooks known")
+    dep = api.dep
+    burst = 500
+    ids = [dep.publisher.publish_event({
+        "id": f"evt_rate_{n}_{uuid.uuid4().hex[:6]}", "event": "task.created",
+        "workspace_id": "ws_rate", "timestamp": "2025-10-14T10:30:00Z",
+        "data": {"id": f"t_{n}", "name": "burst"}}).id for n in range(burst)]
+    dep.publisher.flush()
+    got = dep.receiver.wait_for(
+        lambda got: len([r for r in got if r.path == "/rate/limited"]) >= burst,
+        timeout=120, what="the whole burst at the limited webhook")
+    paced = sorted(r.at for r in got if r.path == "/rate/limited")
+    others = sorted(r.at for r in got if r.path == "/rate/neighbour")
+    assert sorted(json.loads(r.body)["id"] for r in got if r.path == "/rate/limited") == sorted(
+        ids)
+    per_second: dict[int, int] = {}
+    for at in paced:
+        per_second[int(at)] = per_second.get(int(at), 0) + 1
+    assert max(per_second.values()) <= 21, per_second
+    assert len(others) == burst
+    assert others[-1] < paced[burst // 2], "the neighbour waited for the limited webhook"
+    assert limited["rate_limit"] == 20 and neighbour["rate_limit"] is None

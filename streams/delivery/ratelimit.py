@@ -1,0 +1,40 @@
+"""Each webhook's rate limit: at most N deliveries a second, evenly spaced. Pure.
+
+The generic cell rate algorithm without a burst allowance: a webhook's sends start at
+least 1/N s apart, the first after a quiet spell at once. So any second, as the receiver's
+clock cuts it, holds at most N starts (N + 1 where a start falls exactly on its edge),
+where a token bucket of N would let 2N through across one edge (a full bucket, then its
+refill). Excess jobs wait for their turn, never dropped; one whose turn is further off than
+the worker is willing to hold it (`defer_after`) is not given a turn at all: the stage
+parks it on the retry path unattempted, as it parks a job whose endpoint lags
+(streams.delivery.pressure).
+
+Where it holds: in the worker that reads the webhook's jobs. Jobs and retries are keyed by
+webhook, and partition p of every delivery topic is assigned to one worker
+(streams.pipeline.clients: the range assignor), so one worker at a time sends a webhook's
+deliveries. After a rebalance the new owner starts with no memory of the old one's pace:
+at most one send comes early per move.
+"""
+
+from __future__ import annotations
+
+#: Webhooks remembered before the ones whose turn has passed are forgotten.
+PRUNE_AT = 10_000
+
+
+class RateLimiter:
+    def __init__(self) -> None:
+        #: When each webhook's next send may start, on the caller's clock.
+        self._next: dict[str, float] = {}
+
+    def wait(self, webhook_id: str, rate: float, now: float) -> float:
+        """Seconds until a send to this webhook may start (0: now). Reserves nothing."""
+        return max(0.0, self._next.get(webhook_id, now) - now)
+
+    def reserve(self, webhook_id: str, rate: float, now: float) -> float:
+        """Take the webhook's next turn: seconds to wait for it (0: now)."""
+        start = max(now, self._next.get(webhook_id, now))
+        if len(self._next) >= PRUNE_AT and webhook_id not in self._next:
+            self._next = {w: t for w, t in self._next.items() if t > now}
+        self._next[webhook_id] = start + 1.0 / rate
+        return start - now
