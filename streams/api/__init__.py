@@ -9,7 +9,8 @@ endpoint        authentication, JSON errors and Idempotency-Key around every vie
 webhooks        /v1/webhooks and its actions
 deliveries      a webhook's attempts, on the worker that holds its history
 dead_letters    /v1/dead-letters and replay
-meta            probes, metrics, the catalog, the OpenAPI document (openapi)
+event_types     /v1/event-types: the catalog with schemas and examples; what /test sends
+meta            probes, metrics, the OpenAPI document (openapi)
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from .context import Api
 from .dead_letters import DeadLetters, Replay
 from .deliveries import Attempts, Deliveries, Summary
 from .endpoint import Endpoint, mount
-from .meta import EventTypes, Health, Metrics, OpenApi, Ready, SubscriptionState
+from .event_types import EventType, EventTypes, published
+from .meta import Health, Metrics, OpenApi, Ready, SubscriptionState
 from .webhooks import Disable, Enable, RotateSecret, Test, Webhook, Webhooks
 
 #: How long a stored answer repeats for its Idempotency-Key.
@@ -45,6 +47,8 @@ ROUTES: tuple[tuple[str, type[Endpoint]], ...] = (
     ("/v1/webhooks/{webhook_id}/replay", Replay),
     ("/v1/webhooks/{webhook_id}/deliveries", Deliveries),
     ("/v1/dead-letters", DeadLetters),
+    ("/v1/event-types", EventTypes),
+    ("/v1/event-types/{event_type}", EventType),
     ("/readyz", Ready),
     ("/metrics", Metrics),
     ("/internal/subscriptions/{webhook_id}", SubscriptionState),
@@ -65,6 +69,7 @@ def install(rt: Runtime, history: History,
                                   s.dead_letters_listed)
     idempotency: ExpiringView[dict[str, Any]] = ExpiringView(
         s.bootstrap_servers, s.topic(IDEMPOTENCY), json.loads, _answered_at, now_ms)
+    published()  # the catalog, derived once: a broken schema stops the worker here
     rt.add_view(dead_letters)
     rt.add_view(idempotency)
     ctx = Api(rt=rt, auth=Authenticator(s, rt.api_keys, rt.subscriptions, rt.secrets),
@@ -75,7 +80,6 @@ def install(rt: Runtime, history: History,
               idempotency_topic=rt.topic(IDEMPOTENCY), readiness=readiness)
     for path, view in ROUTES:
         mount(rt.app, path, view, ctx)
-    for path, page in (("/healthz", Health), ("/v1/event-types", EventTypes),
-                       ("/openapi.json", OpenApi)):
+    for path, page in (("/healthz", Health), ("/openapi.json", OpenApi)):
         rt.app.page(path)(page)
     return ctx

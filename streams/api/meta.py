@@ -1,11 +1,11 @@
-"""The pages around the API: health and readiness probes, Prometheus metrics, the event
-catalog, the OpenAPI document, and one worker's view of a webhook (for probes and tests)."""
+"""The pages around the API: health and readiness probes, Prometheus metrics, the OpenAPI
+document, and one worker's view of a webhook (for probes and tests). The event catalog is
+streams.api.event_types."""
 
 from __future__ import annotations
 
 from faust.web import Request, Response, View
 
-from ..core import catalog
 from ..core.apikeys import Principal
 from ..telemetry import metrics
 from . import openapi
@@ -33,12 +33,6 @@ class Metrics(Endpoint):
         metrics.SUBSCRIPTIONS.labels(state="active").set(index.active)
         metrics.SUBSCRIPTIONS.labels(state="disabled").set(index.disabled)
         return self.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
-
-
-class EventTypes(View):
-    async def get(self, request: Request) -> Response:
-        return self.json({"data": [{"name": t, "family": f} for f, ts in
-                                   catalog.EVENT_TYPES.items() for t in ts]})
 
 
 class OpenApi(View):

@@ -142,6 +142,24 @@ def document() -> dict[str, Any]:
                                               "response_code": {"type": ["integer", "null"]},
                                               "response_time_ms": {"type": "integer"},
                                               "error": optional_string}},
+                "TestRequest": {"type": "object", "additionalProperties": False,
+                                "properties": {"event": {
+                                    "enum": sorted(catalog.ALL_EVENT_TYPES),
+                                    "description": "Send this type's example (default: "
+                                                   f"{catalog.TEST_EVENT})"}}},
+                "EventType": {"type": "object",
+                              "required": ["type", "description", "schema", "example"],
+                              "properties": {
+                                  "type": {"enum": sorted(catalog.ALL_EVENT_TYPES)},
+                                  "description": {"type": "string"},
+                                  "schema": {"type": "object", "description":
+                                             "JSON Schema (2020-12) of the event's data"},
+                                  "example": {"type": "object",
+                                              "description": "A data valid against schema"}}},
+                "EventTypePage": {"type": "object", "required": ["data", "next_cursor"],
+                                  "properties": {"data": {"type": "array",
+                                                          "items": _ref("EventType")},
+                                                 "next_cursor": {"type": "null"}}},
                 "ReplayResult": {"type": "object", "required": ["replayed", "already_replayed"],
                                  "properties": {"replayed": {"type": "integer"},
                                                 "already_replayed": {"type": "integer"}}},
@@ -190,7 +208,10 @@ def document() -> dict[str, Any]:
             "/v1/webhooks/{webhook_id}/rotate-secret": _action(
                 "New secret; the old one signs too for the grace period", "WebhookWithSecret"),
             "/v1/webhooks/{webhook_id}/test": _action(
-                "Send a signed webhook.test now, once (works when disabled)", "TestResult"),
+                "Send a signed webhook.test now, once (works when disabled); with `event`, "
+                "that type's example from /v1/event-types", "TestResult",
+                {"required": False, "content": {"application/json": {"schema": _ref(
+                    "TestRequest")}}}),
             "/v1/webhooks/{webhook_id}/replay": _action(
                 "Re-queue dead letters with their original delivery ids", "ReplayResult",
                 {"required": False, "content": {"application/json": {"schema": {
@@ -227,11 +248,16 @@ def document() -> dict[str, Any]:
                         "dead_at": {"type": "string"}, "replayed": {"type": "boolean"}}}}}},
                     "Dead letters"), **_errors(400, 401, 404)}}},
             "/v1/event-types": {"get": {
-                "summary": "The event catalog", "security": [],
-                "responses": {"200": _json({"type": "object", "properties": {"data": {
-                    "type": "array", "items": {"type": "object", "properties": {
-                        "name": {"type": "string"}, "family": {"type": "string"}}}}}},
-                    "Event types")}}},
+                "summary": "The event catalog: each type's description, data schema, example",
+                "responses": {"200": _json(_ref("EventTypePage"), "Every type, by type"),
+                              **_errors(401)}}},
+            "/v1/event-types/{event_type}": {"get": {
+                "summary": "One event type",
+                "parameters": [{"name": "event_type", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ref("EventType"), "The event type"),
+                              **_errors(401),
+                              "404": _json(_ref("Error"), "No such event type")}}},
             "/healthz": {"get": {"summary": "Alive", "security": [], "responses": {
                 "200": _json({"type": "object"}, "The process answers")}}},
             "/readyz": {"get": {"summary": "Tables loaded, consumer groups settled",

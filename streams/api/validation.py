@@ -208,6 +208,24 @@ def patch_body(body: dict[str, Any], *, allow_insecure: bool) -> dict[str, Any]:
     return fields
 
 
+TEST_FIELDS = {"event"}
+
+
+def event_to_test(body: dict[str, Any]) -> str | None:
+    """The event type a POST /v1/webhooks/{id}/test asks for: a catalog type, whose example
+    it sends; None (no body, or no `event`) for webhook.test."""
+    reject_unknown(body, TEST_FIELDS)
+    if "event" not in body:
+        return None
+    value = body["event"]
+    if not isinstance(value, str) or not catalog.is_known(value):
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise invalid("event", f"unknown event type {shown}: one of GET /v1/event-types "
+                      f"(omit it for {catalog.TEST_EVENT})")
+    return value
+
+
 MAX_IDEMPOTENCY_KEY = 255
 
 

@@ -7,9 +7,7 @@ from typing import Any
 
 from faust.web import Request
 
-from ..core import catalog
 from ..core.apikeys import Principal
-from ..core.payload import dumps
 from ..core.secretbox import SecretBox
 from ..core.timeutil import iso_from_ms, now_ms
 from ..delivery.models import FAILED, SUCCESS, AttemptRecord, DeliveryJob, delivery_id_for
@@ -19,6 +17,7 @@ from ..subscriptions.model import Subscription
 from ..telemetry import metrics
 from . import validation as v
 from .endpoint import Endpoint, api, body_of
+from .event_types import payload_for_test
 from .validation import ApiError
 
 
@@ -150,17 +149,19 @@ class Test(Endpoint):
     @api
     async def post(self, request: Request, principal: Principal,
                    webhook_id: str) -> tuple[int, Any]:
-        """Send a signed webhook.test now, once, even to a disabled webhook."""
+        """Send a signed webhook.test now, once, even to a disabled webhook; with
+        {"event": type}, that type's catalog example instead (whatever the webhook's
+        subscription)."""
         ctx = self.ctx
         settings = ctx.settings
         sub = await ctx.current(principal, webhook_id)
-        v.reject_unknown(await body_of(request, required=False), set())
+        asked = v.event_to_test(await body_of(request, required=False))
         event_id = f"evt_test_{uuid.uuid4().hex[:16]}"
+        event_type, data_json = payload_for_test(asked, event_id)
         job = DeliveryJob(
             delivery_id=delivery_id_for(event_id, sub.id), webhook_id=sub.id,
-            workspace_id=sub.workspace_id, event_id=event_id, event_type=catalog.TEST_EVENT,
-            event_timestamp=iso_from_ms(now_ms()),
-            data_json=dumps({"id": event_id, "message": "A test event from hookstream"}),
+            workspace_id=sub.workspace_id, event_id=event_id, event_type=event_type,
+            event_timestamp=iso_from_ms(now_ms()), data_json=data_json,
             attempt=1, created_at=now_ms())
         outcome = await attempt(ctx.client(), sub, job, timeout=settings.delivery_timeout,
                                 allow_insecure=settings.allow_insecure_targets,

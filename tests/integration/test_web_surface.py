@@ -65,7 +65,8 @@ def test_our_pages_still_answer(dep: Deployment) -> None:
     status, _, metrics = _get(port, "/metrics")
     assert status == 200 and b"hookstream_" in metrics
     assert call(port, "GET", "/openapi.json").body["openapi"].startswith("3.1")
-    assert call(port, "GET", "/v1/event-types").status == 200
+    assert call(port, "GET", "/v1/event-types").status == 401
+    assert call(port, "GET", "/v1/event-types", admin).status == 200
     assert call(port, "GET", "/v1/webhooks").status == 401
     assert call(port, "GET", "/v1/webhooks", admin).status == 200
     status, content_type, page = _get(port, "/console")
