@@ -1,7 +1,7 @@
 """The `hookstream` command. Errors are one line on stderr and a non-zero exit.
 
 kafka, topics, publish, status, dlq, apikeys, worker and dev talk to Kafka;
-webhooks and deliveries talk to the HTTP API (HOOKSTREAM_URL, HOOKSTREAM_API_KEY).
+webhooks, deliveries and event-types talk to the HTTP API (HOOKSTREAM_URL, HOOKSTREAM_API_KEY).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .common import CliError
 from .kafka import kafka_cli, topics_cli
 from .operators import apikeys_cli, dlq_cli, status
 from .processes import register
-from .webhooks import deliveries, webhooks_cli
+from .webhooks import deliveries, event_types, webhooks_cli
 
 cli = typer.Typer(
     name="hookstream", help="Webhook delivery on Apache Kafka.", no_args_is_help=True,
@@ -24,6 +24,7 @@ cli.add_typer(kafka_cli, name="kafka")
 cli.add_typer(topics_cli, name="topics")
 cli.add_typer(webhooks_cli, name="webhooks")
 cli.command("deliveries")(deliveries)
+cli.command("event-types")(event_types)
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(apikeys_cli, name="apikeys")
 cli.command("status")(status)

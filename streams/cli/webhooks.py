@@ -1,4 +1,5 @@
-"""`hookstream webhooks` and `hookstream deliveries`: the HTTP API, from a terminal.
+"""`hookstream webhooks`, `hookstream deliveries` and `hookstream event-types`: the HTTP API,
+from a terminal.
 
 HOOKSTREAM_URL (default http://127.0.0.1:<HOOKSTREAM_WEB_PORT or 6066>) and
 HOOKSTREAM_API_KEY (a workspace key; HOOKSTREAM_ADMIN_KEY is used when it is unset).
@@ -9,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import typer
+from rich.json import JSON
 from rich.table import Table
 
 from ..core import catalog, strictjson
@@ -249,9 +252,16 @@ def disable(webhook_id: IdArgument,
 
 
 @webhooks_cli.command("test")
-def test(webhook_id: IdArgument, as_json: JsonOption = False) -> None:
+def test(webhook_id: IdArgument,
+         event: Annotated[str | None, typer.Option(
+             help="Send this type's example (see `hookstream event-types`), not webhook.test.")]
+         = None,
+         as_json: JsonOption = False) -> None:
     """Send a signed webhook.test now (works on a disabled webhook); non-zero if it failed."""
-    result = _call("POST", f"/v1/webhooks/{webhook_id}/test")
+    if event is not None and not catalog.is_known(event):
+        raise CliError(f"--event: unknown event type {event!r} (see `hookstream event-types`)")
+    result = _call("POST", f"/v1/webhooks/{webhook_id}/test",
+                   {"event": event} if event is not None else None)
     emit(as_json, result, f"{result['status']}: {result['response_code'] or result['error']} "
                           f"in {result['response_time_ms']} ms")
     if result["status"] != "success":
@@ -279,4 +289,22 @@ def deliveries(
         table.add_row(d["id"], d["event"], d["timestamp"], str(d["attempt"]), d["status"],
                       str(d["response_code"] or ""), str(d["response_time_ms"]),
                       (d["error"] or "")[:50])
+    emit(as_json, page["data"], table)
+
+
+def event_types(
+    event_type: Annotated[str | None, typer.Argument(
+        help="One type: its data's JSON Schema and an example.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The event types webhooks can subscribe to, and what each means."""
+    if event_type is not None:
+        entry = _call("GET", f"/v1/event-types/{quote(event_type, safe='')}")
+        emit(as_json, entry, f"{entry['type']}: {entry['description']}", "data schema:",
+             JSON.from_data(entry["schema"]), "example data:", JSON.from_data(entry["example"]))
+        return
+    page = _call("GET", "/v1/event-types")
+    table = Table("type", "description")
+    for entry in page["data"]:
+        table.add_row(entry["type"], entry["description"])
     emit(as_json, page["data"], table)

@@ -8,13 +8,17 @@ import sys
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from jsonschema import Draft202012Validator
 
-from streams.core import signing
+from streams.core import catalog, signing
+from streams.core.eventschema import DESCRIPTIONS
 from streams.delivery.models import AttemptRecord, DeliveryJob
 from streams.fanout.stage import FanoutStage
 from streams.kafka import topics
 
 from ..support.api import Answer, call
+from ..support.hostile_bodies import RAW_TEST_BODIES
 from ..support.kafka import group_lag, read_to_end
 from ..support.pipeline import Deployment
 from ..support.waiting import wait_until
@@ -201,6 +205,149 @@ def test_test_endpoint_signs_logs_and_works_when_disabled(api: Api) -> None:
     assert set(deliveries[0]) >= {"id", "event", "timestamp", "status", "response_code",
                                   "response_time_ms", "attempt", "next_attempt_at", "error"}
 
+
+def test_event_types_list_the_catalog_for_any_key_with_valid_examples(api: Api) -> None:
+    answers = [api.on(n, "GET", "/v1/event-types", key) for n in (0, 1)
+               for key in (api.key_a, api.key_b, api.admin)]
+    assert all(a.status == 200 for a in answers), [a.body for a in answers]
+    listing = answers[0].body
+    assert all(a.body == listing for a in answers)  # one catalog, for every caller
+    assert set(listing) == {"data", "next_cursor"} and listing["next_cursor"] is None
+    assert [t["type"] for t in listing["data"]] == sorted(catalog.ALL_EVENT_TYPES)
+    for entry in listing["data"]:
+        assert entry["description"] == DESCRIPTIONS[entry["type"]]
+        Draft202012Validator.check_schema(entry["schema"])
+        errors = list(Draft202012Validator(entry["schema"]).iter_errors(entry["example"]))
+        assert not errors, (entry["type"], errors)
+        one = api.on(1, "GET", f"/v1/event-types/{entry['type']}", api.key_b)
+        assert (one.status, one.body) == (200, entry)
+    for unknown in ("task.exploded", catalog.TEST_EVENT, "task.*", "task.created.x"):
+        missing = api.on(0, "GET", f"/v1/event-types/{unknown}", api.key_a)
+        assert (missing.status, missing.body["error"]["code"]) == (404, "not_found"), unknown
+    for path in ("/v1/event-types", "/v1/event-types/task.created"):
+        assert api.on(0, "GET", path, None).status == 401
+        assert api.on(0, "GET", path, "hsk_nope_nope").status == 401
+
+
+def test_test_endpoint_sends_an_event_types_example(api: Api) -> None:
+    # Subscribed to user.added only: a test sends what it is asked, as webhook.test does.
+    created = api.create(api.key_a, "/t/typed", events=["user.added"])
+    wh, secret = created["id"], created["secret"]
+    entry = api.on(0, "GET", "/v1/event-types/task.created", api.key_a).body
+    answer = api.on(1, "POST", f"/v1/webhooks/{wh}/test", api.key_a, {"event": "task.created"})
+    assert answer.status == 200, answer.body
+    assert (answer.body["status"], answer.body["response_code"]) == ("success", 200)
+    (request,) = api.dep.receiver.at("/t/typed")
+    assert signing.verify(request.body, request.headers["x-webhook-signature"], secret)
+    assert request.headers["x-webhook-event"] == "task.created"
+    assert request.headers["x-webhook-id"] == wh
+    payload = json.loads(request.body)
+    assert (payload["event"], payload["webhook_id"]) == ("task.created", wh)
+    assert payload["data"] == entry["example"]
+    Draft202012Validator(entry["schema"]).validate(payload["data"])
+    attempts = wait_until(lambda: api.on(0, "GET", f"/v1/webhooks/{wh}/deliveries",
+                                         api.key_a).body["data"], what="history")
+    assert [(d["event"], d["event_id"], d["status"]) for d in attempts] == [
+        ("task.created", payload["id"], "success")]
+    assert request.headers["x-webhook-delivery"] == attempts[0]["id"]
+
+
+@pytest.fixture(scope="module")
+def tested(api: Api) -> str:
+    """A webhook for the refused tests: nothing may reach its path."""
+    return str(api.create(api.key_a, "/t/refused")["id"])
+
+
+@pytest.mark.parametrize("raw, field", [
+    (b'{"event": "task.exploded"}', "event"),
+    (b'{"event": "task.*"}', "event"),
+    (b'{"event": "webhook.test"}', "event"),
+    (b'{"event": ""}', "event"),
+    (b'{"event": null}', "event"),
+    (b'{"event": 1}', "event"),
+    (b'{"event": ["task.created"]}', "event"),
+    (b'{"event": {"type": "task.created"}}', "event"),
+    (b'{"event": "task.created", "data": {"id": "x"}}', "data"),
+    (b'{"type": "task.created"}', "type"),
+    (b'"task.created"', "body"),
+    (b'["task.created"]', "body"),
+    (b"{not json", "body"),
+    (b'{"event": NaN}', "body"),
+    (b"\xff\xfe", "body"),
+    (b'{"event": "\\ud800"}', "body"),
+])
+def test_test_endpoint_refuses_bad_bodies_naming_the_field(api: Api, tested: str, raw: bytes,
+                                                            field: str) -> None:
+    answer = api.on(0, "POST", f"/v1/webhooks/{tested}/test", api.key_a, raw=raw)
+    assert answer.status == 400, answer.body
+    assert (answer.body["error"]["code"], answer.body["error"]["field"]) == (
+        "invalid_request", field)
+    assert not api.dep.receiver.at("/t/refused")
+
+
+def test_test_endpoint_never_fails_on_hostile_bodies(api: Api) -> None:
+    """Whatever the body: 200 and one delivery for {} or a catalog type, else a 400 naming a
+    field of the body (or the body itself) and nothing sent. Never a 5xx."""
+    created = api.create(api.key_a, "/t/hostile")
+    wh, sent = created["id"], [0]
+
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True)
+    @given(RAW_TEST_BODIES)
+    def one(raw: bytes) -> None:
+        answer = api.on(0, "POST", f"/v1/webhooks/{wh}/test", api.key_a, raw=raw)
+        assert answer.status in (200, 400), (raw, answer.status, answer.body)
+        try:
+            parsed = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            parsed = None
+        if answer.status == 200:
+            assert parsed == {} or (parsed.keys() == {"event"}
+                                    and parsed["event"] in catalog.ALL_EVENT_TYPES), raw
+            sent[0] += 1
+            request = api.dep.receiver.at("/t/hostile")[-1]
+            assert request.headers["x-webhook-event"] == parsed.get("event", "webhook.test")
+        else:
+            fields = {"body", "event", *(parsed if isinstance(parsed, dict) else ())}
+            assert answer.body["error"]["field"] in fields, (raw, answer.body)
+        assert len(api.dep.receiver.at("/t/hostile")) == sent[0]
+
+    one()
+    assert sent[0] > 0, "no accepted body was generated: the strategy needs a look"
+
+
+def test_the_cli_lists_event_types_and_tests_with_one(api: Api) -> None:
+    env = {**api.dep.env, "HOOKSTREAM_URL": f"http://127.0.0.1:{api.dep.workers[0].port}",
+           "HOOKSTREAM_API_KEY": api.key_b}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "streams", *args], capture_output=True,
+                              text=True, timeout=60, env=env)
+
+    listing = api.on(1, "GET", "/v1/event-types", api.key_b).body["data"]
+    listed = cli("event-types", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == listing
+    human = cli("event-types")
+    assert human.returncode == 0, human.stderr
+    for entry in listing:
+        assert entry["type"] in human.stdout
+    one = cli("event-types", "comment.created", "--json")
+    assert json.loads(one.stdout) == next(e for e in listing if e["type"] == "comment.created")
+    wh = api.create(api.key_b, "/t/cli-typed")["id"]
+    tested = cli("webhooks", "test", wh, "--event", "comment.created", "--json")
+    assert tested.returncode == 0, tested.stderr
+    assert json.loads(tested.stdout)["status"] == "success"
+    (request,) = api.dep.receiver.at("/t/cli-typed")
+    assert request.headers["x-webhook-event"] == "comment.created"
+    for args, message in ((("webhooks", "test", wh, "--event", "comment.nope"),
+                           "error: --event: unknown event type 'comment.nope'"),
+                          (("event-types", "comment.nope"),
+                           "error: 404 not_found: no event type comment.nope")):
+        refused = cli(*args)
+        assert refused.returncode != 0 and refused.stdout == ""
+        assert refused.stderr.splitlines() == [refused.stderr.strip()], refused.stderr
+        assert refused.stderr.startswith(message), refused.stderr
+    assert len(api.dep.receiver.at("/t/cli-typed")) == 1
 
 def test_rotation_signs_with_both_secrets_during_grace(api: Api) -> None:
     created = api.create(api.key_a, "/rot", events=["comment.created"])

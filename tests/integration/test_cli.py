@@ -77,6 +77,9 @@ def api_env(dep: Deployment) -> dict[str, str]:
     (["webhooks", "create", "--workspace", "ws", "--url", "https://example.com/h",
       "--events", "task.nope"], "--events: unknown event type 'task.nope'"),
     (["webhooks", "update", "wh_1"], "nothing to update"),
+    (["webhooks", "test", "wh_1", "--event", "task.nope"],
+     "--event: unknown event type 'task.nope'"),
+    (["webhooks", "test", "wh_1", "--event"], "Option '--event' requires an argument"),
     (["webhooks", "frobnicate"], "No such command 'frobnicate'"),
     (["kafka", "up", "--timeout", "soon"], "Invalid value for '--timeout'"),
 ])
@@ -96,6 +99,8 @@ def test_bad_arguments_give_one_line_and_non_zero_exit(args: list[str], message:
     (["webhooks", "enable", "wh_1"], "cannot reach the API at http://127.0.0.1:9"),
     (["webhooks", "disable", "wh_1", "--reason", "x"], "cannot reach the API"),
     (["webhooks", "show", "wh_1"], "cannot reach the API"),
+    (["webhooks", "test", "wh_1", "--event", "task.nope"], "--event: unknown event type"),
+    (["event-types"], "cannot reach the API at http://127.0.0.1:9"),
     (["dlq", "replay", "--webhook", "wh_1", "--since", "yesterday"],
      "--since must be an ISO 8601 time"),
     (["apikeys", "create", "--workspace", " "], "--workspace must not be empty"),

@@ -20,6 +20,8 @@ from streams.core import catalog
 from streams.core.eventschema import event_types
 from streams.core.payload import webhook_body
 
+from ..support.hostile_bodies import TEST_BODIES
+
 FAST = settings(max_examples=200, deadline=None, database=None, derandomize=True)
 
 
@@ -120,18 +122,8 @@ def test_a_huge_value_is_not_echoed_in_full() -> None:
     assert len(error.message) < 200
 
 
-#: Bodies near the valid ones: `event` and look-alike keys, catalog types among the values.
-HOSTILE_BODIES = st.dictionaries(
-    st.sampled_from(["event", "Event", "type", "events"]) | st.text(max_size=10),
-    st.sampled_from(sorted(catalog.ALL_EVENT_TYPES))
-    | st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-                   lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
-                   max_leaves=10),
-    max_size=3)
-
-
 @FAST
-@given(HOSTILE_BODIES)
+@given(TEST_BODIES)
 def test_hostile_bodies_are_accepted_exactly_when_they_ask_for_a_catalog_type(
         body: dict[str, Any]) -> None:
     event = body.get("event")
