@@ -14,7 +14,18 @@ from ..kafka.compacted import ExpiringView
 from ..kafka.topics import CONSOLE_LOGOUTS
 from ..runtime.context import Runtime
 from .base import Console, Page
-from .pages import Action, Create, DeadLetters, Detail, Health, Login, Logout, Style, Webhooks
+from .pages import (
+    Action,
+    Create,
+    DeadLetters,
+    Detail,
+    EventTypes,
+    Health,
+    Login,
+    Logout,
+    Style,
+    Webhooks,
+)
 from .session import Sessions
 
 ROUTES: tuple[tuple[str, type[Page]], ...] = (
@@ -26,6 +37,7 @@ ROUTES: tuple[tuple[str, type[Page]], ...] = (
     ("/console/webhooks/{webhook_id}", Detail),
     ("/console/webhooks/{webhook_id}/{action}", Action),
     ("/console/dead-letters", DeadLetters),
+    ("/console/event-types", EventTypes),
     ("/console/health", Health),
 )
 

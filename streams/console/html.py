@@ -33,6 +33,7 @@ def page(title: str, body: str, who: str | None, csrf: str | None = None) -> str
     if who is not None:
         nav = (f'<a href="/console">Webhooks</a><a href="/console/webhooks/new">Create</a>'
                f'<a href="/console/dead-letters">Dead letters</a>'
+               f'<a href="/console/event-types">Event types</a>'
                f'<a href="/console/health">Health</a><span class="who">{e(who)}</span>'
                f'{form("/console/logout", csrf or "", button("Sign out"))}')
     return (f"<!doctype html><html><head><meta charset=utf-8><title>{e(title)} · hookstream"

@@ -1,6 +1,6 @@
 """The console's pages: sign-in and out, webhooks (list, create, detail, actions), dead
-letters, health. Secrets appear only in the one response that creates them (create, rotate),
-never in a URL."""
+letters, event types, health. Secrets appear only in the one response that creates them
+(create, rotate), never in a URL."""
 
 from __future__ import annotations
 
@@ -224,7 +224,7 @@ class Detail(Page):
         base = f"/console/webhooks/{quote(webhook_id)}"
         settings_rows = [[e(k), e(_setting(k, v))] for k, v in w.items()]
         actions = " ".join([
-            form(f"{base}/test", csrf, button("Send test")),
+            form(f"{base}/test", csrf, _test_choice() + " " + button("Send test")),
             form(f"{base}/disable", csrf, button("Disable", danger=True)) if w["active"]
             else form(f"{base}/enable", csrf, button("Enable")),
             form(f"{base}/rotate-secret", csrf, button("Rotate secret")),
@@ -251,6 +251,14 @@ class Detail(Page):
         return html_answer(page(f"Webhook {webhook_id}", body, who, csrf))
 
 
+def _test_choice() -> str:
+    """What a test sends: webhook.test, or one catalog type's example."""
+    return "<select name=event>" + "".join(
+        f'<option value="{e(value)}">{e(label)}</option>'
+        for value, label in [("", catalog.TEST_EVENT),
+                             *((t, t) for t in sorted(catalog.ALL_EVENT_TYPES))]) + "</select>"
+
+
 class Action(Page):
     @guarded
     async def post(self, request: Request, key: str, csrf: str, who: str, webhook_id: str,
@@ -265,6 +273,8 @@ class Action(Page):
         payload: dict[str, Any] = {}
         if action == "disable":
             payload["reason"] = "disabled in the console"
+        if action == "test" and str(form.get("event", "")).strip():
+            payload["event"] = str(form["event"]).strip()
         if action == "replay" and str(form.get("since", "")).strip():
             payload["since"] = str(form["since"]).strip()
         status, body = await self.ctx.call(key, "POST", f"{path}/{action}", json=payload)
@@ -319,6 +329,23 @@ class DeadLetters(Page):
         return html_answer(page("Dead letters", filters + table(
             ["Webhook", "Delivery", "Event", "Reason", "Attempts", "Last error", "Dead at",
              "Replayed"], rows, "No dead letters.") + older, who, csrf))
+
+
+class EventTypes(Page):
+    @guarded
+    async def get(self, request: Request, key: str, csrf: str, who: str) -> aioweb.Response:
+        status, body = await self.ctx.call(key, "GET", "/v1/event-types")
+        if status != 200:
+            return html_answer(page("Event types", f"<p>{e(error_text(body))}</p>", who, csrf),
+                               status)
+        rows = [[f"<code>{e(t['type'])}</code>", e(t["description"]),
+                 f"<details><summary>example data</summary><pre>"
+                 f"{e(json.dumps(t['example'], indent=2, ensure_ascii=False))}</pre></details>"]
+                for t in body["data"]]
+        intro = ('<p class="muted">What a webhook can subscribe to. The JSON Schema of each '
+                 "type's data is in <code>GET /v1/event-types</code>.</p>")
+        return html_answer(page("Event types", intro + table(
+            ["Type", "Description", "Example"], rows, "No event types."), who, csrf))
 
 
 class Health(Page):

@@ -108,6 +108,12 @@ def test_console_end_to_end(dep: Deployment, browser_page: Page, shots: Path) ->
     assert "whsec_" not in page.content()
     page.click("button:has-text('Send test')")
     expect(page.locator("#flash")).to_contain_text("Test success: 200")
+    page.select_option("select[name=event]", "project.archived")  # any type, subscribed or not
+    page.click("button:has-text('Send test')")
+    expect(page.locator("#flash")).to_contain_text("Test success: 200")
+    sent = [r.headers["x-webhook-event"] for r in dep.receiver.at("/ok")]
+    assert sent.count("project.archived") == 1  # (the published task.created may come first)
+    assert sent.index("webhook.test") < sent.index("project.archived")
     page.click("button:has-text('Disable')")
     expect(page.locator("#flash")).to_contain_text("Webhook disabled")
     page.click("button:has-text('Enable')")
@@ -145,6 +151,14 @@ def test_console_end_to_end(dep: Deployment, browser_page: Page, shots: Path) ->
     # A forged form (no CSRF token) is refused.
     response = page.request.post(f"{base}/console/webhooks/{healthy}/disable", form={})
     assert response.status == 403
+
+    # The event catalog: every type the API lists, with its description.
+    page.click("a:has-text('Event types')")
+    expect(page.locator("h1")).to_have_text("Event types")
+    for entry in call(dep.workers[0].port, "GET", "/v1/event-types", key).body["data"]:
+        expect(page.locator("table")).to_contain_text(entry["type"])
+        expect(page.locator("table")).to_contain_text(entry["description"])
+    page.screenshot(path=str(shots / "console-event-types.png"), full_page=True)
 
     def charts_drawn() -> bool:
         page.goto(f"{base}/console/health")
