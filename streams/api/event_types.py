@@ -29,7 +29,7 @@ TEST_MESSAGE = "A test event from hookstream"
 class Published:
     """The catalog in the API's shapes, each encoded once."""
 
-    #: type -> {"type", "description", "schema", "example"}, sorted by type.
+    #: type -> {"type", "description", "schema", "example", "name", "family"}, by type.
     entries: dict[str, dict[str, Any]]
     #: GET /v1/event-types: {"data": [...], "next_cursor": null} (one page: the list envelope
     #: of the other lists, so a client's pager works here too).
@@ -42,8 +42,10 @@ class Published:
 def published() -> Published:
     """The catalog, built on first use and kept: the same object for the process's life."""
     entries = {
+        # `name` and `family`: what this endpoint answered before it carried schemas, kept
+        # for the clients that read them.
         t.type: {"type": t.type, "description": t.description, "schema": t.data_schema,
-                 "example": t.example}
+                 "example": t.example, "name": t.type, "family": catalog.family_of(t.type)}
         for t in sorted(event_types().values(), key=lambda t: t.type)}
     return Published(
         entries=entries,

@@ -155,7 +155,10 @@ def document() -> dict[str, Any]:
                                   "schema": {"type": "object", "description":
                                              "JSON Schema (2020-12) of the event's data"},
                                   "example": {"type": "object",
-                                              "description": "A data valid against schema"}}},
+                                              "description": "A data valid against schema"},
+                                  "name": {"type": "string",
+                                           "description": "The type again (older clients)"},
+                                  "family": {"type": "string"}}},
                 "EventTypePage": {"type": "object", "required": ["data", "next_cursor"],
                                   "properties": {"data": {"type": "array",
                                                           "items": _ref("EventType")},

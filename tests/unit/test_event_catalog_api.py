@@ -34,7 +34,9 @@ def test_listing_has_every_catalog_type_sorted_in_the_list_envelope() -> None:
     types = [entry["type"] for entry in listing["data"]]
     assert types == sorted(catalog.ALL_EVENT_TYPES)
     for entry in listing["data"]:
-        assert set(entry) == {"type", "description", "schema", "example"}
+        assert set(entry) == {"type", "description", "schema", "example", "name", "family"}
+        assert (entry["name"], entry["family"]) == (entry["type"],
+                                                     catalog.family_of(entry["type"]))
 
 
 def test_entries_are_the_cores_catalog_unchanged() -> None:
