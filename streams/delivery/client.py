@@ -18,7 +18,7 @@ import asyncio
 import errno
 import functools
 import socket
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import httpx
@@ -73,6 +73,17 @@ async def resolves_publicly(host: str, timeout: float = 5.0) -> bool:
     return bool(results) and all(is_public_address(r["host"]) for r in results)
 
 
+class Answer(NamedTuple):
+    """What a receiver said: all an attempt reads of a response, and nothing else to copy."""
+
+    status: int
+    #: The first `keep` bytes of the body.
+    body: bytes
+    #: The `Retry-After` header as sent (the first, if repeated), None without one. Read
+    #: for every answer: one lookup, cheaper than asking whether the status wants it.
+    retry_after: str | None
+
+
 class DeliveryClient:
     """Signed POSTs straight to an aiohttp session built by `_session` (the rules above).
 
@@ -101,8 +112,8 @@ class DeliveryClient:
         self._proxy, self._proxy_headers = _proxy(settings.egress_proxy)
 
     async def post(self, url: str, body: bytes, headers: dict[str, str],
-                   keep: int) -> tuple[int, bytes]:
-        """(status, the first `keep` bytes of the response body). Raises
+                   keep: int) -> Answer:
+        """Status, the first `keep` bytes of the response body and its Retry-After. Raises
         aiohttp.ClientError, httpx.HTTPError (a test's transport) or OSError when no
         response came."""
         if self._transport is not None:
@@ -124,17 +135,18 @@ class DeliveryClient:
                 if seen > _DRAIN_LIMIT:
                     response.close()  # a huge answer: closing the connection is cheaper
                     break
-            return response.status, kept
+            return Answer(response.status, kept, response.headers.get("Retry-After"))
 
     async def _post_through(self, transport: httpx.AsyncBaseTransport, url: str,
                             body: bytes, headers: dict[str, str],
-                            keep: int) -> tuple[int, bytes]:
+                            keep: int) -> Answer:
         request = httpx.Request("POST", url, content=body,
                                 headers={"User-Agent": USER_AGENT, **headers},
                                 extensions=self._extensions)
         response = await transport.handle_async_request(request)
         try:
-            return response.status_code, (await response.aread())[:keep]
+            return Answer(response.status_code, (await response.aread())[:keep],
+                          response.headers.get("Retry-After"))
         finally:
             await response.aclose()
 

@@ -29,10 +29,22 @@ FAILED = "failed"
 #: Every status an attempt record can carry, as the API filters and documents them.
 STATUSES = (SUCCESS, RETRYING, DEAD, DISABLED, FAILED)
 
-#: Why a job is dead-lettered.
+#: Why a job is dead-lettered (the letter's `reason`, its `hookstream-reason` header).
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+#: The receiver answered 410 Gone: the endpoint is no more, so no retry. Also the
+#: `disabled_reason` the dead-letter agent leaves on its webhook (streams.dlq.agent).
+GONE = "gone"
 WEBHOOK_DISABLED = "webhook_disabled"
 WEBHOOK_DELETED = "webhook_deleted"
+DEAD_LETTER_REASONS = (ATTEMPTS_EXHAUSTED, GONE, WEBHOOK_DISABLED, WEBHOOK_DELETED)
+#: Dead letters that disable their webhook (the others come from a disabled or deleted one).
+DISABLING_REASONS = (ATTEMPTS_EXHAUSTED, GONE)
+
+#: Statuses whose Retry-After is honoured (streams.core.retryafter): Too Many Requests and
+#: Service Unavailable, the two RFC 9110 gives it a meaning on. On any other it is ignored.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+#: 410 Gone: final at once, as Stripe and GitHub treat it.
+GONE_STATUS = 410
 
 
 #: The first attempt and one after each retry topic (streams.kafka.topics.RETRY_TOPICS; the
@@ -68,12 +80,22 @@ class Outcome:
     response_code: int | None
     response_time_ms: int
     error: str | None
+    #: Seconds the receiver asked us to wait (Retry-After on a 429 or 503, read when it
+    #: answered), else None. Not part of the record: what it decides is the retry's due
+    #: time, which the job carries; so it is not compared either (equal records, equal
+    #: outcomes).
+    retry_after_s: float | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.response_code is not None and (
             200 <= self.response_code < 300
         )
+
+    @property
+    def gone(self) -> bool:
+        """The receiver answered 410 Gone: no retry, and its webhook is disabled."""
+        return self.response_code == GONE_STATUS
 
     def to_record(self) -> dict[str, Any]:
         return {

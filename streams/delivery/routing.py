@@ -6,13 +6,30 @@
                       success (delivery-log)
 
 A disabled or deleted webhook's job goes straight to the dead-letter topic, unattempted.
+A 410 Gone goes there at once too (reason `gone`), whatever attempt it was: the receiver
+said the endpoint is no more, and the dead-letter agent disables its webhook.
 Every path writes one delivery-log record, so the log holds each delivery's latest state.
+
+Retry-After. A 429 or 503 may ask for a longer wait than the ladder's; the retry is then due
+`core.retryafter.retry_delay` after the attempt (never sooner than the ladder, at most its
+rung's delay plus the next rung's: 6, 35 and 60 min by default), and still counts as one of
+the three retries. It goes on its rung's topic as any retry, with that due time; but the
+stage holds a retry at most its topic's delay after it was appended (stage.hold_until), so
+a job read there before its due time is parked again (`repark`), unattempted, with the same
+due time: on the topic with the longest delay that does not pass it, held that whole delay,
+in due order with everything else there; and once the time left is shorter than every
+delay, on the shortest, held until exactly its due time. The chain ends at the due time
+(tests/unit/test_routing.py walks it): a wait is honoured exactly, not cut to a topic's
+delay, and no job ever waits on a topic longer than that topic's delay after it was
+appended, so nobody behind it on the partition waits longer than they would have. The last
+leg alone may sit behind a head due later, so it can be late by less than that delay.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from ..core.retryafter import retry_delay
 from ..kafka.topics import DELIVERY_LOG, DLQ, RETRY_TOPICS
 from ..pipeline.records import Origin, Produce
 from .guard import outcome_headers
@@ -20,6 +37,7 @@ from .models import (
     ATTEMPTS_EXHAUSTED,
     DEAD,
     DISABLED,
+    GONE,
     RETRYING,
     SUCCESS,
     WEBHOOK_DISABLED,
@@ -32,11 +50,11 @@ from .models import (
 DUE_AT_HEADER = "hookstream-due-at"
 
 
-def retry_after(attempt: int, delays: tuple[float, ...]) -> tuple[int, float] | None:
-    """After failed attempt `attempt` (1-based): (retry topic index, delay s), or None if
-    the delivery is exhausted and goes to the dead-letter topic."""
+def next_rung(attempt: int, delays: tuple[float, ...]) -> int | None:
+    """After failed attempt `attempt` (1-based): the retry topic index (its rung), or None
+    if the delivery is exhausted and goes to the dead-letter topic."""
     if 1 <= attempt <= len(delays):
-        return attempt - 1, delays[attempt - 1]
+        return attempt - 1
     return None
 
 
@@ -44,7 +62,14 @@ def verdict(job: DeliveryJob, outcome: Outcome, delays: tuple[float, ...]) -> st
     """What an attempt made of its job: SUCCESS, RETRYING (a retry topic is left) or DEAD."""
     if outcome.ok:
         return SUCCESS
-    return RETRYING if retry_after(job.attempt, delays) is not None else DEAD
+    if outcome.gone:
+        return DEAD
+    return RETRYING if next_rung(job.attempt, delays) is not None else DEAD
+
+
+def dead_reason(outcome: Outcome) -> str:
+    """Why a failed attempt that ends its delivery does: GONE or ATTEMPTS_EXHAUSTED."""
+    return GONE if outcome.gone else ATTEMPTS_EXHAUSTED
 
 
 def after_attempt(job: DeliveryJob, outcome: Outcome, delays: tuple[float, ...],
@@ -53,17 +78,17 @@ def after_attempt(job: DeliveryJob, outcome: Outcome, delays: tuple[float, ...],
     if status == SUCCESS:
         return [_log(job, AttemptRecord.of(job, outcome, SUCCESS))]
     tried = replace(job, outcomes=(*job.outcomes, outcome))
-    step = retry_after(job.attempt, delays)
-    if status == DEAD or step is None:
+    rung = next_rung(job.attempt, delays)
+    if status == DEAD or rung is None:
         reason = (f"delivery {job.delivery_id} dead-lettered after {len(tried.outcomes)} "
                   f"attempts: {outcome.error}")
-        letter = DeadLetter(tried, ATTEMPTS_EXHAUSTED, outcome.error, outcome.attempted_at)
+        letter = DeadLetter(tried, dead_reason(outcome), outcome.error, outcome.attempted_at)
         return [_dead(letter, origin, reason), _log(job, AttemptRecord.of(job, outcome, DEAD))]
-    index, delay = step
-    due = outcome.attempted_at + outcome.response_time_ms + int(delay * 1000)
+    wait = retry_delay(delays, rung, outcome.retry_after_s)
+    due = outcome.attempted_at + outcome.response_time_ms + int(wait * 1000)
     retry = replace(tried, attempt=job.attempt + 1, due_at=due)
     return [
-        Produce(RETRY_TOPICS[index], job.webhook_id, retry.encode(),
+        Produce(RETRY_TOPICS[rung], job.webhook_id, retry.encode(),
                 ((DUE_AT_HEADER, str(due).encode()),)),
         _log(job, AttemptRecord.of(job, outcome, RETRYING, next_attempt_at=due)),
     ]
@@ -75,6 +100,50 @@ def deferred(job: DeliveryJob, delays: tuple[float, ...], now_ms: int) -> list[P
     due = now_ms + int(delays[0] * 1000)
     parked = replace(job, due_at=due)
     return [Produce(RETRY_TOPICS[0], job.webhook_id, parked.encode(),
+                    ((DUE_AT_HEADER, str(due).encode()),))]
+
+
+def latest_due(job: DeliveryJob, delays: tuple[float, ...]) -> int | None:
+    """The latest due time a retry of this job can honestly have (epoch ms): its last
+    attempt's end plus the longest wait its rung allows, Retry-After's cap. None for a job
+    that is no retry."""
+    rung = job.attempt - 2  # the rung whose topic a job of this attempt was put on
+    if not job.outcomes or not 0 <= rung < len(delays):
+        return None
+    last = job.outcomes[-1]
+    longest = retry_delay(delays, rung, float("inf"))
+    return last.attempted_at + last.response_time_ms + int(longest * 1000)
+
+
+def park_topic(wait_s: float, delays: tuple[float, ...]) -> int | None:
+    """The retry topic for a job due `wait_s` from now: the one with the longest delay not
+    past it (the job is held that whole delay, in due order), else the one with the
+    shortest (held until its due time). None if no delay is positive: no topic holds."""
+    held = [i for i, d in enumerate(delays) if d > 0]
+    if not held:
+        return None
+    within = [i for i in held if delays[i] <= wait_s]
+    if within:
+        return max(within, key=lambda i: delays[i])
+    return min(held, key=lambda i: delays[i])
+
+
+def repark(job: DeliveryJob, due: int | None, delays: tuple[float, ...],
+           now_ms: int) -> list[Produce]:
+    """A retry read from a retry topic before its due time (`due`: its header's): parked
+    again, unattempted, with the same due time, on `park_topic`'s topic; or [] if it is due
+    and may be attempted now. The due time counts up to `latest_due` only, so a job whose
+    header claims more (forged, or written under a longer ladder) waits no longer than an
+    honest Retry-After could make it; and nothing is parked where no topic holds."""
+    latest = latest_due(job, delays)
+    if due is None or latest is None:
+        return []
+    due = min(due, latest)
+    index = park_topic((due - now_ms) / 1000, delays)
+    if due <= now_ms or index is None:
+        return []
+    parked = replace(job, due_at=due)
+    return [Produce(RETRY_TOPICS[index], job.webhook_id, parked.encode(),
                     ((DUE_AT_HEADER, str(due).encode()),))]
 
 

@@ -11,12 +11,13 @@ import httpx
 
 from ..core import signing
 from ..core.payload import webhook_body
+from ..core.retryafter import parse_retry_after
 from ..core.secretbox import SecretBox, SecretBoxError, is_sealed
 from ..core.timeutil import now_ms
 from ..core.urls import UrlPolicyError, check_url
 from ..subscriptions.model import Subscription
 from .client import DeliveryClient
-from .models import DeliveryJob, Outcome
+from .models import RETRY_AFTER_STATUSES, DeliveryJob, Outcome
 
 #: Enough of a response body to say why a receiver failed, never more.
 _ERROR_BODY_BYTES = 200
@@ -73,14 +74,19 @@ async def attempt(
     started = time.perf_counter()
     code: int | None = None
     error: str | None = None
+    wait_s: float | None = None
     try:
         url = _checked_url(sub.url, allow_insecure)
         body, headers = build_request(sub, job, started_ms // 1000, box)
         async with asyncio.timeout(timeout):
-            code, answer = await client.post(url, body, headers, keep=_ERROR_BODY_BYTES)
+            code, answer, retry_after = await client.post(url, body, headers,
+                                                          keep=_ERROR_BODY_BYTES)
             if not 200 <= code < 300:
                 text = answer.decode("utf-8", "replace")
                 error = f"HTTP {code}" + (f": {text}" if text.strip() else "")
+            if retry_after is not None and code in RETRY_AFTER_STATUSES:
+                # Read now: an HTTP-date means that long after the answer came.
+                wait_s = parse_retry_after(retry_after, time.time())
     except UrlPolicyError as exc:
         error = f"target refused: {exc}"
     except SecretBoxError as exc:
@@ -91,4 +97,4 @@ async def attempt(
         # Refused, reset, DNS and TLS errors all land here.
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     elapsed_ms = int((time.perf_counter() - started) * 1000)
-    return Outcome(job.attempt, started_ms, code, elapsed_ms, error)
+    return Outcome(job.attempt, started_ms, code, elapsed_ms, error, wait_s)

@@ -14,7 +14,10 @@ A retry partition whose head job is not yet due is held (paused) until it is: on
 per retry topic keeps each of its partitions in due order.
 A due time is what the job's header says, but never later than the topic's delay after
 the broker appended the record (`hold_until`), so a forged far-future due time cannot hold
-a partition for longer than one honest retry would.
+a partition for longer than one honest retry would. A retry whose receiver asked for a
+longer wait (Retry-After) is read then, still not due, and parked again with its due time,
+unattempted (streams.delivery.routing.repark), so the wait is honoured without holding
+anyone else's retries behind it.
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ from .client import DeliveryClient
 from .duplicates import DuplicateGuard
 from .fairness import FairSlots
 from .models import (
-    ATTEMPTS_EXHAUSTED,
     DEAD,
     DISABLED,
     SUCCESS,
@@ -63,7 +65,15 @@ from .models import (
 )
 from .pressure import WebhookLoad
 from .ratelimit import RateLimiter
-from .routing import DUE_AT_HEADER, after_attempt, deferred, undeliverable, verdict
+from .routing import (
+    DUE_AT_HEADER,
+    after_attempt,
+    dead_reason,
+    deferred,
+    repark,
+    undeliverable,
+    verdict,
+)
 from .sender import attempt
 from .slots import Slots
 
@@ -150,7 +160,9 @@ class DeliveryWorker(Stage):
                          extra=_ids(job))
                 metrics.SKIPPED_DUPLICATE.inc()
                 return []
-            produced = await self._deliver(job, origin, stage)
+            # A retry's due time, as its hold read it (None on the deliveries topic).
+            due = (_due(record, job) if origin.topic in self._retry_delays else None)
+            produced = await self._deliver(job, origin, stage, due)
             if any(p.topic == DELIVERY_LOG for p in produced):  # dead-lettered unattempted
                 # Known once durable: a dead letter that can never land (over its topic's
                 # limit) must fail every try of this handler, not pass the second as done.
@@ -159,9 +171,12 @@ class DeliveryWorker(Stage):
                 return []
             return produced
 
-    async def _deliver(self, job: DeliveryJob, origin: Origin, stage: str) -> list[Produce]:
+    async def _deliver(self, job: DeliveryJob, origin: Origin, stage: str,
+                       due: int | None) -> list[Produce]:
         """What becomes of the job: a dead letter or a parked copy (returned, for the stage
-        to produce), or an attempt, whose outcome is produced here (nothing returned)."""
+        to produce), or an attempt, whose outcome is produced here (nothing returned).
+        `due` is a retry's due time: one its topic's hold ended before (a Retry-After
+        longer than the topic's delay) is parked again (routing.repark)."""
         sub = self.view.index.get(job.webhook_id)
         if sub is None or not sub.active:
             reason = WEBHOOK_DELETED if sub is None else WEBHOOK_DISABLED
@@ -170,6 +185,13 @@ class DeliveryWorker(Stage):
             metrics.DELIVERIES.labels(outcome=DISABLED if sub else DEAD, stage=stage).inc()
             metrics.DEAD_LETTERS.labels(reason=reason).inc()
             return undeliverable(job, reason, origin, now_ms())
+        parked = repark(job, due, self.settings.retry_delays, now_ms())
+        if parked:
+            log.info("delivery %s to webhook %s attempt %d: parked again until %d, as its "
+                     "receiver asked", job.delivery_id, job.webhook_id, job.attempt,
+                     due, extra=_ids(job))
+            metrics.REPARKED.inc()
+            return parked
         if not self._load.admit(job.webhook_id, _clock()):
             return self._defer(job)
         assert self._client is not None
@@ -232,7 +254,7 @@ class DeliveryWorker(Stage):
                 happened = parse_iso(job.event_timestamp).timestamp()
                 metrics.END_TO_END.observe(max(0.0, time.time() - happened))
         elif status == DEAD:
-            metrics.DEAD_LETTERS.labels(reason=ATTEMPTS_EXHAUSTED).inc()
+            metrics.DEAD_LETTERS.labels(reason=dead_reason(outcome)).inc()
         metrics.DELIVERIES.labels(outcome=status, stage=stage).inc()
 
     @contextlib.asynccontextmanager
@@ -306,7 +328,8 @@ def hold_until(record: Record, delay_s: float, now: int) -> int:
     if that is missing or unreadable the job's own due_at, or else now. But never later
     than `delay_s` after the record was appended: retry topics stamp records with the
     broker's clock (LogAppendTime, streams.kafka.topics), which no producer can set, and an
-    honest retry is due that long after it was written (routing.after_attempt, deferred).
+    honest retry is due that long after it was written (routing.after_attempt, deferred),
+    or is parked again then if its receiver asked for longer (routing.repark).
     """
     ceiling = int(record.timestamp) + int(delay_s * 1000)
     due = _header_due(record)
@@ -316,6 +339,12 @@ def hold_until(record: Record, delay_s: float, now: int) -> int:
         except SchemaError:
             due = None  # handle() quarantines it, at once
     return min(now if due is None else due, ceiling)
+
+
+def _due(record: Record, job: DeliveryJob) -> int | None:
+    """A retry's due time as `hold_until` reads it: its header's, else the job's own."""
+    due = _header_due(record)
+    return job.due_at if due is None else due
 
 
 def _header_due(record: Record) -> int | None:

@@ -34,6 +34,10 @@ ATTEMPT = Histogram("hookstream_attempt_seconds", "One delivery attempt",
 #: endpoint could not take them soon (streams.delivery.pressure)
 DEFERRED = Counter("hookstream_deliveries_deferred_total", "Jobs parked, not attempted",
                    registry=REGISTRY)
+#: counter: retries parked again, unattempted, because their topic's hold ended before the
+#: due time a receiver's Retry-After set (streams.delivery.routing.repark)
+REPARKED = Counter("hookstream_retries_reparked_total",
+                   "Retries parked again to honour a Retry-After", registry=REGISTRY)
 #: counter: jobs not attempted because a copy of them already has an outcome (a crash's
 #: re-read, the fan-out making a job again): streams.delivery.guard
 SKIPPED_DUPLICATE = Counter("hookstream_deliveries_skipped_duplicate_total",

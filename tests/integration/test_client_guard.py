@@ -57,7 +57,7 @@ def _secure_client() -> DeliveryClient:
 async def _try(client: DeliveryClient, url: str) -> str:
     """What the client says to `url`; never a response from the listener."""
     try:
-        status, _ = await client.post(url, b"{}", {}, keep=10)
+        status, _, _ = await client.post(url, b"{}", {}, keep=10)
     except (aiohttp.ClientError, httpx.HTTPError, OSError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return f"answered {status}"

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from streams.delivery.client import USER_AGENT, DeliveryClient
+from streams.delivery.client import USER_AGENT, Answer, DeliveryClient
 from streams.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -42,15 +42,33 @@ def test_posts_body_and_headers_and_returns_status() -> None:
         seen.append((request.method, await request.read(), request.headers.copy()))
         return web.Response(status=204)
 
-    async def body(client: DeliveryClient, base: str) -> tuple[int, bytes]:
+    async def body(client: DeliveryClient, base: str) -> Answer:
         return await client.post(f"{base}/hook", b'{"a":1}', {"X-Webhook-ID": "wh_1"},
                                  keep=10)
 
-    assert _with_server(handler, body) == (204, b"")
+    assert _with_server(handler, body) == Answer(204, b"", None)
     method, sent, headers = seen[0]
     assert (method, sent) == ("POST", b'{"a":1}')
     assert headers["X-Webhook-ID"] == "wh_1"
     assert headers["User-Agent"] == USER_AGENT
+
+
+def test_the_answers_retry_after_comes_back_as_sent() -> None:
+    """The sender reads it on a 429 or 503 (streams.core.retryafter); the client only
+    hands it over, whatever the status, in either form."""
+    answers = {"/seconds": (429, "120"), "/date": (503, "Wed, 21 Oct 2037 07:28:00 GMT"),
+               "/none": (503, None)}
+
+    async def handler(request: web.Request) -> web.Response:
+        status, retry_after = answers[request.path]
+        headers = {} if retry_after is None else {"Retry-After": retry_after}
+        return web.Response(status=status, body=b"busy", headers=headers)
+
+    async def body(client: DeliveryClient, base: str) -> list[Answer]:
+        return [await client.post(f"{base}{path}", b"{}", {}, keep=4) for path in answers]
+
+    assert _with_server(handler, body) == [Answer(status, b"busy", retry_after)
+                                           for status, retry_after in answers.values()]
 
 
 def test_a_receivers_cookie_is_never_sent_back() -> None:
@@ -78,10 +96,10 @@ def test_redirects_are_answers_not_followed() -> None:
         paths.append(request.path)
         raise web.HTTPFound("/elsewhere")
 
-    async def body(client: DeliveryClient, base: str) -> tuple[int, bytes]:
+    async def body(client: DeliveryClient, base: str) -> Answer:
         return await client.post(f"{base}/hook", b"{}", {}, keep=0)
 
-    status, _ = _with_server(handler, body)
+    status, _, _ = _with_server(handler, body)
     assert status == 302
     assert paths == ["/hook"]
 
@@ -95,12 +113,12 @@ def test_keeps_only_the_start_of_a_large_answer_and_reuses_connections() -> None
         size = 1 << 20 if request.path == "/huge" else 1000
         return web.Response(status=500, body=b"x" * size)
 
-    async def body(client: DeliveryClient, base: str) -> list[tuple[int, bytes]]:
+    async def body(client: DeliveryClient, base: str) -> list[Answer]:
         return [await client.post(f"{base}/small", b"{}", {}, keep=200),
                 await client.post(f"{base}/small", b"{}", {}, keep=200),
                 await client.post(f"{base}/huge", b"{}", {}, keep=200)]
 
     answers = _with_server(handler, body)
-    assert answers == [(500, b"x" * 200)] * 3
+    assert answers == [Answer(500, b"x" * 200, None)] * 3
     # Small answers are read to the end, so the second request rides the first connection.
     assert peers[0] == peers[1]

@@ -170,7 +170,8 @@ def _secure_client() -> DeliveryClient:
 async def _post(client: DeliveryClient, url: str) -> str:
     """`200`, or the error the delivery failed with."""
     try:
-        status, _ = await client.post(url, b"{}", {"Content-Type": "application/json"}, keep=10)
+        status, _, _ = await client.post(url, b"{}", {"Content-Type": "application/json"},
+                                         keep=10)
     except (aiohttp.ClientError, httpx.HTTPError, OSError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return str(status)
