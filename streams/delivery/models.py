@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..core import strictjson
+from ..core.retryafter import parse_retry_after
 from ..core.schemas import DEAD_LETTER, DELIVERY_ATTEMPT, DELIVERY_JOB, SchemaError, registry
 from ..core.timeutil import parse_iso, to_ms
 
@@ -59,6 +60,15 @@ _HEADER_SAFE = re.compile(r"[!-~]{1,256}")
 
 
 T = TypeVar("T")
+
+
+def requested_wait(status: int, retry_after: str | None, now_s: float) -> float | None:
+    """Seconds a receiver's answer asks us to wait before the retry: its Retry-After read
+    at `now_s` (epoch seconds) on a RETRY_AFTER_STATUSES answer; None on any other, or
+    without a readable one (the ladder's delay then)."""
+    if retry_after is None or status not in RETRY_AFTER_STATUSES:
+        return None
+    return parse_retry_after(retry_after, now_s)
 
 
 class InvalidJob(SchemaError):

@@ -14,15 +14,15 @@ Retry-After. A 429 or 503 may ask for a longer wait than the ladder's; the retry
 `core.retryafter.retry_delay` after the attempt (never sooner than the ladder, at most its
 rung's delay plus the next rung's: 6, 35 and 60 min by default), and still counts as one of
 the three retries. It goes on its rung's topic as any retry, with that due time; but the
-stage holds a retry at most its topic's delay after it was appended (stage.hold_until), so
-a job read there before its due time is parked again (`repark`), unattempted, with the same
-due time: on the topic with the longest delay that does not pass it, held that whole delay,
-in due order with everything else there; and once the time left is shorter than every
-delay, on the shortest, held until exactly its due time. The chain ends at the due time
-(tests/unit/test_routing.py walks it): a wait is honoured exactly, not cut to a topic's
-delay, and no job ever waits on a topic longer than that topic's delay after it was
-appended, so nobody behind it on the partition waits longer than they would have. The last
-leg alone may sit behind a head due later, so it can be late by less than that delay.
+stage holds a retry at most its topic's delay after it was appended (stage.hold_until), and
+no topic's delay covers 35 or 60 min. So a job read before its due time is parked again
+(`repark`), unattempted, with the same due time, on the topic `park_topic` picks: a leg
+held its topic's whole delay, in due order with everything else there, or a last one held
+until the due time. The chain ends at the due time (tests/unit/test_routing.py walks it),
+and no leg waits past its topic's delay after it was appended, so nobody queued behind it
+waits longer than without it. Only a last leg shorter than its topic's delay can be late,
+queued behind a head due later there, and by less than that delay minus the time it had
+left: under a minute with the default ladder, and nothing on a quiet partition.
 """
 
 from __future__ import annotations
@@ -48,6 +48,15 @@ from .models import (
 )
 
 DUE_AT_HEADER = "hookstream-due-at"
+#: How much longer than a topic's delay a wait may be and still be parked there for that
+#: whole delay (see park_topic).
+LEG_RATIO = 8
+#: Lateness a parked job may risk to save legs: a wait a hair shorter than a topic's
+#: delay (the milliseconds a produce takes) goes there in one leg. About what a poll, a
+#: hold timer and a loaded worker add to any retry anyway (README: 54-86 ms measured).
+PARK_SLACK_S = 1.0
+#: The shortest delay that holds a job at all: due times and holds are whole milliseconds.
+_HOLDS_S = 0.001
 
 
 def next_rung(attempt: int, delays: tuple[float, ...]) -> int | None:
@@ -116,16 +125,34 @@ def latest_due(job: DeliveryJob, delays: tuple[float, ...]) -> int | None:
 
 
 def park_topic(wait_s: float, delays: tuple[float, ...]) -> int | None:
-    """The retry topic for a job due `wait_s` from now: the one with the longest delay not
-    past it (the job is held that whole delay, in due order), else the one with the
-    shortest (held until its due time). None if no delay is positive: no topic holds."""
-    held = [i for i, d in enumerate(delays) if d > 0]
+    """The retry topic for a job due `wait_s` from now, by the first of these that fits:
+
+    1. the shortest delay not under the wait, if it passes it by PARK_SLACK_S at most: one
+       leg to the due time (held until then), late by that little at most;
+    2. the longest delay not past the wait, if it is at least 1/LEG_RATIO of it: the job
+       is held that whole delay, in due order with the rest of that topic, so never late
+       (and a chain has at most about LEG_RATIO legs per topic: 10 for the worst waits of
+       the default ladder, one for most);
+    3. the shortest delay not under the wait, held until the due time, which is late only
+       behind a head due later there (by less than that delay minus the wait);
+    4. the longest delay, for a wait longer than any (only a forged one: see `repark`).
+
+    None if no topic holds (every delay under 1 ms, which `hold_until` counts as none)."""
+    held = [i for i, d in enumerate(delays) if d >= _HOLDS_S]
     if not held:
         return None
+    beyond = [i for i in held if delays[i] >= wait_s]
+    shortest = min(beyond, key=lambda i: delays[i]) if beyond else None
+    if shortest is not None and delays[shortest] - wait_s <= PARK_SLACK_S:
+        return shortest
     within = [i for i in held if delays[i] <= wait_s]
     if within:
-        return max(within, key=lambda i: delays[i])
-    return min(held, key=lambda i: delays[i])
+        longest = max(within, key=lambda i: delays[i])
+        if delays[longest] * LEG_RATIO >= wait_s:
+            return longest
+    if shortest is not None:
+        return shortest
+    return max(held, key=lambda i: delays[i])
 
 
 def repark(job: DeliveryJob, due: int | None, delays: tuple[float, ...],

@@ -11,13 +11,12 @@ import httpx
 
 from ..core import signing
 from ..core.payload import webhook_body
-from ..core.retryafter import parse_retry_after
 from ..core.secretbox import SecretBox, SecretBoxError, is_sealed
 from ..core.timeutil import now_ms
 from ..core.urls import UrlPolicyError, check_url
 from ..subscriptions.model import Subscription
 from .client import DeliveryClient
-from .models import RETRY_AFTER_STATUSES, DeliveryJob, Outcome
+from .models import DeliveryJob, Outcome, requested_wait
 
 #: Enough of a response body to say why a receiver failed, never more.
 _ERROR_BODY_BYTES = 200
@@ -84,9 +83,8 @@ async def attempt(
             if not 200 <= code < 300:
                 text = answer.decode("utf-8", "replace")
                 error = f"HTTP {code}" + (f": {text}" if text.strip() else "")
-            if retry_after is not None and code in RETRY_AFTER_STATUSES:
-                # Read now: an HTTP-date means that long after the answer came.
-                wait_s = parse_retry_after(retry_after, time.time())
+            # Read now: an HTTP-date means that long after the answer came.
+            wait_s = requested_wait(code, retry_after, time.time())
     except UrlPolicyError as exc:
         error = f"target refused: {exc}"
     except SecretBoxError as exc:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import replace
+from email.utils import formatdate
 from pathlib import Path
 
 import httpx
+import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from streams.core import signing
@@ -23,6 +25,7 @@ from streams.delivery.models import (
     ATTEMPTS_EXHAUSTED,
     DEAD,
     DISABLED,
+    GONE,
     RETRYING,
     SUCCESS,
     WEBHOOK_DELETED,
@@ -69,15 +72,17 @@ JOB = DeliveryJob(
 
 
 class Receiver:
-    """The customer's endpoint: answers `status`, keeps every request."""
+    """The customer's endpoint: answers `status` with `headers`, keeps every request."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.status = status
+        self.headers = headers or {}
         self.requests: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        return httpx.Response(self.status, content=b"busy" if self.status >= 300 else b"")
+        return httpx.Response(self.status, headers=self.headers,
+                              content=b"busy" if self.status >= 300 else b"")
 
 
 def _view(subs: Iterable[Subscription]) -> SubscriptionsView:
@@ -97,19 +102,24 @@ def _worker(broker: LocalBroker, receiver: Receiver, subs: Iterable[Subscription
                           tail_factory=broker.tail)
 
 
-def _record(topic: str, value: bytes, offset: int = 7) -> ConsumerRecord[bytes, bytes]:
+def _record(topic: str, value: bytes, offset: int = 7,
+            headers: tuple[tuple[str, bytes], ...] = ()) -> ConsumerRecord[bytes, bytes]:
     return ConsumerRecord(topic=topic, partition=0, offset=offset, timestamp=now_ms(),
                           timestamp_type=1, key=b"wh_1", value=value, checksum=None,
-                          serialized_key_size=4, serialized_value_size=len(value), headers=())
+                          serialized_key_size=4, serialized_value_size=len(value),
+                          headers=headers)
 
 
 def _deliver(job: DeliveryJob | bytes, status: int = 200, subs: Iterable[Subscription] = (SUB,),
-             topic: str = DELIVERIES,
-             box: SecretBox = BOX) -> tuple[list[Produce], Receiver]:
-    """What `handle` returns for this job, read from `topic`, and what the receiver saw."""
-    receiver = Receiver(status)
+             topic: str = DELIVERIES, box: SecretBox = BOX,
+             answer_headers: dict[str, str] | None = None,
+             record_headers: tuple[tuple[str, bytes], ...] = (),
+             ) -> tuple[list[Produce], Receiver]:
+    """What `handle` returns for this job, read from `topic` with `record_headers`, and what
+    the receiver (answering `status` with `answer_headers`) saw."""
+    receiver = Receiver(status, answer_headers)
     value = job if isinstance(job, bytes) else job.encode()
-    record = _record(SETTINGS.topic(topic), value)
+    record = _record(SETTINGS.topic(topic), value, headers=record_headers)
 
     async def main() -> list[Produce]:
         broker = LocalBroker()
@@ -173,6 +183,107 @@ def test_a_5xx_goes_to_the_first_retry_topic_due_after_its_delay() -> None:
         JOB, attempt=2, due_at=due, outcomes=(Outcome(1, record.attempted_at, 503,
                                                       record.response_time_ms,
                                                       "HTTP 503: busy"),))
+
+
+def _retried(status: int, retry_after: str | None) -> tuple[int, int, Produce]:
+    """A first attempt answered `status` (with Retry-After if given) must be retried: the
+    retry's due time, the earliest it can be by the ladder (from the attempt's end), and
+    the retry record."""
+    produced, receiver = _deliver(
+        JOB, status=status,
+        answer_headers=None if retry_after is None else {"Retry-After": retry_after})
+    retry, log = produced
+    assert len(receiver.requests) == 1
+    record = _log(log)
+    assert (record.status, record.attempt, record.response_code) == (RETRYING, 1, status)
+    assert (retry.topic, retry.key) == (RETRY_TOPICS[0], "wh_1")
+    (due_header,) = [v for k, v in retry.headers if k == DUE_AT_HEADER]
+    due = int(due_header)
+    # The one due time: on the record's header, in the job, and in the log's history.
+    assert DeliveryJob.decode(retry.value).due_at == due == record.next_attempt_at
+    assert DeliveryJob.decode(retry.value).attempt == 2
+    return due, record.attempted_at + record.response_time_ms, retry
+
+
+def test_a_429s_retry_after_in_seconds_sets_the_retrys_due_time() -> None:
+    due, answered, _ = _retried(429, "120")
+    assert due == answered + 120_000
+
+
+def test_a_retry_after_past_the_cap_is_cut_to_this_rung_plus_the_next() -> None:
+    first, second = SETTINGS.retry_delays[:2]
+    due, answered, _ = _retried(503, "86400000")
+    assert due == answered + int((first + second) * 1000)
+
+
+def test_a_retry_after_shorter_than_the_ladder_does_not_hasten_the_retry() -> None:
+    due, answered, _ = _retried(429, "1")
+    assert due == answered + int(SETTINGS.retry_delays[0] * 1000)
+
+
+def test_a_retry_after_http_date_is_read_from_when_the_answer_came() -> None:
+    until = now_ms() // 1000 + 200  # within the cap (360 s) and past the ladder (60 s)
+    due, answered, _ = _retried(503, formatdate(until, usegmt=True))
+    # Whole seconds from the receiver; never early, late by the attempt's own bookkeeping.
+    assert until * 1000 - 2 <= due <= until * 1000 + 1000
+    assert due - answered > SETTINGS.retry_delays[0] * 1000
+
+
+def test_a_503_without_retry_after_keeps_the_ladder() -> None:
+    due, answered, _ = _retried(503, None)
+    assert due == answered + int(SETTINGS.retry_delays[0] * 1000)
+
+
+@pytest.mark.parametrize("status", [500, 502, 504, 408])
+def test_retry_after_on_another_status_is_ignored(status: int) -> None:
+    due, answered, _ = _retried(status, "120")
+    assert due == answered + int(SETTINGS.retry_delays[0] * 1000)
+
+
+def test_a_410_is_dead_lettered_at_once_with_reason_gone() -> None:
+    produced, receiver = _deliver(JOB, status=410, answer_headers={"Retry-After": "5"})
+    dead, log = produced
+    assert len(receiver.requests) == 1
+    record = _log(log)
+    assert (record.status, record.attempt, record.response_code, record.next_attempt_at) == (
+        DEAD, 1, 410, None)
+    assert (dead.topic, dead.key) == (DLQ, "wh_1")
+    letter = DeadLetter.decode(dead.value)
+    assert (letter.reason, [o.response_code for o in letter.job.outcomes]) == (GONE, [410])
+    assert dict(dead.headers)["hookstream-reason"] == b"gone"
+
+
+def _waiting_retry(due_in_ms: int, answered_ago_ms: int) -> tuple[DeliveryJob, int]:
+    """The retry of a first attempt answered `answered_ago_ms` ago, due in `due_in_ms`."""
+    answered = now_ms() - answered_ago_ms
+    due = now_ms() + due_in_ms
+    return replace(JOB, attempt=2, due_at=due,
+                   outcomes=(Outcome(1, answered, 429, 0, "HTTP 429: busy"),)), due
+
+
+def test_a_retry_read_before_the_time_its_receiver_asked_for_is_parked_again() -> None:
+    """A 429 asked for 120 s; retry.1m held it its 60 s; the rest is waited on a topic."""
+    job, due = _waiting_retry(60_000, 60_000)
+    produced, receiver = _deliver(job, topic=RETRY_TOPICS[0],
+                                  record_headers=((DUE_AT_HEADER, str(due).encode()),))
+    (parked,) = produced
+    assert receiver.requests == []
+    # 60 s left, a hair under retry.1m's delay by now: held there until exactly its due time.
+    assert (parked.topic, parked.headers) == (RETRY_TOPICS[0],
+                                              ((DUE_AT_HEADER, str(due).encode()),))
+    assert DeliveryJob.decode(parked.value) == job  # unattempted: the same attempt and due
+
+
+def test_a_due_retry_is_attempted_and_a_forged_wait_counts_only_to_the_cap() -> None:
+    job, due = _waiting_retry(-1, 61_000)
+    produced, receiver = _deliver(job, topic=RETRY_TOPICS[0],
+                                  record_headers=((DUE_AT_HEADER, str(due).encode()),))
+    assert len(receiver.requests) == 1 and _log(produced[-1]).status == SUCCESS
+    # Due in a year, from an attempt answered an hour ago: the cap (6 min) is long past.
+    job, due = _waiting_retry(365 * 86_400_000, 3_600_000)
+    produced, receiver = _deliver(job, topic=RETRY_TOPICS[0],
+                                  record_headers=((DUE_AT_HEADER, str(due).encode()),))
+    assert len(receiver.requests) == 1 and _log(produced[-1]).status == SUCCESS
 
 
 def test_a_failed_last_attempt_is_dead_lettered_and_logged() -> None:
