@@ -37,6 +37,9 @@ class Receiver:
         self.delay: dict[str, float] = {}
         #: Answer 500 to the first N requests of a path, then `status` (or 200).
         self.fail_first: dict[str, int] = {}
+        #: Answers (status, extra headers) to a path's first requests, in order; then the
+        #: above. E.g. [(429, {"Retry-After": "3"})]: busy once, asking for 3 s.
+        self.script: dict[str, list[tuple[int, dict[str, str]]]] = {}
         #: Requests being answered now, and the most ever at once, by the path's first
         #: segment ("/a/wh_1" counts under "a").
         self.in_flight: dict[str, int] = {}
@@ -64,6 +67,10 @@ class Receiver:
                     seen = sum(1 for r in receiver.requests if r.path == self.path)
                     code = (500 if seen < receiver.fail_first.get(self.path, 0)
                             else receiver.status.get(self.path, 200))
+                    scripted = receiver.script.get(self.path, [])
+                    extra: dict[str, str] = {}
+                    if seen < len(scripted):
+                        code, extra = scripted[seen]
                     receiver.requests.append(Received(
                         self.path, {k.lower(): v for k, v in self.headers.items()}, body,
                         time.time()))
@@ -72,6 +79,8 @@ class Receiver:
                 self.send_response(code)
                 if 300 <= code < 400:  # a redirect a careless client would follow
                     self.send_header("Location", self.path + "/followed")
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
