@@ -11,7 +11,7 @@ from typing import Any
 from .. import __version__
 from ..core import catalog
 from ..core.headers import MASK, MAX_HEADERS, MAX_TOTAL_BYTES
-from ..delivery.models import FAILED, STATUSES, SUCCESS
+from ..delivery.models import DEAD_LETTER_REASONS, FAILED, GONE, STATUSES, SUCCESS
 from ..settings import MAX_RATE_LIMIT
 from ..subscriptions.commands import MAX_DESCRIPTION, SCHEMES
 from ..subscriptions.model import MIN_SECRET_LENGTH
@@ -64,7 +64,10 @@ def document() -> dict[str, Any]:
         "id": {"type": "string"}, "workspace_id": {"type": "string"},
         "url": {"type": "string"}, "events": {"type": "array", "items": {"type": "string"}},
         "active": {"type": "boolean"}, "created_at": {"type": "string"},
-        "updated_at": {"type": "string"}, "disabled_reason": optional_string,
+        "updated_at": {"type": "string"},
+        "disabled_reason": {**optional_string, "description": (
+            f"Why it is inactive: `{GONE}` (the endpoint answered 410 Gone), `auto: delivery "
+            "… dead-lettered after 4 attempts`, or the reason given when it was disabled")},
         "description": optional_string, "signature_scheme": {"enum": list(SCHEMES)},
         "headers": {"type": "object", "additionalProperties": {"const": MASK},
                     "description": "Custom header names; values are never shown"},
@@ -234,7 +237,8 @@ def document() -> dict[str, Any]:
             "/v1/dead-letters": {"get": {
                 "summary": "Dead letters of your workspace, newest first",
                 "parameters": [{"name": "webhook_id", "in": "query", "schema": {"type": "string"}},
-                               {"name": "reason", "in": "query", "schema": {"type": "string"}},
+                               {"name": "reason", "in": "query", "schema": {"type": "string"},
+                                "description": "One of " + ", ".join(DEAD_LETTER_REASONS)},
                                {"name": "workspace_id", "in": "query",
                                 "schema": {"type": "string"}},
                                {"name": "limit", "in": "query",
