@@ -187,9 +187,10 @@ class DeliveryWorker(Stage):
             return undeliverable(job, reason, origin, now_ms())
         parked = repark(job, due, self.settings.retry_delays, now_ms())
         if parked:
-            log.info("delivery %s to webhook %s attempt %d: parked again until %d, as its "
-                     "receiver asked", job.delivery_id, job.webhook_id, job.attempt,
-                     due, extra=_ids(job))
+            log.info("delivery %s to webhook %s attempt %d: parked again on %s until %s, as "
+                     "its receiver asked", job.delivery_id, job.webhook_id, job.attempt,
+                     parked[0].topic, dict(parked[0].headers)[DUE_AT_HEADER].decode(),
+                     extra=_ids(job))
             metrics.REPARKED.inc()
             return parked
         if not self._load.admit(job.webhook_id, _clock()):
