@@ -1,8 +1,16 @@
-"""A webhook as every worker holds it: the subscription and its Avro form. Pure."""
+"""A webhook as every worker holds it: the subscription and its Avro form. Pure.
+
+Every worker holds every subscription (streams.subscriptions.view says why), a million of
+them in one process, so the object is kept small: slots instead of a __dict__ (about 100
+bytes less each), and the values many subscriptions share (workspace ids, event lists,
+the signature scheme, disabled reasons) are one object each rather than one per
+subscription: `_shared` hands out the first equal value seen.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +23,7 @@ from ..core.timeutil import to_ms
 MIN_SECRET_LENGTH = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subscription:
     id: str
     workspace_id: str
@@ -54,14 +62,16 @@ class Subscription:
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> Subscription:
         until = r.get("previous_secret_until")
+        reason = r.get("disabled_reason")
         return cls(
-            id=r["id"], workspace_id=r["workspace_id"], url=r["url"],
-            events=tuple(r["events"]), secret=r["secret"], active=r["active"],
+            id=r["id"], workspace_id=_shared_str(r["workspace_id"]), url=r["url"],
+            events=_shared_events(tuple(r["events"])), secret=r["secret"], active=r["active"],
             created_at=to_ms(r["created_at"]), updated_at=to_ms(r["updated_at"]),
-            disabled_reason=r.get("disabled_reason"), description=r.get("description"),
+            disabled_reason=None if reason is None else _shared_str(reason),
+            description=r.get("description"),
             previous_secret=r.get("previous_secret"),
             previous_secret_until=None if until is None else to_ms(until),
-            signature_scheme=r.get("signature_scheme") or "hookstream",
+            signature_scheme=_shared_str(r.get("signature_scheme") or "hookstream"),
             last_command=r.get("last_command"),
             headers=tuple((r.get("headers") or {}).items()), filter=r.get("filter"),
             rate_limit=r.get("rate_limit"),
@@ -88,3 +98,23 @@ class Subscription:
             return cls.from_record(record)
         except Exception as exc:  # a field of an unexpected type
             raise SchemaError(f"not a valid Subscription: {type(exc).__name__}: {exc}") from exc
+
+
+#: Event lists as decoded: most webhooks want one of a few ("*", a family's), so each
+#: distinct list is kept once. Bounded: past this many distinct lists, new ones are not kept.
+_EVENTS: dict[tuple[str, ...], tuple[str, ...]] = {}
+_MAX_SHARED_EVENTS = 10_000
+
+
+def _shared_events(events: tuple[str, ...]) -> tuple[str, ...]:
+    found = _EVENTS.get(events)
+    if found is not None:
+        return found
+    if len(_EVENTS) < _MAX_SHARED_EVENTS:
+        _EVENTS[events] = events
+    return events
+
+
+def _shared_str(value: str) -> str:
+    """One object for every equal string (sys.intern: freed when the last user goes)."""
+    return sys.intern(value) if type(value) is str else value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from streams.core import signing
 from streams.core.payload import webhook_body
@@ -56,7 +57,7 @@ def test_signature_verifies_with_the_subscription_secret() -> None:
 
 
 def test_rotated_secret_changes_signature_only() -> None:
-    rotated = Subscription(**{**SUB.__dict__, "secret": "whsec_rotated_secret"})
+    rotated = replace(SUB, secret="whsec_rotated_secret")
     body1, h1 = build_request(SUB, JOB, NOW_S)
     body2, h2 = build_request(rotated, JOB, NOW_S)
     assert body1 == body2
