@@ -37,7 +37,7 @@ def main() -> None:
                              "below what the workers sustain here, so that the rate before "
                              "a fault is a steady one")
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of (b)")
-    parser.add_argument("--subscriptions", type=int, default=100_000,
+    parser.add_argument("--subscriptions", type=int, default=1_000_000,
                         help="subscriptions in (d), over a tenth as many workspaces")
     parser.add_argument("--timeout", type=float, default=10.0, help="delivery timeout in (c)")
     parser.add_argument("--slow-rate", type=float, default=100.0,
