@@ -4,6 +4,10 @@ Pure. Finding an event's subscribers costs the size of its workspace, never a sc
 a workspace's listing and its webhook count (bounded by settings), the admin's listing of
 everyone is a walk from a cursor in the sorted ids, and the counts /metrics reports are
 kept as subscriptions change, not counted per scrape.
+
+The sorted ids are made on the first listing of everyone, in one sort, and kept up to
+date from then on: a worker loading a million subscriptions does not pay a million
+insertions into them (about 3 s of its load) before anyone asks.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ class SubscriptionIndex:
     def __init__(self) -> None:
         self._by_id: dict[str, Subscription] = {}
         self._by_workspace: dict[str, dict[str, Subscription]] = {}
-        self._ids = SortedList()
+        #: Every id in order; None until the first listing of everyone needs it.
+        self._ids: SortedList | None = None
         #: Subscriptions by state: active / disabled.
         self.active = 0
         self.disabled = 0
@@ -35,7 +40,8 @@ class SubscriptionIndex:
     def put(self, sub: Subscription) -> None:
         old = self._by_id.get(sub.id)
         if old is None:
-            self._ids.add(sub.id)
+            if self._ids is not None:
+                self._ids.add(sub.id)
         else:
             self._count(old, -1)
             if old.workspace_id != sub.workspace_id:
@@ -47,7 +53,8 @@ class SubscriptionIndex:
     def delete(self, webhook_id: str) -> None:
         old = self._by_id.pop(webhook_id, None)
         if old is not None:
-            self._ids.remove(webhook_id)
+            if self._ids is not None:
+                self._ids.remove(webhook_id)
             self._count(old, -1)
             self._remove_from_workspace(old)
 
@@ -78,6 +85,8 @@ class SubscriptionIndex:
             ids = sorted(i for i in self._by_workspace.get(workspace_id, ())
                          if after is None or i > after)
         else:
+            if self._ids is None:
+                self._ids = SortedList(self._by_id)
             ids = list(itertools.islice(
                 self._ids.irange(minimum=after, inclusive=(False, False)), limit + 1))
         return [self._by_id[i] for i in ids[:limit]], len(ids) > limit
