@@ -164,7 +164,7 @@ class Stack:
         """
         box = self.settings.secret_box()
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 50,
-                             "batch.size": 1 << 20, "compression.type": "lz4",
+                             "batch.size": 1 << 20,
                              "partitioner": "murmur2_random"})
         topic = self.settings.topic(SUBSCRIPTIONS)
         now = int(time.time() * 1000)
