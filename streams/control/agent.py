@@ -1,23 +1,34 @@
-"""Control agent: commands from hookstream.control -> the subscriptions table.
+"""Control agent: commands from hookstream.control -> the compacted hookstream.subscriptions
+topic (Avro Subscription values keyed by webhook id, tombstone on delete).
 
-The table's changelog IS the compacted hookstream.subscriptions topic (Avro Subscription
-values keyed by webhook id, tombstone on delete), so faust writes each change there and
-recovers the table from it on start. Commands for one webhook share a key, hence a
-partition, hence are applied strictly in order. A command that does not decode, validate
-or apply is quarantined with the reason, and the agent goes on (streams.pipeline.agents.each).
+A command is applied to the webhook's current state as the worker's subscriptions view
+holds it (streams.subscriptions.view: every worker keeps every subscription anyway), or as
+this agent last wrote it, if the view has not read that write back yet (`Written`). The
+new state is sent attached to the command's event, so faust produces it before the
+command's offset is committed, on the partition the command came from (where the faust
+table this replaced wrote its changelog). That table kept a second copy of every
+subscription (about 360 bytes each) and, on every start, read the whole topic through
+faust before the view could start reading it: at a million subscriptions a restart took
+536 s (`make bench` (d)).
+
+Commands for one webhook share a key, hence a partition, hence are applied strictly in
+order by one worker. When a partition moves here, the view first catches up with the
+topic's end (so it holds the previous owner's last writes); what this agent wrote is
+forgotten when its partitions move away. A command that does not decode, validate or
+apply is quarantined with the reason, and the agent goes on (streams.pipeline.agents.each).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from faust.types import EventT
 
 from ..core.schemas import SchemaError
 from ..core.timeutil import now_ms
-from ..kafka.app import raw_table
 from ..kafka.topics import CONTROL, SUBSCRIPTIONS
 from ..pipeline.agents import Agents
 from ..runtime.context import Runtime
@@ -33,11 +44,62 @@ from ..subscriptions.model import Subscription
 
 log = logging.getLogger(__name__)
 
+#: Own writes remembered until the view shows them: far more than a view ever lags by.
+WRITTEN_KEPT = 10_000
+#: Seconds between tries of the view's catch-up after a partition moved here.
+SYNC_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Written:
+    """What this agent wrote lately (None: deleted), newest last; and whether the view must
+    catch up before the next command (a partition was just assigned)."""
+
+    states: OrderedDict[str, Subscription | None] = field(default_factory=OrderedDict)
+    stale: bool = True
+
+    def put(self, webhook_id: str, state: Subscription | None) -> None:
+        self.states[webhook_id] = state
+        self.states.move_to_end(webhook_id)
+        while len(self.states) > WRITTEN_KEPT:
+            self.states.popitem(last=False)
+
 
 def install(rt: Runtime, agents: Agents) -> None:
-    """The control agent and its table, on the runtime's app."""
+    """The control agent, on the runtime's app."""
     settings = rt.settings
-    table = raw_table(rt.app, settings, "subscriptions", changelog=SUBSCRIPTIONS)
+    view = rt.subscriptions
+    topic = rt.topic(SUBSCRIPTIONS)
+    written = Written()
+
+    async def on_assigned(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        written.stale = True
+
+    async def on_revoked(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        # Another worker may write these webhooks next: only the view knows them then.
+        written.states.clear()
+        written.stale = True
+
+    rt.app.on_partitions_assigned.connect(on_assigned)
+    rt.app.on_partitions_revoked.connect(on_revoked)
+
+    async def current_state(webhook_id: str) -> Subscription | None:
+        if written.stale:
+            await view.ready.wait()
+            while not await view.sync(SYNC_TIMEOUT_S):
+                log.warning("the subscriptions view has not caught up in %.0fs; waiting",
+                            SYNC_TIMEOUT_S)
+            written.stale = False
+        if webhook_id in written.states:
+            return written.states[webhook_id]
+        return view.index.get(webhook_id)
+
+    async def store(event: EventT[Any], webhook_id: str, state: Subscription | None) -> None:
+        # Attached to the command's event: produced before its offset is committed.
+        await topic.send(key=webhook_id.encode(),
+                         value=None if state is None else state.encode(),
+                         partition=event.message.partition)
+        written.put(webhook_id, state)
 
     async def apply_command(event: EventT[Any], command: Command) -> None:
         try:
@@ -48,9 +110,7 @@ def install(rt: Runtime, agents: Agents) -> None:
             # Keyed otherwise, two commands for one webhook could race on two partitions.
             raise InvalidCommand(
                 f"message key {key!r} must be the command's webhook_id {command.webhook_id!r}")
-        table_key = command.webhook_id.encode()
-        stored = table.get(table_key)
-        current = Subscription.decode(stored) if stored is not None else None
+        current = await current_state(command.webhook_id)
         if command.op == "create" and current is None and command.workspace_id is not None:
             # Every worker's view counts the whole workspace; creates on several partitions
             # at once may pass together before it shows them, so this bound is approximate.
@@ -63,7 +123,7 @@ def install(rt: Runtime, agents: Agents) -> None:
                         allow_insecure=settings.allow_insecure_targets,
                         rotation_grace_ms=int(settings.rotation_grace * 1000))
         if updated is None:
-            table.pop(table_key, None)
+            await store(event, command.webhook_id, None)
             log.info("webhook %s deleted", command.webhook_id)
             return
         # A producer may send a plaintext secret or header value; only sealed ones are
@@ -72,7 +132,7 @@ def install(rt: Runtime, agents: Agents) -> None:
         updated = replace(updated, secret=box.seal_if_plain(updated.secret),
                           headers=tuple((name, box.seal_if_plain(value))
                                         for name, value in updated.headers))
-        table[table_key] = updated.encode()
+        await store(event, command.webhook_id, updated)
         log.info("webhook %s: %s applied (active=%s)", updated.id, command.op, updated.active)
 
     async def control(stream: Any) -> None:

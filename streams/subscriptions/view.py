@@ -5,8 +5,8 @@ events are keyed by workspace, written by producers in any language whose partit
 differ (Java murmur2, librdkafka crc32, Go fnv), so no partitioned table keyed by workspace
 or webhook can be trusted to sit on the partition of the events that need it. A global
 view needs no repartition hop and answers any lookup locally; it costs memory (about
-600 bytes per subscription; the faust control table holds another ~360 bytes of each: its
-raw record). faust's GlobalTable would do the same, but has open multi-worker
+600 bytes per subscription, the only copy: the control agent reads the current state here
+too). faust's GlobalTable would do the same, but has open multi-worker
 recovery bugs (faust-streaming#283), so this reads the topic with a plain consumer.
 """
 

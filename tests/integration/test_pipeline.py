@@ -16,6 +16,7 @@ from streams.delivery.models import AttemptRecord, delivery_id_for
 from streams.delivery.stage import DeliveryWorker
 from streams.fanout.stage import FanoutStage
 from streams.kafka import topics
+from streams.subscriptions.commands import Command
 from streams.telemetry import metrics
 
 from ..support.api import call
@@ -161,6 +162,25 @@ def test_control_updates_take_effect_for_the_next_event(dep: Deployment) -> None
                           what="marker")
     assert [json.loads(r.body)["id"] for r in dep.receiver.at(f"/u1/{wh}")] == [first]
     assert [json.loads(r.body)["id"] for r in dep.receiver.at(f"/u2/{wh}")] == [second, fourth]
+
+
+def test_commands_sent_back_to_back_each_apply_to_the_one_before(dep: Deployment) -> None:
+    """No command waits for the view to read the previous one back: the agent applies each
+    to what it last wrote. Four in one flush end where only all four lead (each sets what
+    the others do not), so none was refused for a state the view did not show yet."""
+    wh = f"wh_{uuid.uuid4().hex[:8]}"
+    for command in (
+        Command(op="create", webhook_id=wh, workspace_id="ws_b2b", webhook={
+            "url": dep.receiver.url(f"/b2b/{wh}"), "events": ["task.created"],
+            "secret": SECRET}),
+        Command(op="update", webhook_id=wh, webhook={"description": "second"}),
+        Command(op="disable", webhook_id=wh, reason="third"),
+        Command(op="update", webhook_id=wh, webhook={"events": ["task.*"]}),
+    ):
+        dep.publisher.send_command(command)
+    dep.publisher.flush()
+    wait_webhook_state(dep, wh, {"active": False, "disabled_reason": "third",
+                                 "description": "second", "events": ["task.*"]})
 
 
 def test_json_and_avro_events_are_accepted_and_idless_events_get_stable_ids(
