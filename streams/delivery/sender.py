@@ -91,8 +91,9 @@ async def attempt(
         error = f"cannot sign: {exc}"
     except TimeoutError:
         error = f"timed out after {timeout:g}s"
-    except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
-        # Refused, reset, DNS and TLS errors all land here.
+    except (httpx.HTTPError, aiohttp.ClientError, OSError, ValueError) as exc:
+        # Refused, reset, DNS and TLS errors all land here; ValueError is a request the
+        # client would not build (a header it refuses), which no retry will change.
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     elapsed_ms = int((time.perf_counter() - started) * 1000)
     return Outcome(job.attempt, started_ms, code, elapsed_ms, error, wait_s)

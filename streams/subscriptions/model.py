@@ -14,8 +14,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.headers import MASK
+from ..core import filters
+from ..core.headers import MASK, check_custom_headers
 from ..core.schemas import SUBSCRIPTION, SchemaError, registry
+from ..core.secretbox import is_sealed
 from ..core.timeutil import to_ms
 
 #: The shortest signing secret a webhook may have, whether set by the API or a control
@@ -92,12 +94,22 @@ class Subscription:
 
     @classmethod
     def decode(cls, payload: bytes) -> Subscription:
-        """Raises SchemaError and nothing else, whatever the bytes."""
+        """Raises SchemaError and nothing else, whatever the bytes.
+
+        Custom headers and the filter are checked here too, as the control agent checked
+        them: a record some other writer put on the topic must not reach a delivery (a
+        header value with CR/LF) or a fan-out (a filter that does not compile, which would
+        fail every event of its workspace)."""
         record = registry().decode(SUBSCRIPTION, payload)
         try:
-            return cls.from_record(record)
-        except Exception as exc:  # a field of an unexpected type
+            sub = cls.from_record(record)
+            check_custom_headers({name: "sealed" if is_sealed(value) else value
+                                  for name, value in sub.headers})
+            if sub.filter is not None:
+                filters.stored(sub.filter)
+        except Exception as exc:  # a field of an unexpected type, a refused header or filter
             raise SchemaError(f"not a valid Subscription: {type(exc).__name__}: {exc}") from exc
+        return sub
 
 
 #: Event lists as decoded: most webhooks want one of a few ("*", a family's), so each

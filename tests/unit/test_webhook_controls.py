@@ -4,11 +4,13 @@ them, and as a delivery sends the headers. What reads show of header values: not
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,10 +19,12 @@ from streams.api import validation as v
 from streams.api.validation import ApiError
 from streams.core.filters import parse_filter
 from streams.core.headers import MASK, MAX_HEADERS, RESERVED
+from streams.core.schemas import SchemaError
 from streams.core.secretbox import SecretBox, generate_master_key
-from streams.delivery.models import DeliveryJob, delivery_id_for
-from streams.delivery.sender import build_request
-from streams.settings import MAX_RATE_LIMIT
+from streams.delivery.client import DeliveryClient
+from streams.delivery.models import DeliveryJob, Outcome, delivery_id_for
+from streams.delivery.sender import attempt, build_request
+from streams.settings import MAX_RATE_LIMIT, Settings
 from streams.subscriptions.commands import (
     Command,
     InvalidCommand,
@@ -207,3 +211,39 @@ def test_command_objects_encode_their_controls() -> None:
     assert again.webhook["rate_limit"] == 0
     assert again.webhook["filter"] == "{}"
     assert set(again.webhook["headers"]) == {"X-A"}
+
+
+# -- what another writer may have put on the subscriptions topic ---------------------------
+
+@pytest.mark.parametrize("forged", [
+    {"headers": (("X-Split", "a\r\nInjected: 1"),)},
+    {"headers": (("Host", "evil.example"),)},
+    {"filter": '{"data.p": {"$regex": "."}}'},
+    {"filter": "not json"},
+    {"filter": "[" * 5000},
+])
+def test_a_record_with_a_refused_control_does_not_decode(forged: dict[str, Any]) -> None:
+    with pytest.raises(SchemaError):
+        Subscription.decode(_sub(**forged).encode())
+
+
+def test_a_header_the_client_refuses_is_a_failed_attempt_not_a_crash() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise ValueError("Newline or carriage return character detected in HTTP header")
+
+    async def main() -> Outcome:
+        client = DeliveryClient(Settings(), transport=httpx.MockTransport(refuse))
+        try:
+            job = DeliveryJob(delivery_id=delivery_id_for("evt_1", "wh_1"), webhook_id="wh_1",
+                              workspace_id="ws_1", event_id="evt_1", event_type="task.created",
+                              event_timestamp="2025-10-14T10:30:00Z", data_json="{}",
+                              attempt=1, created_at=T0)
+            return await attempt(client, _sub(), job, timeout=5, allow_insecure=False,
+                                 box=BOX)
+        finally:
+            await client.aclose()
+
+    outcome = asyncio.run(main())
+    assert outcome.response_code is None
+    assert outcome.error == ("ValueError: Newline or carriage return character detected in "
+                             "HTTP header")
