@@ -22,7 +22,8 @@ def main() -> None:
                              "c slow endpoint, d many subscriptions, e retry timing, "
                              "f1 kill -9 of 1 of 2 workers under load, f2 kill -9 of 1 of 3 "
                              "brokers (a local cluster), f3 rolling restart "
-                             "of 3 workers under load, g duplicate guard cost "
+                             "of 3 workers under load, g duplicate guard cost, h payload "
+                             "filters' fan-out cost "
                              f"(default {DEFAULT})")
     parser.add_argument("--events", type=int, default=20_000, help="events for (a)")
     parser.add_argument("--fanout", type=int, default=5)
@@ -39,6 +40,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of (b)")
     parser.add_argument("--subscriptions", type=int, default=1_000_000,
                         help="subscriptions in (d), over a tenth as many workspaces")
+    parser.add_argument("--filter-subscriptions", type=int, default=100_000,
+                        help="subscriptions in (h), over a tenth as many workspaces, every "
+                             "second one with a payload filter in its second run")
     parser.add_argument("--timeout", type=float, default=10.0, help="delivery timeout in (c)")
     parser.add_argument("--slow-rate", type=float, default=100.0,
                         help="events/s offered to the ten endpoints of (c) for 10 s")
@@ -85,9 +89,9 @@ def main() -> None:
     console.print(f"written to {path}")
 
 
-SCENARIOS = ("t", "a", "b", "c", "d", "e", "f1", "f2", "f3", "g")
+SCENARIOS = ("t", "a", "b", "c", "d", "e", "f1", "f2", "f3", "g", "h")
 #: (g) is left out: four more runs of (a), a quarter of an hour on the 2-core machine.
-DEFAULT = "t,a,b,c,d,e,f1,f3"
+DEFAULT = "t,a,b,c,d,e,f1,f3,h"
 
 
 def _run(scenario: str, args: argparse.Namespace, bootstrap: str,
@@ -114,6 +118,9 @@ def _run(scenario: str, args: argparse.Namespace, bootstrap: str,
     if scenario == "f2":
         return [brokerfault.broker_kill(home.parent, args.fault_rate, args.fanout,
                                         log_level=args.fault_log_level)]
+    if scenario == "h":
+        return [run.filters(bootstrap, home, args.filter_subscriptions,
+                            args.filter_subscriptions // 10, args.events // 4)]
     if scenario == "f3":
         return [faults.rolling_restart(bootstrap, home, args.fault_rate, args.fanout,
                                        args.fault_log_level)]

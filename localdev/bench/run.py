@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from streams.core.filters import parse_filter
 from streams.kafka.topics import DELIVERY_LOG
 from streams.subscriptions.commands import Command, generate_secret
 
@@ -268,3 +269,44 @@ def meets_d_targets(out: dict[str, Any]) -> dict[str, str]:
         verdicts[f"meets_{key}"] = ("met" if met else "missed") + (
             "" if at_scale else f" (below {D_TARGET_AT:,} subscriptions: not the target)")
     return verdicts
+
+
+#: (h) a filter every second webhook has, which the bench's events match: the fan-out
+#: judges it and still makes the job, so both runs deliver the same.
+BENCH_FILTER = parse_filter({"$and": [{"event": "task.created"},
+                                      {"data.name": {"$prefix": "Benchmark"}},
+                                      {"data.priority": {"$exists": False}}]}).to_json()
+TARGET_FILTER_KEPT = 0.8
+
+
+def _every(n: int, i: int) -> str | None:
+    """Webhook i's filter in (h): BENCH_FILTER on every n-th (none when n is 0)."""
+    return BENCH_FILTER if n and i % n == 0 else None
+
+
+def filters(bootstrap: str, home: Path, subscriptions: int, workspaces: int,
+            events: int) -> dict[str, Any]:
+    """(h) The fan-out cost of payload filters: `subscriptions` webhooks, then the same with
+    every second one filtered (a filter its events pass), deliveries/s of each."""
+    out: dict[str, Any] = {"scenario": "h payload filters", "subscriptions": subscriptions,
+                           "workspaces": workspaces, "events": events}
+    for label, every in (("unfiltered", 0), ("half_filtered", 2)):
+        stack = Stack(bootstrap, home)
+        try:
+            stack.start_worker()
+            stack.subscriptions(subscriptions, workspaces, lambda i: f"/h/{i}",
+                                functools.partial(_every, every))
+            stack.publish(1, events)
+            fanout = math.ceil(subscriptions / workspaces)
+            wait_for(functools.partial(has_received, stack, events * fanout), 900,
+                     "the deliveries")
+            times = sorted(r[0] for r in stack.received())
+            out[f"{label}_deliveries_per_s"] = round((len(times) - 1) / (times[-1] - times[0]),
+                                                     1)
+        finally:
+            stack.close()
+    kept = out["half_filtered_deliveries_per_s"] / out["unfiltered_deliveries_per_s"]
+    out["rate_kept"] = round(kept, 3)
+    out["target_rate_kept"] = TARGET_FILTER_KEPT
+    out["meets_rate_kept"] = kept >= TARGET_FILTER_KEPT
+    return out

@@ -150,17 +150,17 @@ class Stack:
         wait_for(lambda: self.known(ids[-1], admin), 300, "the webhooks")
         return ids
 
-    def subscriptions(self, count: int, workspaces: int, path: Callable[[int], str]) -> None:
+    def subscriptions(self, count: int, workspaces: int, path: Callable[[int], str],
+                      payload_filter: Callable[[int], str | None] = lambda _i: None) -> None:
         """`count` webhooks (ids wh_0.., round-robin over `workspaces`) written straight to
         the compacted subscriptions topic, as the control agent writes them (sealed secrets,
-        canonical URLs, keyed by webhook id with the Java partitioner faust uses), in one
-        bulk publish; returns once the worker's view holds them all.
+        canonical URLs, keyed by webhook id with the Java partitioner faust uses; the
+        canonical filter `payload_filter(i)` gives webhook i), in one bulk publish; returns
+        once the worker's view holds them all.
 
         Not through control commands: the control agent applies about 2,000 a second here,
         so a million took over 8 minutes of the bench and measured the control agent rather
-        than the view. A running worker's control table does not see these records (faust
-        reads a changelog only on recovery), so they are for reading, not for commands,
-        until the worker restarts.
+        than the view.
         """
         box = self.settings.secret_box()
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 50,
@@ -175,7 +175,7 @@ class Stack:
                 id=f"wh_{i}", workspace_id=f"ws_{i % workspaces}",
                 url=base + path(i), events=("*",),
                 secret=box.seal(generate_secret()), active=True, created_at=now,
-                updated_at=now)
+                updated_at=now, filter=payload_filter(i))
             while True:
                 try:
                     producer.produce(topic, key=sub.id.encode(), value=sub.encode())

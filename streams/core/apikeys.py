@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from .schemas import API_KEY, registry
+from .schemas import API_KEY, SchemaError, registry
 from .timeutil import to_ms
 
 PREFIX = "hsk_"
@@ -33,9 +33,12 @@ class ApiKey:
     @classmethod
     def decode(cls, payload: bytes) -> ApiKey:
         r: dict[str, Any] = registry().decode(API_KEY, payload)
-        r["created_at"] = to_ms(r["created_at"])
-        if r["revoked_at"] is not None:
-            r["revoked_at"] = to_ms(r["revoked_at"])
+        try:
+            r["created_at"] = to_ms(r["created_at"])
+            if r["revoked_at"] is not None:
+                r["revoked_at"] = to_ms(r["revoked_at"])
+        except (OverflowError, TypeError) as exc:
+            raise SchemaError(f"not a valid ApiKey: {exc}") from exc
         return cls(**r)
 
 

@@ -30,6 +30,8 @@ from streams.core.schemas import (
     is_single_object,
     registry,
 )
+from streams.core.timeutil import to_ms
+from streams.subscriptions.model import Subscription
 
 from ..support import hostile
 
@@ -221,10 +223,29 @@ def test_event_without_id() -> None:
     assert reg.decode(EVENT, reg.encode(EVENT, record))["id"] is None
 
 
-def test_timestamps_decode_as_utc_datetimes() -> None:
+def test_timestamps_of_the_current_version_decode_as_epoch_ms() -> None:
+    """The same bytes as datetimes' (logical types are read as their longs), and what
+    every caller turns them into anyway (to_ms, which reads both forms alike)."""
     reg = registry()
     decoded = reg.decode(SUBSCRIPTION, reg.encode(SUBSCRIPTION, RECORDS[SUBSCRIPTION]))
-    assert decoded["created_at"] == datetime(2025, 10, 14, 10, 30, 0, 123000, tzinfo=UTC)
+    when = datetime(2025, 10, 14, 10, 30, 0, 123000, tzinfo=UTC)
+    assert decoded["created_at"] == to_ms(when) == 1_760_437_800_123
+
+
+@pytest.mark.parametrize("ms", [to_ms(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC))
+                                + 1, -62_135_596_800_001, 2**62])
+def test_a_timestamp_no_datetime_can_hold_is_refused_as_before(ms: int) -> None:
+    """fastavro refused them while it made datetimes; the decoders still do, so no API read
+    ever meets a time it cannot show."""
+    reg = registry()
+    body = io.BytesIO()
+    body.write(SOE_MAGIC)
+    body.write(reg.fingerprints[SUBSCRIPTION])
+    # fastavro writes an int for a timestamp-millis as it is, unchecked.
+    fastavro.schemaless_writer(body, reg.by_name[SUBSCRIPTION],
+                               {**RECORDS[SUBSCRIPTION], "created_at": ms})
+    with pytest.raises(SchemaError, match="outside years 1 to 9999"):
+        Subscription.decode(body.getvalue())
 
 
 @pytest.mark.parametrize(
