@@ -359,6 +359,17 @@ if TYPE_CHECKING:  # mypy checks here that a LocalBroker's factories fit the sta
                                                            LocalBroker().producer)
 
 
+class NoRebalanceListener:
+    """For a member that only reads (a test's reader of a stage's output): told of
+    rebalances, it does nothing."""
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        return None
+
+
 class LocalTail:
     """The newest records of a partition, read outside any group."""
 

@@ -47,7 +47,7 @@ from streams.kafka.topics import (
     SUBSCRIPTIONS,
     all_topics,
 )
-from streams.pipeline.local import LocalBroker
+from streams.pipeline.local import LocalBroker, NoRebalanceListener
 from streams.pipeline.records import Origin, Produce
 from streams.settings import Settings
 from streams.subscriptions.model import Subscription
@@ -336,7 +336,7 @@ def test_the_stage_delivers_logs_and_commits() -> None:
         deliveries = SETTINGS.topic(DELIVERIES)
         job = broker.append(deliveries, JOB.encode(), key=b"wh_1")
         reader = broker.consumer(SETTINGS, "reader", 0)
-        reader.subscribe([SETTINGS.topic(DELIVERY_LOG)], listener=_Nobody())
+        reader.subscribe([SETTINGS.topic(DELIVERY_LOG)], listener=NoRebalanceListener())
         await reader.start()
         logged = [r for rs in (await reader.getmany(timeout_ms=30_000)).values() for r in rs]
         await worker.stop()
@@ -348,14 +348,6 @@ def test_the_stage_delivers_logs_and_commits() -> None:
         await reader.stop()
 
     run(main)
-
-
-class _Nobody:
-    async def on_partitions_revoked(self, revoked: object) -> None:
-        return None
-
-    async def on_partitions_assigned(self, assigned: object) -> None:
-        return None
 
 
 def test_a_receiver_that_hangs_is_a_timeout() -> None:

@@ -17,7 +17,7 @@ from streams.core.filters import parse_filter
 from streams.delivery.models import DeliveryJob, delivery_id_for
 from streams.fanout.stage import FanoutStage
 from streams.kafka.topics import DELIVERIES, INVALID, SUBSCRIPTIONS, all_topics, domain_topic
-from streams.pipeline.local import LocalBroker
+from streams.pipeline.local import LocalBroker, NoRebalanceListener
 from streams.pipeline.records import Origin, Produce
 from streams.settings import Settings
 from streams.subscriptions.model import Subscription
@@ -148,7 +148,7 @@ def test_the_stage_waits_for_the_view_then_fans_out_and_commits() -> None:
         view.ready.set()
 
         reader = broker.consumer(SETTINGS, "reader", 0)
-        reader.subscribe([deliveries, SETTINGS.topic(INVALID)], listener=_Nobody())
+        reader.subscribe([deliveries, SETTINGS.topic(INVALID)], listener=NoRebalanceListener())
         await reader.start()
         got: list[Any] = []
         while len(got) < 3:
@@ -165,14 +165,6 @@ def test_the_stage_waits_for_the_view_then_fans_out_and_commits() -> None:
         await reader.stop()
 
     run(main)
-
-
-class _Nobody:
-    async def on_partitions_revoked(self, revoked: object) -> None:
-        return None
-
-    async def on_partitions_assigned(self, assigned: object) -> None:
-        return None
 
 
 def test_a_filter_narrows_its_webhook_to_the_events_it_matches() -> None:
