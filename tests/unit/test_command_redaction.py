@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from streams.core.schemas import CONTROL_COMMAND, registry
@@ -94,13 +94,19 @@ def test_a_json_command_keeps_no_header_value(value: str, op: str) -> None:
                                                       "X-Other": REDACTED}
 
 
-@given(SECRETS)
-def test_an_avro_command_keeps_no_header_value(value: str) -> None:
-    payload = registry().encode(CONTROL_COMMAND, {
+def _avro_command(header_value: str) -> bytes:
+    return registry().encode(CONTROL_COMMAND, {
         "op": "create", "webhook_id": "wh_1", "workspace_id": "ws_1",
         "webhook": {"url": "ftp://refused", "events": ["task.created"],
-                    "headers": {"X-Token": value}}})
-    assert not _holds(redacted_copy(payload), value)
+                    "headers": {"X-Token": header_value}}})
+
+
+@given(SECRETS)
+def test_an_avro_command_keeps_no_header_value(value: str) -> None:
+    # Hypothesis also draws strings from the code's constants: a value such as
+    # "signature_scheme" is in every copy as a field name, leaked by no one.
+    assume(not _holds(redacted_copy(_avro_command("-" * 16)), value))
+    assert not _holds(redacted_copy(_avro_command(value)), value)
 
 
 @given(SECRETS, st.binary(max_size=30))
