@@ -11,7 +11,10 @@ from pathlib import Path
 
 from .core.secretbox import SecretBox
 
-DEFAULT_FAMILIES = ("task", "project", "comment", "user")
+#: The domain families, then the operational ones hookstream publishes itself
+#: (streams.core.operational): a deployment that lists families without `webhook` and
+#: `delivery` has no topics for them, and its operational events are not published.
+DEFAULT_FAMILIES = ("task", "project", "comment", "user", "webhook", "delivery")
 
 
 class SettingsError(ValueError):
@@ -153,6 +156,13 @@ class Settings:
     #: (streams.delivery.ratelimit); 0: none (the per-webhook concurrency still bounds).
     default_rate_limit: int = 0
     retry_delays: tuple[float, ...] = (60.0, 300.0, 1800.0)
+    #: Consecutive failed attempts (of domain events; no success between) at which a
+    #: webhook is disabled; `webhook.failing` is published at 50% and 90% of it
+    #: (streams.delivery.failing). 0: not counted. Outpost alerts and disables at 20; ours
+    #: is higher because one delivery's four failed attempts already disable a webhook (the
+    #: dead-letter rule), so this limit only ever decides for busy endpoints, where 20
+    #: attempts can be a second's hiccup.
+    failure_limit: int = 100
     #: Outcomes per deliveries partition the duplicate guard remembers (the newest; about
     #: 100 bytes each): a crash's re-read jobs whose outcome is among them are not sent
     #: again (streams.delivery.guard). 0 turns the guard off.
@@ -210,6 +220,8 @@ class Settings:
             default_rate_limit=_int(env, "HOOKSTREAM_DEFAULT_RATE_LIMIT", 0, minimum=0,
                                     maximum=MAX_RATE_LIMIT),
             retry_delays=_delays(env),
+            failure_limit=_int(env, "HOOKSTREAM_FAILURE_LIMIT", 100, minimum=0,
+                               maximum=1_000_000),
             duplicate_guard_size=_int(env, "HOOKSTREAM_DUPLICATE_GUARD_SIZE", 50_000,
                                       minimum=0),
             partitions=_int(env, "HOOKSTREAM_PARTITIONS", 6),

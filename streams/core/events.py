@@ -134,14 +134,32 @@ def _validate_data(family: str, data: dict[str, Any]) -> None:
     """Type-check the fields the family's schema knows; keep any others as they are.
 
     Extra fields pass through so producers can add data before the schema learns of it.
+    A field is required unless its schema has a default; a value must be of its Avro type
+    (`string`, or `int`/`long`: a whole number within its bounds, never a boolean), or null
+    where the type allows it. Domain families hold strings only; the operational ones
+    (webhook, delivery) hold counts and status codes too.
     """
     schema = registry().by_name[FAMILY_DATA[family]]
     for field in schema["fields"]:
         name = field["name"]
         value = data.get(name)
+        kinds = field["type"] if isinstance(field["type"], list) else [field["type"]]
         if value is None:
-            if field["type"] == "string":
+            if "default" not in field:
                 raise InvalidEvent(f"field 'data.{name}' is required")
             continue
-        if not isinstance(value, str):
-            raise InvalidEvent(f"field 'data.{name}' must be a string")
+        kind = next((k for k in kinds if k != "null"), None)
+        if kind == "string":
+            if not isinstance(value, str):
+                raise InvalidEvent(f"field 'data.{name}' must be a string")
+        elif kind in _INT_BOUNDS:
+            low, high = _INT_BOUNDS[kind]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise InvalidEvent(f"field 'data.{name}' must be a whole number from "
+                                   f"{low} to {high}")
+        else:  # a schema of ours this does not know how to check: refuse, never guess
+            raise InvalidEvent(f"field 'data.{name}' has a type events cannot check: {kind}")
+
+
+#: The Avro integer types a data schema may use, and the values each holds.
+_INT_BOUNDS = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}

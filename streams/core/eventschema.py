@@ -64,6 +64,12 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "user.added": "User added to the workspace",
     "user.removed": "User removed from the workspace",
     "user.role_changed": "User's role in the workspace changed",
+    "webhook.disabled": "Another webhook of the workspace was disabled by hookstream "
+                        "(its deliveries failed, or its endpoint answered 410 Gone)",
+    "webhook.failing": "Another webhook of the workspace failed its last attempts in a row: "
+                       "at 50% and again at 90% of the count that disables it",
+    "delivery.dead_lettered": "A delivery to another webhook of the workspace will not be "
+                              "retried; it waits in the dead-letter queue for a replay",
 }
 
 _INT_BOUNDS = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+from fastavro.schema import UnknownType, fingerprint, parse_schema, to_parsing_canonical_form
 
 SOE_MAGIC = b"\xc3\x01"
 
 #: Schema files in dependency order: a file may name types defined by the ones before it.
 _FILES = (
-    "task_data", "project_data", "comment_data", "user_data", "event",
+    "task_data", "project_data", "comment_data", "user_data", "webhook_data", "delivery_data",
+    "event",
     "control_command", "subscription", "delivery_job", "delivery_attempt", "dead_letter",
     "operational_event", "api_key",
 )
@@ -40,6 +41,8 @@ FAMILY_DATA = {
     "project": "io.hookstream.events.ProjectData",
     "comment": "io.hookstream.events.CommentData",
     "user": "io.hookstream.events.UserData",
+    "webhook": "io.hookstream.events.WebhookData",
+    "delivery": "io.hookstream.events.DeliveryData",
 }
 
 
@@ -79,8 +82,17 @@ class Registry:
             self.by_fingerprint[fp] = parsed
         # Earlier versions stay readable: records they wrote (on a compacted topic they live
         # for ever) resolve to the current schema through Avro's schema resolution.
+        # An old version that names types of other files (event.v1: the data records) is
+        # read with the current ones, as it was written: its fingerprint, like the current
+        # one's, covers those types by name only.
         for path in sorted((directory / "previous").glob("*.avsc")):
-            old: Any = parse_schema(json.loads(path.read_text()), named_schemas={})
+            raw = json.loads(path.read_text())
+            try:
+                old: Any = parse_schema(raw, named_schemas={})
+            except UnknownType:
+                own = f"{raw.get('namespace', '')}.{raw['name']}".lstrip(".")
+                old = parse_schema(raw, named_schemas={
+                    k: v for k, v in named.items() if k != own})
             self.by_fingerprint.setdefault(_fingerprint(old), old)
 
     def encode(self, name: str, record: Any) -> bytes:

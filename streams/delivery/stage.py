@@ -18,6 +18,10 @@ a partition for longer than one honest retry would. A retry whose receiver asked
 longer wait (Retry-After) is read then, still not due, and parked again with its due time,
 unattempted (streams.delivery.routing.repark), so the wait is honoured without holding
 anyone else's retries behind it.
+Each webhook's consecutive failed attempts are counted here (streams.delivery.failing): at
+50% and 90% of HOOKSTREAM_FAILURE_LIMIT a `webhook.failing` event is published with the
+attempt's outcome, at the limit the webhook is disabled (streams.delivery.operations).
+Failed attempts of operational events do not count; any success resets the count.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 import httpx
 from aiokafka import TopicPartition
 
+from ..core import catalog
 from ..core.schemas import SchemaError
 from ..core.secretbox import SecretBox
 from ..core.timeutil import now_ms, parse_iso
@@ -49,10 +54,13 @@ from ..pipeline.clients import (
 from ..pipeline.records import Origin, Produce
 from ..pipeline.stage import Stage
 from ..settings import Settings
+from ..subscriptions.model import Subscription
 from ..subscriptions.view import SubscriptionsView
 from ..telemetry import metrics
+from . import operations
 from .client import DeliveryClient
 from .duplicates import DuplicateGuard
+from .failing import LIMIT, FailureCounter
 from .fairness import FairSlots
 from .models import (
     DEAD,
@@ -108,6 +116,8 @@ class DeliveryWorker(Stage):
         self._client: DeliveryClient | None = None
         self._box = box
         self.guard = DuplicateGuard(settings, tail_factory)
+        #: Consecutive failed attempts of the webhooks whose partitions this worker owns.
+        self.failures = FailureCounter(settings.failure_limit)
         #: Per partition, the tasks of jobs waiting for their slots (not yet attempted).
         self._waiting: defaultdict[TopicPartition, set[asyncio.Task[Any]]] = defaultdict(set)
 
@@ -126,6 +136,7 @@ class DeliveryWorker(Stage):
         # Deliveries and retry topics are keyed by webhook like the log: partition p of
         # each holds jobs whose outcomes are on log partition p.
         await self.guard.assigned(assigned)
+        self.failures.retain(tp.partition for tp in assigned)
 
     async def produce_all(self, records: list[Produce]) -> None:
         # The outcome last: a logged outcome then means its retry or dead letter landed,
@@ -223,7 +234,8 @@ class DeliveryWorker(Stage):
                 # can make a receiver see twice are those holding a slot, so at most
                 # `delivery_concurrency` per worker (README, Delivery guarantees).
                 await self.produce_all(
-                    after_attempt(job, outcome, self.settings.retry_delays, origin))
+                    after_attempt(job, outcome, self.settings.retry_delays, origin)
+                    + self._count(job, sub, outcome, origin.partition))
                 self.guard.handled(origin.partition, job)
         except _NoSlot as no_slot:
             return self._defer(job, str(no_slot))
@@ -239,6 +251,27 @@ class DeliveryWorker(Stage):
         for tp in tps:
             for task in self._waiting.pop(tp, set()):
                 task.cancel()
+        # Their webhooks' failure counts go with them: the next owner starts from 0.
+        self.failures.forget(tp.partition for tp in tps)
+
+    def _count(self, job: DeliveryJob, sub: Subscription, outcome: Outcome,
+               partition: int) -> list[Produce]:
+        """The attempt counted (streams.delivery.failing), and what the count it reached
+        makes: a `webhook.failing` event, or the webhook's disable."""
+        if outcome.ok:
+            self.failures.succeeded(job.webhook_id)
+            return []
+        if catalog.is_operational(job.event_type):
+            return []  # no loops: another webhook's news does not count against this one
+        crossing = self.failures.failed(job.webhook_id, sub.updated_at, partition)
+        if crossing is None:
+            return []
+        log.warning("webhook %s: %d consecutive failed attempts (limit %d)%s", sub.id,
+                    crossing.failures, self.failures.limit,
+                    "; disabling it" if crossing.kind == LIMIT else "", extra=_ids(job))
+        return operations.crossed(crossing, sub=sub, job=job, outcome=outcome,
+                                  limit=self.failures.limit,
+                                  families=self.settings.families, now=now_ms())
 
     def _defer(self, job: DeliveryJob,
                why: str = "its endpoint is saturated") -> list[Produce]:

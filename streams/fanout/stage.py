@@ -6,6 +6,9 @@ derived from (event id, webhook id), so a reprocessed event yields the same ids.
 Disabled webhooks get jobs too: the delivery stage dead-letters them (webhook_disabled), so
 what happens while a webhook is off can be replayed once it is fixed. An event's offset is
 committed only after its jobs are acknowledged (streams.pipeline.stage).
+Operational events (`webhook.*`, `delivery.*`: streams.core.operational) are fanned out
+like any other, except to the webhook they are about (`data.webhook_id`): a webhook never
+receives news of itself, so a failing endpoint is not sent more of what it fails to take.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..core import filters
+from ..core import filters, operational
 from ..core.events import InvalidEvent, decode_event
 from ..core.timeutil import now_ms
 from ..delivery.models import DeliveryJob, delivery_id_for
@@ -64,8 +67,11 @@ class FanoutStage(Stage):
         created = record.timestamp if record.timestamp > 0 else now_ms()
         jobs = []
         document: dict[str, Any] | None = None  # what filters read, built if one asks
+        about = operational.subject(event.type, event.data)
         for sub in self.view.index.subscribers(event.workspace_id, event.type,
                                                include_inactive=True):
+            if sub.id == about:
+                continue
             if sub.filter is not None:
                 if document is None:
                     document = {"event": event.type, "workspace_id": event.workspace_id,

@@ -23,9 +23,13 @@ DOC_EVENT_TYPES = {
 }
 
 
-def test_catalog_is_the_documented_list() -> None:
-    assert set(ALL_EVENT_TYPES) == DOC_EVENT_TYPES
-    assert set(EVENT_TYPES) == {"task", "project", "comment", "user"}
+OPERATIONAL_TYPES = {"webhook.disabled", "webhook.failing", "delivery.dead_lettered"}
+
+
+def test_catalog_is_the_documented_list_and_the_operational_events() -> None:
+    assert set(ALL_EVENT_TYPES) == DOC_EVENT_TYPES | OPERATIONAL_TYPES
+    assert set(EVENT_TYPES) == {"task", "project", "comment", "user", "webhook", "delivery"}
+    assert {t for t in ALL_EVENT_TYPES if catalog.is_operational(t)} == OPERATIONAL_TYPES
     for family, types in EVENT_TYPES.items():
         assert all(family_of(t) == family for t in types)
 
@@ -90,7 +94,8 @@ def test_matches_accepts_iterators() -> None:
 
 @pytest.mark.parametrize(
     "pattern",
-    ["*", "task.*", "project.*", "comment.*", "user.*", *sorted(DOC_EVENT_TYPES)],
+    ["*", "task.*", "project.*", "comment.*", "user.*", "webhook.*", "delivery.*",
+     *sorted(DOC_EVENT_TYPES | OPERATIONAL_TYPES)],
 )
 def test_valid_patterns(pattern: str) -> None:
     assert is_valid_pattern(pattern)
@@ -99,8 +104,8 @@ def test_valid_patterns(pattern: str) -> None:
 @pytest.mark.parametrize(
     "pattern",
     ["", "**", "*.*", ".*", "task", "task.", "task.*.*", "task.unknown", "webhook.test",
-     "webhook.*", "Task.*", "TASK.CREATED", " task.created", "task.created ", "*.created",
-     "taskx.created", "user.role-changed"],
+     "webhook.tested", "delivery.*.*", "Task.*", "TASK.CREATED", " task.created",
+     "task.created ", "*.created", "taskx.created", "user.role-changed"],
 )
 def test_invalid_patterns(pattern: str) -> None:
     assert not is_valid_pattern(pattern)
@@ -110,3 +115,13 @@ def test_is_known() -> None:
     assert all(is_known(t) for t in DOC_EVENT_TYPES)
     assert not catalog.is_known("task.*")
     assert not catalog.is_known("*")
+
+
+@pytest.mark.parametrize("event_type", sorted(OPERATIONAL_TYPES))
+def test_operational_events_are_opt_in_star_is_the_domain_events(event_type: str) -> None:
+    """`*` does not name them: a webhook created with `*` before they existed does not start
+    receiving them; its family's wildcard or its exact type does."""
+    assert not matches(["*"], event_type)
+    assert matches(["*", f"{family_of(event_type)}.*"], event_type)
+    assert matches([event_type], event_type)
+    assert all(matches(["*"], t) for t in DOC_EVENT_TYPES)

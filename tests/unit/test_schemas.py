@@ -85,6 +85,12 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "comment": {"id": "cmt_1", "task_id": "task_789", "author_id": "user_1",
                 "body": "Looks good ✓"},
     "user": {"id": "user_1", "email": "a@example.com", "role": "admin", "previous_role": "member"},
+    "webhook": {"webhook_id": "wh_1", "url": "https://hooks.example.com/in",
+                "consecutive_failures": 50, "failure_limit": 100, "last_response_code": 503,
+                "last_error": "HTTP 503"},
+    "delivery": {"delivery_id": "dlv_1", "webhook_id": "wh_1", "event_id": "evt_1",
+                 "event_type": "task.created", "attempts": 4, "reason": "attempts_exhausted",
+                 "last_error": "timed out after 10s"},
 }
 
 JOB: dict[str, Any] = {
@@ -142,7 +148,7 @@ def _full_data(family: str) -> dict[str, Any]:
 # -- loading -------------------------------------------------------------------------
 def test_every_avsc_file_is_loaded() -> None:
     files = sorted(SCHEMAS_DIR.glob("*.avsc"))
-    assert len(files) == 12
+    assert len(files) == 14
     reg = Registry(SCHEMAS_DIR)
     for path in files:
         raw = json.loads(path.read_text())

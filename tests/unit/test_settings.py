@@ -20,7 +20,9 @@ def test_defaults() -> None:
     assert s.web_port == 6066
     assert s.delivery_timeout == 10.0
     assert s.allow_insecure_targets is False
-    assert s.families == DEFAULT_FAMILIES == ("task", "project", "comment", "user")
+    assert s.families == DEFAULT_FAMILIES == (
+        "task", "project", "comment", "user", "webhook", "delivery")
+    assert s.failure_limit == 100
     assert s.delivery_concurrency == 200
     assert s.per_webhook_concurrency == 16
     assert s.defer_after == 30.0
@@ -37,7 +39,7 @@ def test_blank_values_mean_default() -> None:
         "HOOKSTREAM_ALLOW_INSECURE_TARGETS", "HOOKSTREAM_EVENT_FAMILIES",
         "HOOKSTREAM_DELIVERY_CONCURRENCY", "HOOKSTREAM_PER_WEBHOOK_CONCURRENCY",
         "HOOKSTREAM_RETRY_DELAYS", "HOOKSTREAM_PARTITIONS", "HOOKSTREAM_REPLICATION_FACTOR",
-        "HOOKSTREAM_LOG_LEVEL")}
+        "HOOKSTREAM_LOG_LEVEL", "HOOKSTREAM_FAILURE_LIMIT")}
     assert Settings.from_env(env) == Settings()
 
 
@@ -73,6 +75,8 @@ def test_blank_values_mean_default() -> None:
         ("HOOKSTREAM_LOG_LEVEL", " DEBUG ", "log_level", "debug"),
         ("HOOKSTREAM_PER_WORKSPACE_CONCURRENCY", "7", "per_workspace_concurrency", 7),
         ("HOOKSTREAM_MAX_WEBHOOKS_PER_WORKSPACE", "3", "max_webhooks_per_workspace", 3),
+        ("HOOKSTREAM_FAILURE_LIMIT", "20", "failure_limit", 20),
+        ("HOOKSTREAM_FAILURE_LIMIT", "0", "failure_limit", 0),
         ("HOOKSTREAM_CONSOLE_SECURE_COOKIES", "1", "console_secure_cookies", True),
         ("HOOKSTREAM_CONSOLE_SECURE_COOKIES", "0", "console_secure_cookies", False),
         ("HOOKSTREAM_CONSOLE_SECURE_COOKIES", "auto", "console_secure_cookies", None),
@@ -132,6 +136,8 @@ def test_a_workspace_gets_half_of_the_workers_attempts_unless_set() -> None:
         ("HOOKSTREAM_MIN_INSYNC_REPLICAS", "0"),
         ("HOOKSTREAM_MIN_INSYNC_REPLICAS", "-1"),
         ("HOOKSTREAM_MIN_INSYNC_REPLICAS", "2.5"),
+        ("HOOKSTREAM_FAILURE_LIMIT", "-1"),
+        ("HOOKSTREAM_FAILURE_LIMIT", "twenty"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, raw: str) -> None:

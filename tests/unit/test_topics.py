@@ -17,7 +17,8 @@ from streams.kafka.topics import (
 from streams.settings import Settings
 
 EXPECTED = {
-    "domain.task", "domain.project", "domain.comment", "domain.user",
+    "domain.task", "domain.project", "domain.comment", "domain.user", "domain.webhook",
+    "domain.delivery",
     "hookstream.control", "hookstream.subscriptions", "hookstream.deliveries",
     "hookstream.delivery-log", "hookstream.retry.1m", "hookstream.retry.5m",
     "hookstream.retry.30m", "hookstream.dlq", "hookstream.invalid", "hookstream.operations",
