@@ -17,10 +17,12 @@ import httpx
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from streams.core import signing
+from streams.core import catalog, signing
+from streams.core.events import decode_event
 from streams.core.payload import webhook_body
 from streams.core.secretbox import SecretBox, generate_master_key
 from streams.core.timeutil import now_ms
+from streams.delivery import operations
 from streams.delivery.models import (
     ATTEMPTS_EXHAUSTED,
     DEAD,
@@ -39,6 +41,7 @@ from streams.delivery.models import (
 from streams.delivery.routing import DUE_AT_HEADER
 from streams.delivery.stage import DeliveryWorker
 from streams.kafka.topics import (
+    CONTROL,
     DELIVERIES,
     DELIVERY_LOG,
     DLQ,
@@ -46,10 +49,12 @@ from streams.kafka.topics import (
     RETRY_TOPICS,
     SUBSCRIPTIONS,
     all_topics,
+    domain_topic,
 )
 from streams.pipeline.local import LocalBroker, NoRebalanceListener
 from streams.pipeline.records import Origin, Produce
 from streams.settings import Settings
+from streams.subscriptions.commands import decode_command
 from streams.subscriptions.model import Subscription
 from streams.subscriptions.view import SubscriptionsView
 
@@ -373,3 +378,71 @@ def test_a_receiver_that_hangs_is_a_timeout() -> None:
 
     _, log = run(main)
     assert _log(log).error == f"timed out after {SETTINGS.delivery_timeout:g}s"
+
+
+def _event_job(n: int, event_type: str = "task.created") -> DeliveryJob:
+    data = ('{"id":"t"}' if not catalog.is_operational(event_type) else
+            '{"webhook_id":"wh_other","url":"https://x.example/"}')
+    return replace(JOB, delivery_id=delivery_id_for(f"evt_{n}", "wh_1"), event_id=f"evt_{n}",
+                   event_type=event_type, data_json=data)
+
+
+def _news(broker: LocalBroker, settings: Settings) -> list[tuple[str, object]]:
+    """What the stage said about its webhooks so far: (event type, consecutive failures) of
+    each operational event, ("disable", reason) of each control command."""
+    said: list[tuple[str, object]] = []
+    for r in broker.appended:
+        if r.topic == settings.topic(domain_topic("webhook")):
+            event = decode_event(r.value or b"", topic=r.topic, partition=0, offset=0)
+            said.append((event.type, event.data["consecutive_failures"]))
+        elif r.topic == settings.topic(CONTROL):
+            command = decode_command(r.value or b"")
+            said.append((command.op, command.reason))
+    return said
+
+
+def test_consecutive_failures_are_news_at_50_and_90_percent_and_disable_at_the_limit() -> None:
+    """Limit 10: the 5th and 9th failures in a row publish webhook.failing (with the last
+    error), the 10th disables; a success starts the count again; operational events' own
+    failures do not count."""
+    settings = replace(SETTINGS, failure_limit=10)
+
+    async def main() -> None:
+        broker = LocalBroker()
+        broker.create_topics(all_topics(settings))
+        receiver = Receiver(503)
+        worker = DeliveryWorker(settings, _view([SUB]), box=BOX,
+                                transport=httpx.MockTransport(receiver),
+                                consumer_factory=broker.consumer,
+                                producer_factory=broker.producer, tail_factory=broker.tail)
+        await worker.start()
+        offsets = iter(range(1000))
+
+        async def attempt(job: DeliveryJob) -> None:
+            record = _record(settings.topic(DELIVERIES), job.encode(), offset=next(offsets))
+            assert await worker.handle(record, Origin(record.topic, 0, record.offset)) == []
+
+        try:
+            for n in range(4):
+                await attempt(_event_job(n))
+            receiver.status = 200
+            await attempt(_event_job(4))  # a success: the four before are forgotten
+            receiver.status = 503
+            for n in range(5, 9):
+                await attempt(_event_job(n))
+            for n in range(9, 12):  # others' news failing here: not counted
+                await attempt(_event_job(n, "webhook.failing"))
+            assert _news(broker, settings) == []
+            await attempt(_event_job(12))  # the 5th failure in a row
+            assert _news(broker, settings) == [("webhook.failing", 5)]
+            for n in range(13, 25):
+                await attempt(_event_job(n))
+            reason = operations.limit_reason(10)
+            assert _news(broker, settings) == [
+                ("webhook.failing", 5), ("webhook.failing", 9), ("disable", reason),
+                ("webhook.disabled", 10)]
+            assert len(receiver.requests) == 4 + 1 + 4 + 3 + 1 + 12
+        finally:
+            await worker.stop()
+
+    run(main)

@@ -12,8 +12,12 @@ from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from streams.core import catalog
 from streams.core.filters import parse_filter
+from streams.core.matching import matches
 from streams.delivery.models import DeliveryJob, delivery_id_for
 from streams.fanout.stage import FanoutStage
 from streams.kafka.topics import DELIVERIES, INVALID, SUBSCRIPTIONS, all_topics, domain_topic
@@ -189,3 +193,65 @@ def test_a_filter_narrows_its_webhook_to_the_events_it_matches() -> None:
         assert made == [{"wh_all", "wh_high", "wh_named"}, {"wh_all"}, {"wh_all", "wh_named"}]
 
     run(main)
+
+
+def _operational(about: str, event_type: str = "webhook.failing") -> dict[str, Any]:
+    data: dict[str, Any] = (
+        {"webhook_id": about, "url": "https://hooks.example.com/a", "consecutive_failures": 5,
+         "failure_limit": 10, "last_error": "HTTP 503"}
+        if event_type.startswith("webhook.") else
+        {"delivery_id": "dlv_1", "webhook_id": about, "event_id": "evt_0",
+         "event_type": "task.created", "attempts": 4, "reason": "attempts_exhausted"})
+    return {"id": f"evt_op_{about}", "event": event_type,
+            "timestamp": "2025-10-14T10:30:00Z", "workspace_id": "ws_1", "data": data}
+
+
+def test_an_operational_event_goes_to_its_subscribers_but_never_to_the_webhook_it_is_about(
+        ) -> None:
+    """wh_a fails: its news reaches wh_b (webhook.*), not wh_a itself (webhook.*, yet the
+    subject), nor wh_star (`*` is the domain events), nor wh_deliveries (another family),
+    nor a webhook of another workspace."""
+    subs = (_sub("wh_a", ("task.*", "webhook.*")), _sub("wh_b", ("webhook.*",)),
+            _sub("wh_star", ("*",)), _sub("wh_deliveries", ("delivery.*",)),
+            _sub("wh_other", ("webhook.*",), workspace="ws_2"))
+
+    async def main() -> None:
+        broker = _broker()
+        stage = _stage(broker, _view(*subs))
+        topic = SETTINGS.topic(domain_topic("webhook"))
+        record = broker.append(topic, json.dumps(_operational("wh_a")).encode(),
+                               key=b"ws_1", partition=0)
+        jobs = _jobs(await stage.handle(record, Origin(topic, 0, record.offset)))
+        assert set(jobs) == {"wh_b"}
+        assert json.loads(jobs["wh_b"].data_json)["webhook_id"] == "wh_a"
+        assert jobs["wh_b"].delivery_id == delivery_id_for("evt_op_wh_a", "wh_b")
+
+    run(main)
+
+
+WEBHOOKS = st.sampled_from([f"wh_{n}" for n in range(6)])
+PATTERNS = st.sampled_from(["*", "webhook.*", "delivery.*", "webhook.failing",
+                            "webhook.disabled", "delivery.dead_lettered", "task.*"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(WEBHOOKS, st.lists(PATTERNS, min_size=1, max_size=3), min_size=1),
+       WEBHOOKS, st.sampled_from(sorted(catalog.OPERATIONAL_EVENT_TYPES["webhook"]
+                                        + catalog.OPERATIONAL_EVENT_TYPES["delivery"])))
+def test_no_webhook_ever_receives_an_operational_event_about_itself(
+        patterns: dict[str, list[str]], about: str, event_type: str) -> None:
+    """Whoever subscribes to what: the jobs are exactly the subscribers other than the
+    subject."""
+    subs = [_sub(w, tuple(p)) for w, p in patterns.items()]
+
+    async def main() -> set[str]:
+        broker = _broker()
+        stage = _stage(broker, _view(*subs))
+        topic = SETTINGS.topic(domain_topic(catalog.family_of(event_type)))
+        record = broker.append(topic, json.dumps(_operational(about, event_type)).encode(),
+                               partition=0)
+        produced = await stage.handle(record, Origin(topic, 0, record.offset))
+        return set(_jobs(produced)) if produced else set()
+
+    wanted = {s.id for s in subs if matches(s.events, event_type)}
+    assert run(main) == wanted - {about}
