@@ -197,3 +197,16 @@ def test_non_finite_seconds_refused(name: str, raw: str) -> None:
 def test_web_port_above_65535_refused() -> None:
     with pytest.raises(SettingsError, match="HOOKSTREAM_WEB_PORT"):
         Settings.from_env({"HOOKSTREAM_WEB_PORT": "70000"})
+
+
+def test_every_setting_is_in_the_deploy_readmes_table() -> None:
+    """Each variable Settings.from_env reads has its row in deploy/README.md's table."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    read = set(re.findall(r'"((?:HOOKSTREAM|KAFKA)_[A-Z_]+)"',
+                          (root / "streams" / "settings.py").read_text()))
+    table = set(re.findall(r"^\| `([A-Z_]+)` \|", (root / "deploy" / "README.md").read_text(),
+                           re.MULTILINE))
+    assert "HOOKSTREAM_FAILURE_LIMIT" in read
+    assert read - table == set()
