@@ -42,7 +42,8 @@ class OpenApi(View):
 
 class SubscriptionState(Endpoint):
     async def get(self, request: Request, webhook_id: str) -> Response:
-        """This worker's view of one webhook, without its secret (for probes and tests)."""
+        """This worker's view of one webhook as an API read shows it (no secret, header
+        values masked), with `last_command` (for probes and tests)."""
         principal = caller(self, request)
         if not isinstance(principal, Principal):
             return principal
@@ -50,6 +51,4 @@ class SubscriptionState(Endpoint):
         if sub is None or not self.ctx.auth.may_see(principal, webhook_id):
             return self.json({"error": {"code": "not_found",
                                         "message": f"no webhook {webhook_id}"}}, status=404)
-        state = sub.to_record()
-        del state["secret"]
-        return self.json(state)
+        return self.json({**sub.public(), "last_command": sub.last_command})

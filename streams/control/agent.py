@@ -21,7 +21,6 @@ apply is quarantined with the reason, and the agent goes on (streams.pipeline.ag
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,29 +39,39 @@ from ..subscriptions.commands import (
     over_limit,
     redacted_copy,
 )
+from ..subscriptions.index import SubscriptionIndex
 from ..subscriptions.model import Subscription
 
 log = logging.getLogger(__name__)
 
-#: Own writes remembered until the view shows them: far more than a view ever lags by.
-WRITTEN_KEPT = 10_000
+#: Own writes past which those the view shows already are forgotten (checked then, not on
+#: every write). Writes the view has not shown yet are never forgotten.
+WRITTEN_PRUNE_AT = 10_000
 #: Seconds between tries of the view's catch-up after a partition moved here.
 SYNC_TIMEOUT_S = 10.0
 
 
 @dataclass
 class Written:
-    """What this agent wrote lately (None: deleted), newest last; and whether the view must
-    catch up before the next command (a partition was just assigned)."""
+    """What this agent wrote that its view may not show yet (None: deleted); and whether
+    the view must catch up before the next command (a partition was just assigned)."""
 
-    states: OrderedDict[str, Subscription | None] = field(default_factory=OrderedDict)
+    states: dict[str, Subscription | None] = field(default_factory=dict)
     stale: bool = True
 
-    def put(self, webhook_id: str, state: Subscription | None) -> None:
+    def put(self, webhook_id: str, state: Subscription | None, view: SubscriptionIndex) -> None:
         self.states[webhook_id] = state
-        self.states.move_to_end(webhook_id)
-        while len(self.states) > WRITTEN_KEPT:
-            self.states.popitem(last=False)
+        if len(self.states) >= WRITTEN_PRUNE_AT:
+            self.states = {w: s for w, s in self.states.items() if view.get(w) != s}
+
+    def get(self, webhook_id: str, view: SubscriptionIndex) -> Subscription | None:
+        """The webhook's state: this agent's last write until the view shows it."""
+        if webhook_id not in self.states:
+            return view.get(webhook_id)
+        state = self.states[webhook_id]
+        if view.get(webhook_id) == state:
+            del self.states[webhook_id]  # the view has it: it is the one source again
+        return state
 
 
 def install(rt: Runtime, agents: Agents) -> None:
@@ -90,16 +99,14 @@ def install(rt: Runtime, agents: Agents) -> None:
                 log.warning("the subscriptions view has not caught up in %.0fs; waiting",
                             SYNC_TIMEOUT_S)
             written.stale = False
-        if webhook_id in written.states:
-            return written.states[webhook_id]
-        return view.index.get(webhook_id)
+        return written.get(webhook_id, view.index)
 
     async def store(event: EventT[Any], webhook_id: str, state: Subscription | None) -> None:
         # Attached to the command's event: produced before its offset is committed.
         await topic.send(key=webhook_id.encode(),
                          value=None if state is None else state.encode(),
                          partition=event.message.partition)
-        written.put(webhook_id, state)
+        written.put(webhook_id, state, view.index)
 
     async def apply_command(event: EventT[Any], command: Command) -> None:
         try:

@@ -23,9 +23,15 @@ PRUNE_AT = 10_000
 
 
 class RateLimiter:
+    """Turns (`reserve`, taken before a job waits for its slots, so a job waiting for its
+    turn holds none), and spacing (`space`, as a send starts: turns that passed while their
+    jobs waited for slots must not start together)."""
+
     def __init__(self) -> None:
-        #: When each webhook's next send may start, on the caller's clock.
+        #: When each webhook's next turn may start, on the caller's clock.
         self._next: dict[str, float] = {}
+        #: When each webhook's next send may start.
+        self._next_send: dict[str, float] = {}
 
     def wait(self, webhook_id: str, rate: float, now: float) -> float:
         """Seconds until a send to this webhook may start (0: now). Reserves nothing."""
@@ -37,4 +43,13 @@ class RateLimiter:
         if len(self._next) >= PRUNE_AT and webhook_id not in self._next:
             self._next = {w: t for w, t in self._next.items() if t > now}
         self._next[webhook_id] = start + 1.0 / rate
+        return start - now
+
+    def space(self, webhook_id: str, rate: float, now: float) -> float:
+        """Seconds until a send may start, at least 1/rate after the one before (0 when its
+        turn kept it so, the usual case); taken."""
+        start = max(now, self._next_send.get(webhook_id, now))
+        if len(self._next_send) >= PRUNE_AT and webhook_id not in self._next_send:
+            self._next_send = {w: t for w, t in self._next_send.items() if t > now}
+        self._next_send[webhook_id] = start + 1.0 / rate
         return start - now

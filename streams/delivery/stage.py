@@ -204,22 +204,32 @@ class DeliveryWorker(Stage):
                      extra=_ids(job))
             metrics.REPARKED.inc()
             return parked
-        if not self._load.admit(job.webhook_id, _clock()):
-            return self._defer(job)
         assert self._client is not None
         tp = TopicPartition(origin.topic, origin.partition)
         task = asyncio.current_task()
         assert task is not None
+        limit = sub.rate_limit or self.settings.default_rate_limit
+        if limit:
+            # Its turn first, holding nothing: a job waiting for its rate limit keeps no
+            # slot from anyone (and is handed back on a rebalance like one waiting for one).
+            now = _clock()
+            if self._rates.wait(job.webhook_id, limit, now) > self.settings.defer_after:
+                return self._defer(job, f"its rate limit ({limit}/s) is reached")
+            self._waiting[tp].add(task)
+            try:
+                await asyncio.sleep(self._rates.reserve(job.webhook_id, limit, now))
+            finally:
+                self._waiting.get(tp, set()).discard(task)
+        if not self._load.admit(job.webhook_id, _clock()):
+            return self._defer(job)
         self._waiting[tp].add(task)  # until it holds its slots: see hand_back
         try:
-            limit = sub.rate_limit or self.settings.default_rate_limit
-            if limit:
-                now = _clock()
-                if self._rates.wait(job.webhook_id, limit, now) > self.settings.defer_after:
-                    return self._defer(job, f"its rate limit ({limit}/s) is reached")
-                await asyncio.sleep(self._rates.reserve(job.webhook_id, limit, now))
             async with self._attempt_slots(job.webhook_id, sub.workspace_id):
                 self._waiting.get(tp, set()).discard(task)
+                if limit:
+                    # Turns that passed while their jobs waited for slots would start
+                    # together: sends are spaced again as they start.
+                    await asyncio.sleep(self._rates.space(job.webhook_id, limit, _clock()))
                 outcome = await attempt(
                     self._client, sub, job, timeout=self.settings.delivery_timeout,
                     allow_insecure=self.settings.allow_insecure_targets, box=self._box,

@@ -99,14 +99,22 @@ class History:
         self._newest.clear()
 
     async def _record(self, batch: list[tuple[EventT[Any], AttemptRecord]]) -> None:
-        writes = []
+        # Seqs are taken here and kept only once every slot landed: a batch tried again
+        # (or record by record, Agents.batches) writes the same slots, not new ones that
+        # would push real attempts out of the ring.
+        newest: dict[str, int] = {}
+        slots: dict[bytes, tuple[bytes, int]] = {}
         for event, record in batch:
-            seq = self.newest_seq(record.webhook_id) + 1
-            key, value = _slot(record.webhook_id, seq), _SEQ.pack(seq) + event.value
+            webhook = record.webhook_id
+            seq = (newest[webhook] if webhook in newest else self.newest_seq(webhook)) + 1
+            newest[webhook] = seq
+            slots[_slot(record.webhook_id, seq)] = (_SEQ.pack(seq) + event.value,
+                                                    event.message.partition)
+        await asyncio.gather(*(self._write(key, value, partition)
+                               for key, (value, partition) in slots.items()))
+        for key, (value, _) in slots.items():
             self.table.data[key] = value
-            self._newest[record.webhook_id] = seq
-            writes.append(self._write(key, value, event.message.partition))
-        await asyncio.gather(*writes)
+        self._newest.update(newest)
 
     async def _write(self, key: bytes, value: bytes, partition: int) -> None:
         """Produce one slot to the changelog, retrying until it lands (as a stage does):

@@ -17,6 +17,7 @@ partitioner did, so webhook-keyed records keep their partition across the change
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.1
 #: While librdkafka's local queue is full, the pause before a record is offered again.
 _QUEUE_FULL_PAUSE_S = 0.005
+#: How long stop() waits for what was sent to be acknowledged.
+_STOP_FLUSH_S = 10.0
 #: librdkafka's RD_KAFKA_PARTITION_UA: the partitioner chooses.
 _UNASSIGNED = -1
 
@@ -45,15 +48,16 @@ class ProduceFailed(KafkaError):  # type: ignore[misc]
 class AsyncProducer:
     """A streams.pipeline.clients.Producer on a confluent_kafka.Producer."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], stop_flush_s: float = _STOP_FLUSH_S) -> None:
         self._config = config
+        self._stop_flush_s = stop_flush_s
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         #: Reports from the poll thread not yet handed to their futures.
-        self._reports: list[tuple[asyncio.Future[None], RdKafkaError | None]] = []
+        self._reports: list[tuple[asyncio.Future[None], RdKafkaError | None, Producer]] = []
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -67,8 +71,11 @@ class AsyncProducer:
         producer, thread = self._producer, self._thread
         if producer is None or thread is None:
             return
-        # What was sent is acknowledged (or fails) before the producer goes.
-        await asyncio.to_thread(producer.flush, 10.0)
+        # What was sent is acknowledged (or fails) before the producer goes; what is still
+        # not after the flush's bound fails now, so that no sender waits for ever.
+        if await asyncio.to_thread(producer.flush, self._stop_flush_s):
+            producer.purge()
+            producer.poll(0)
         self._stopping.set()
         await asyncio.to_thread(thread.join)
         self._settle()
@@ -83,13 +90,14 @@ class AsyncProducer:
         if self._producer is None or self._loop is None:
             raise ProduceFailed("the producer is not started")
         done: asyncio.Future[None] = self._loop.create_future()
+        producer = self._producer
 
         def report(err: RdKafkaError | None, _msg: Message) -> None:
-            self._report(done, err)
+            self._report(done, err, producer)
 
         while True:
             try:
-                self._producer.produce(
+                producer.produce(
                     topic, value=value, key=key,
                     partition=_UNASSIGNED if partition is None else partition,
                     headers=list(headers) if headers else None, on_delivery=report)
@@ -99,16 +107,16 @@ class AsyncProducer:
             except KafkaException as exc:
                 error: RdKafkaError = exc.args[0]
                 if error.fatal():
-                    self._renew()
+                    self._renew(producer)
                 raise ProduceFailed(error.str()) from exc
         await done
 
-    def _renew(self) -> None:
+    def _renew(self, old: Producer) -> None:
         """After a fatal error (the idempotent producer's sequence is broken, say) every
         later send would fail: start a new producer; the old one's records fail now, so
-        their senders retry on the new one."""
-        old = self._producer
-        if old is None:
+        their senders retry on the new one. Only once per producer: the old one's other
+        fatal reports find it replaced already."""
+        if old is not self._producer:
             return
         log.error("the Kafka producer hit a fatal error; starting a new one")
         self._producer = Producer(self._config, logger=logging.getLogger("hookstream.kafka"))
@@ -119,30 +127,36 @@ class AsyncProducer:
     def _poll(self) -> None:
         while not self._stopping.is_set():
             producer = self._producer  # a new one after _renew
-            if producer is not None:
-                producer.poll(_POLL_S)
+            try:
+                if producer is not None:
+                    producer.poll(_POLL_S)
+            except Exception:
+                # The thread must not die: every later send would wait for ever.
+                log.exception("the Kafka producer's poll failed; polling on")
 
-    def _report(self, done: asyncio.Future[None], err: RdKafkaError | None) -> None:
+    def _report(self, done: asyncio.Future[None], err: RdKafkaError | None,
+                producer: Producer) -> None:
         """In the poll thread (or flush's): queue the outcome; wake the loop once."""
         with self._lock:
-            self._reports.append((done, err))
+            self._reports.append((done, err, producer))
             first = len(self._reports) == 1
-        if first and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._settle)
+        if first and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._settle)
 
     def _settle(self) -> None:
         """On the loop: hand every queued outcome to its future."""
         with self._lock:
             reports, self._reports = self._reports, []
-        fatal = False
-        for done, err in reports:
+        broken: Producer | None = None
+        for done, err, producer in reports:
+            if err is not None and err.fatal():
+                broken = producer
             if done.done():
                 continue  # its sender was cancelled
             if err is None:
                 done.set_result(None)
-                continue
-            done.set_exception(ProduceFailed(err.str()))
-            if err.fatal():
-                fatal = True
-        if fatal:
-            self._renew()
+            else:
+                done.set_exception(ProduceFailed(err.str()))
+        if broken is not None:
+            self._renew(broken)

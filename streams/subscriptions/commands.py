@@ -101,9 +101,11 @@ def redacted_copy(payload: bytes) -> bytes:
     A producer may send a plaintext secret; the control agent seals it before storing, but
     a command it refuses would otherwise be copied verbatim to hookstream.invalid. So the
     copy is the command as JSON with every field named like a secret replaced (at any
-    depth, wherever a buggy producer put it), or, for bytes that do not decode and mention
-    a secret anywhere, a note of their size and digest instead of them. Anything else is
-    copied as it came.
+    depth, wherever a buggy producer put it), custom headers' values too (any field whose
+    name says header, whatever its shape: they hold credentials as often as not), or, for
+    bytes that do not decode and mention a secret or a header anywhere, and for Avro bytes
+    that do not decode (Avro carries no field names to tell by), a note of their size and
+    digest instead of them. Anything else is copied as it came.
     """
     try:
         record = (registry().decode(CONTROL_COMMAND, payload) if is_single_object(payload)
@@ -120,7 +122,8 @@ def redacted_copy(payload: bytes) -> bytes:
                 "utf-8", "surrogatepass")
         except (TypeError, ValueError):
             pass
-    elif b"secret" not in payload.lower() and b"headers" not in payload.lower():
+    elif not is_single_object(payload) and not any(
+            word in payload.lower() for word in (b"secret", b"header")):
         return payload
     digest = hashlib.sha256(payload).hexdigest()
     return json.dumps({"redacted": "a command that may hold a secret", "bytes": len(payload),
@@ -129,13 +132,22 @@ def redacted_copy(payload: bytes) -> bytes:
 
 def _without_secrets(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: REDACTED if "secret" in str(k).lower() and v is not None
-                # Custom header values hold credentials as often as not.
-                else {name: REDACTED for name in v} if k == "headers" and isinstance(v, dict)
-                else _without_secrets(v) for k, v in value.items()}
+        return {k: _redacted(k, v) for k, v in value.items()}
     if isinstance(value, list):
         return [_without_secrets(v) for v in value]
     return value
+
+
+def _redacted(name: Any, value: Any) -> Any:
+    lowered = str(name).lower()
+    if value is None:
+        return None
+    if "secret" in lowered:
+        return REDACTED
+    if "header" in lowered:
+        # Names kept (they say what was sent), values never, whatever the shape.
+        return ({k: REDACTED for k in value} if isinstance(value, dict) else REDACTED)
+    return _without_secrets(value)
 
 
 def _decode_command(payload: bytes) -> Command:

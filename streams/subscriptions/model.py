@@ -19,6 +19,7 @@ from ..core.headers import MASK, check_custom_headers
 from ..core.schemas import SUBSCRIPTION, SchemaError, registry
 from ..core.secretbox import is_sealed
 from ..core.timeutil import to_ms
+from ..settings import MAX_RATE_LIMIT
 
 #: The shortest signing secret a webhook may have, whether set by the API or a control
 #: command: 16 characters (96 bits as base64, Svix's `whsec_` secrets carry 192).
@@ -96,8 +97,8 @@ class Subscription:
     def decode(cls, payload: bytes) -> Subscription:
         """Raises SchemaError and nothing else, whatever the bytes.
 
-        Custom headers and the filter are checked here too, as the control agent checked
-        them: a record some other writer put on the topic must not reach a delivery (a
+        Custom headers, the filter and the rate limit are checked here too, as the control
+        agent checked them: a record some other writer put on the topic must not reach a delivery (a
         header value with CR/LF) or a fan-out (a filter that does not compile, which would
         fail every event of its workspace)."""
         record = registry().decode(SUBSCRIPTION, payload)
@@ -107,6 +108,8 @@ class Subscription:
                                   for name, value in sub.headers})
             if sub.filter is not None:
                 filters.stored(sub.filter)
+            if sub.rate_limit is not None and not 1 <= sub.rate_limit <= MAX_RATE_LIMIT:
+                raise ValueError(f"rate_limit {sub.rate_limit} is not 1 to {MAX_RATE_LIMIT}")
         except Exception as exc:  # a field of an unexpected type, a refused header or filter
             raise SchemaError(f"not a valid Subscription: {type(exc).__name__}: {exc}") from exc
         return sub

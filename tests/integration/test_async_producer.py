@@ -114,3 +114,25 @@ def test_sending_before_start_or_after_stop_raises(kafka_bootstrap: str) -> None
             await producer.send_and_wait(topic, value=b"v")
 
     asyncio.run(main())
+
+
+def test_a_send_nobody_acknowledges_fails_when_the_producer_stops() -> None:
+    """No broker answers: stop() waits its bound, then the sender is told, never left
+    waiting (no Kafka needed: that is the point)."""
+    from socket import socket
+
+    with socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{unused.getsockname()[1]}"
+
+    async def main() -> None:
+        producer = AsyncProducer({"bootstrap.servers": nowhere, "acks": "all"},
+                                 stop_flush_s=0.5)
+        await producer.start()
+        send = asyncio.create_task(producer.send_and_wait("anywhere", value=b"v"))
+        await asyncio.sleep(0)  # the record is handed to librdkafka
+        await producer.stop()
+        with pytest.raises(ProduceFailed):
+            await send
+
+    asyncio.run(main())

@@ -221,6 +221,9 @@ def test_command_objects_encode_their_controls() -> None:
     {"filter": '{"data.p": {"$regex": "."}}'},
     {"filter": "not json"},
     {"filter": "[" * 5000},
+    {"rate_limit": 0},
+    {"rate_limit": -5},
+    {"rate_limit": MAX_RATE_LIMIT + 1},
 ])
 def test_a_record_with_a_refused_control_does_not_decode(forged: dict[str, Any]) -> None:
     with pytest.raises(SchemaError):
