@@ -26,13 +26,14 @@ browser:  ## Debian's Chromium, for the console's browser test (root, or already
 test: install browser  ## Everything from nothing: deps, lint, Kafka jars, broker, the whole suite
 	$(VENV)/bin/ruff check streams tests
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -p no:cacheprovider -q
+	$(PY) -m pytest -p no:cacheprovider -q -n 2 tests/unit
+	$(PY) -m pytest -p no:cacheprovider -q tests/integration
 
 bench: install  ## Benchmarks against the local broker (scenarios t, a-e, f1, f3; g on request; README Performance); JSON in bench/results/
 	$(PY) -m localdev.bench
 
 test-unit: install  ## No broker: the pure core, the stage loop and both handlers (under a minute)
-	$(PY) -m pytest -p no:cacheprovider -q tests/unit
+	$(PY) -m pytest -p no:cacheprovider -q -n 2 tests/unit
 
 screenshots: install browser  ## Refresh the console's pictures in docs/ (runs its browser test)
 	HOOKSTREAM_SCREENSHOTS_DIR=docs $(PY) -m pytest -p no:cacheprovider -q tests/integration/test_console.py

@@ -197,7 +197,8 @@ def test_create_hookstream_secret_may_be_any_text() -> None:
         assert _create(secret=secret)["secret"] == secret
 
 
-@pytest.mark.parametrize("secret", [_whsec(24), _whsec(32), _whsec(64), generate_secret()])
+@pytest.mark.parametrize("secret", [_whsec(24), _whsec(32), _whsec(64), generate_secret()],
+                         ids=["24 bytes", "32 bytes", "64 bytes", "generated"])
 def test_create_standard_webhooks_secret(secret: str) -> None:
     assert _create(secret=secret, signature_scheme="standard-webhooks")["secret"] == secret
 

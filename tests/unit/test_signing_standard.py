@@ -234,7 +234,8 @@ def test_hookstream_rotation_grace() -> None:
     assert not signing.verify(body, previous, new)
 
 
-@pytest.mark.parametrize("until_s", [NOW_S, NOW_S - 1, NOW_S - 86_400])
+@pytest.mark.parametrize("until_s", [NOW_S, NOW_S - 1, NOW_S - 86_400],
+                         ids=["now", "a second ago", "a day ago"])
 def test_hookstream_previous_signature_gone_after_grace(until_s: int) -> None:
     old, new = generate_secret(), generate_secret()
     sub = _sub(new, previous=old, until=until_s * 1000)
