@@ -536,3 +536,6 @@ def test_a_rate_limited_webhook_gets_a_burst_paced_and_its_neighbour_does_not_wa
     assert len(others) == burst
     assert others[-1] < paced[burst // 2], "the neighbour waited for the limited webhook"
     assert limited["rate_limit"] == 20 and neighbour["rate_limit"] is None
+    print(f"\nrate limit 20/s, burst of {burst}: busiest second {max(per_second.values())}, "
+          f"{(paced[-1] - paced[0]):.1f}s first to last; the neighbour's {burst} in "
+          f"{(others[-1] - others[0]):.1f}s")
