@@ -15,7 +15,6 @@ from typing import Any
 
 from ..core import catalog, filters, headers, strictjson
 from ..core.schemas import CONTROL_COMMAND, SchemaError, is_single_object, registry
-from ..core.secretbox import is_sealed
 from ..core.urls import UrlPolicyError, check_url
 from ..settings import MAX_RATE_LIMIT
 from .model import MIN_SECRET_LENGTH, Subscription
@@ -264,18 +263,13 @@ def _validate_fields(webhook: dict[str, Any]) -> None:
 
 
 def _headers(value: Any) -> dict[str, str]:
-    """Custom headers as core.headers checks them. Values may come sealed (the API seals
-    them before the command): those are checked for what sealing keeps visible (the
-    name), their plaintext was checked where it was sealed."""
+    """Custom headers as core.headers checks them, values sealed or not."""
     if not isinstance(value, dict):
         raise InvalidCommand("field 'webhook.headers' must be an object of strings")
-    plain = {k: "sealed" if isinstance(v, str) and is_sealed(v) else v
-             for k, v in value.items()}
     try:
-        headers.check_custom_headers(plain)
+        return headers.check_stored_headers(value)
     except headers.HeaderError as exc:
         raise InvalidCommand(f"field 'webhook.{exc}") from exc
-    return dict(value)
 
 
 def apply(

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import filters
-from ..core.headers import MASK, check_custom_headers
+from ..core.headers import MASK, check_stored_headers
 from ..core.schemas import SUBSCRIPTION, SchemaError, registry
-from ..core.secretbox import is_sealed
 from ..core.timeutil import to_ms
 from ..settings import MAX_RATE_LIMIT
 
@@ -104,8 +103,7 @@ class Subscription:
         record = registry().decode(SUBSCRIPTION, payload)
         try:
             sub = cls.from_record(record)
-            check_custom_headers({name: "sealed" if is_sealed(value) else value
-                                  for name, value in sub.headers})
+            check_stored_headers(dict(sub.headers))
             if sub.filter is not None:
                 filters.stored(sub.filter)
             if sub.rate_limit is not None and not 1 <= sub.rate_limit <= MAX_RATE_LIMIT:

@@ -5,6 +5,7 @@ receiver's); the refusals by example; and nothing but HeaderError for any input.
 from __future__ import annotations
 
 import string
+from pathlib import Path
 from typing import Any
 
 import h11
@@ -20,7 +21,9 @@ from streams.core.headers import (
     RESERVED,
     HeaderError,
     check_custom_headers,
+    check_stored_headers,
 )
+from streams.core.secretbox import SecretBox, generate_master_key
 
 FAST = settings(max_examples=150, deadline=None, database=None, derandomize=True)
 
@@ -141,3 +144,17 @@ def test_what_is_accepted() -> None:
                                                      for k, v in headers.items()) - 6)
     assert check_custom_headers(headers) == headers
     assert check_custom_headers({f"X-{i}": "v" for i in range(MAX_HEADERS)})
+
+
+def test_stored_headers_judge_sealed_values_by_name_only() -> None:
+    """Commands and stored records carry values sealed: a ciphertext is checked by its
+    header's name (its plaintext was checked where it was sealed), anything else in full."""
+    box = SecretBox.from_env(generate_master_key("headers"), Path("/nonexistent"))
+    sealed = box.seal("Bearer " + "x" * MAX_TOTAL_BYTES)
+    assert check_stored_headers({"Authorization": sealed}) == {"Authorization": sealed}
+    with pytest.raises(HeaderError, match=r"^headers\.Connection: reserved"):
+        check_stored_headers({"Connection": sealed})
+    with pytest.raises(HeaderError, match=r"^headers\.X-A: the value holds a control"):
+        check_stored_headers({"Authorization": sealed, "X-A": "a\r\nX-B: b"})
+    with pytest.raises(HeaderError, match=r"^headers: must be an object"):
+        check_stored_headers([("Authorization", sealed)])
