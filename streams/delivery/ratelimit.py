@@ -39,17 +39,22 @@ class RateLimiter:
 
     def reserve(self, webhook_id: str, rate: float, now: float) -> float:
         """Take the webhook's next turn: seconds to wait for it (0: now)."""
-        start = max(now, self._next.get(webhook_id, now))
-        if len(self._next) >= PRUNE_AT and webhook_id not in self._next:
-            self._next = {w: t for w, t in self._next.items() if t > now}
-        self._next[webhook_id] = start + 1.0 / rate
-        return start - now
+        return _take(self._next, webhook_id, rate, now)
 
     def space(self, webhook_id: str, rate: float, now: float) -> float:
         """Seconds until a send may start, at least 1/rate after the one before (0 when its
         turn kept it so, the usual case); taken."""
-        start = max(now, self._next_send.get(webhook_id, now))
-        if len(self._next_send) >= PRUNE_AT and webhook_id not in self._next_send:
-            self._next_send = {w: t for w, t in self._next_send.items() if t > now}
-        self._next_send[webhook_id] = start + 1.0 / rate
-        return start - now
+        return _take(self._next_send, webhook_id, rate, now)
+
+
+def _take(starts: dict[str, float], webhook_id: str, rate: float, now: float) -> float:
+    """One GCRA step on `starts` (when each webhook's next start may be): seconds until this
+    one, and the next pushed 1/rate past it. Past PRUNE_AT webhooks, a new one first makes
+    room by forgetting those whose next start has passed (they would start at once anyway)."""
+    start = max(now, starts.get(webhook_id, now))
+    if len(starts) >= PRUNE_AT and webhook_id not in starts:
+        kept = {w: t for w, t in starts.items() if t > now}
+        starts.clear()  # and refilled, rather than rebound: the caller holds this dict
+        starts.update(kept)
+    starts[webhook_id] = start + 1.0 / rate
+    return start - now

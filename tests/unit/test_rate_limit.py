@@ -11,9 +11,11 @@ from itertools import pairwise
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.delivery import ratelimit
 from streams.delivery.models import DeliveryJob, delivery_id_for
 from streams.delivery.ratelimit import RateLimiter
 from streams.delivery.stage import DeliveryWorker
@@ -63,6 +65,20 @@ def test_webhooks_do_not_share_a_pace_and_waiting_does_not_reserve() -> None:
     assert limiter.reserve("wh_b", 2, 10.0) == 0.0
     assert limiter.reserve("wh_a", 2, 10.0) == 0.5
     assert limiter.reserve("wh_a", 2, 20.0) == 0.0  # a quiet spell: at once
+
+
+@pytest.mark.parametrize("take", ["reserve", "space"])
+def test_past_prune_at_a_new_webhook_forgets_those_whose_turn_has_passed(
+        take: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory stays bounded, and a webhook still short of its next turn keeps it."""
+    monkeypatch.setattr(ratelimit, "PRUNE_AT", 3)
+    step = getattr(RateLimiter(), take)
+    step("wh_slow", 0.1, 0.0)  # next turn at 10
+    step("wh_a", 1, 0.0)
+    step("wh_b", 1, 0.0)  # next turns at 1
+    assert step("wh_new", 1, 5.0) == 0.0  # the fourth: wh_a's and wh_b's turns have passed
+    assert step("wh_a", 1, 0.5) == 0.0  # forgotten (remembered, it would wait 0.5)
+    assert step("wh_slow", 0.1, 5.0) == 5.0  # kept
 
 
 def _job(webhook_id: str, n: int) -> DeliveryJob:
