@@ -19,9 +19,17 @@ from streams.kafka.topics import DELIVERIES
 
 from ..kafka import LocalKafka
 from ..kafka.config import cluster_ports
-from .faults import BEFORE_S, WARMUP_S, _collect, _evidence, _settle, spread_webhooks, steady
+from .faults import (
+    BEFORE_S,
+    WARMUP_S,
+    _collect,
+    _settle,
+    fault_report,
+    spread_webhooks,
+    steady,
+)
 from .stack import Stack
-from .timeline import dip, mean_rate, recovered_after
+from .timeline import mean_rate, recovered_after
 
 #: The first node's port; the others are 100 and 200 above (controllers one above each).
 PORT = 9592
@@ -59,22 +67,14 @@ def broker_kill(root: Path, rate: float, fanout: int, down_s: float = 60.0,
             time.sleep(AFTER_S)
         receipts, _, received = _collect(stack, load)
         before = mean_rate(received, killed_at - BEFORE_S, killed_at)
-        ratio, low_at = dip(received, before, killed_at, load.stopped)
-        return {
-            "scenario": "f2 kill -9 of 1 of 3 brokers, restarted after a minute",
-            "offered_events_per_s": rate, "fanout": fanout,
-            "webhooks": sum(map(len, by_space.values())),
-            "killed_broker": victim, "it_led_deliveries_partitions": led,
-            "pairs": len(load.expected), "lost": receipts.lost(load.expected),
-            "duplicates": receipts.duplicates(),
-            "rate_before_per_s": round(before, 1),
-            "rate_while_down_per_s": round(mean_rate(received, killed_at, back_at), 1),
-            "rate_after_back_per_s": round(mean_rate(received, back_at, load.stopped), 1),
-            "down_s": round(back_at - killed_at, 1),
-            "recovered_s": recovered_after(received, before, killed_at, load.stopped),
-            "dip_ratio": round(ratio, 3), "dip_at_s": low_at,
-            **_evidence(stack, load, receipts, received),
-        }
+        return fault_report(
+            "f2 kill -9 of 1 of 3 brokers, restarted after a minute", stack, load, fanout,
+            killed_at, receipts, received, before,
+            killed_broker=victim, it_led_deliveries_partitions=led,
+            rate_while_down_per_s=round(mean_rate(received, killed_at, back_at), 1),
+            rate_after_back_per_s=round(mean_rate(received, back_at, load.stopped), 1),
+            down_s=round(back_at - killed_at, 1),
+            recovered_s=recovered_after(received, before, killed_at, load.stopped))
     finally:
         if stack is not None:
             stack.close()

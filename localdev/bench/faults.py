@@ -171,6 +171,23 @@ def _collect(stack: Stack, load: SteadyLoad) -> tuple[Receipts, list[float], lis
     return (receipts, sorted(load.expected.values()), sorted(receipts.first.values()))
 
 
+def fault_report(scenario: str, stack: Stack, load: SteadyLoad, fanout: int,
+                 fault_at: float, receipts: Receipts, received: list[float], before: float,
+                 **figures: Any) -> dict[str, Any]:
+    """What every fault scenario reports, its own `figures` in the middle: the load, the
+    pairs lost and duplicated, the rate `before` the fault (at `fault_at`) and the dip
+    after it, and the evidence."""
+    ratio, low_at = dip(received, before, fault_at, load.stopped)
+    return {"scenario": scenario, "offered_events_per_s": load.rate, "fanout": fanout,
+            "webhooks": sum(map(len, load.by_space.values())),
+            "pairs": len(load.expected), "lost": receipts.lost(load.expected),
+            "duplicates": receipts.duplicates(),
+            **figures,
+            "rate_before_per_s": round(before, 1),
+            "dip_ratio": round(ratio, 3), "dip_at_s": low_at,
+            **_evidence(stack, load, receipts, received)}
+
+
 def _evidence(stack: Stack, load: SteadyLoad, receipts: Receipts,
               received: list[float]) -> dict[str, Any]:
     """What to look at when a figure is odd: the 1-s rates from the start of the load,
@@ -207,32 +224,24 @@ def kill_restart(bootstrap: str, home: Path, rate: float, fanout: int,
             time.sleep(max(0.0, killed_at + AFTER_KILL_S - time.time()))
         receipts, published, received = _collect(stack, load)
         before = mean_rate(received, killed_at - BEFORE_S, killed_at)
-        ratio, low_at = dip(received, before, killed_at, load.stopped)
         duplicated = receipts.duplicated()
         first_copies = [receipts.first[d] - killed_at for d in duplicated]
         bound = stack.settings.delivery_concurrency
-        return {
-            "scenario": "f1 kill -9 of 1 of 2 workers, restarted",
-            "offered_events_per_s": rate, "fanout": fanout,
-            "webhooks": sum(map(len, by_space.values())),
-            "load_s": round(load.stopped - load.started, 1),
-            "killed_after_s": round(killed_at - load.started, 1),
-            "killed_worker_delivery_partitions": held,
-            "pairs": len(load.expected), "lost": receipts.lost(load.expected),
-            "duplicates": receipts.duplicates(), "bound": bound,
-            "within_bound": receipts.duplicates() <= bound,
-            "duplicates_first_copy_s_from_kill": (
+        return fault_report(
+            "f1 kill -9 of 1 of 2 workers, restarted", stack, load, fanout, killed_at,
+            receipts, received, before,
+            load_s=round(load.stopped - load.started, 1),
+            killed_after_s=round(killed_at - load.started, 1),
+            killed_worker_delivery_partitions=held,
+            bound=bound, within_bound=receipts.duplicates() <= bound,
+            duplicates_first_copy_s_from_kill=(
                 [round(min(first_copies), 2), round(max(first_copies), 2)]
                 if first_copies else None),
-            "skipped_duplicates_by_running_workers": _skipped(stack),
-            "restart_ready_s": round(restart_ready_s, 1),
-            "rate_before_per_s": round(before, 1),
-            "recovered_s": recovered_after(received, before, killed_at, load.stopped),
-            "backlog_drained_s": drained_after(published, received, killed_at - BEFORE_S,
-                                               killed_at, received[-1]),
-            "dip_ratio": round(ratio, 3), "dip_at_s": low_at,
-            **_evidence(stack, load, receipts, received),
-        }
+            skipped_duplicates_by_running_workers=_skipped(stack),
+            restart_ready_s=round(restart_ready_s, 1),
+            recovered_s=recovered_after(received, before, killed_at, load.stopped),
+            backlog_drained_s=drained_after(published, received, killed_at - BEFORE_S,
+                                            killed_at, received[-1]))
     finally:
         stack.close()
 
@@ -267,22 +276,14 @@ def rolling_restart(bootstrap: str, home: Path, rate: float, fanout: int,
                 time.sleep(SETTLE_S)
         receipts, _, received = _collect(stack, load)
         before = mean_rate(received, first_stop - BEFORE_S, first_stop)
-        ratio, low_at = dip(received, before, first_stop, load.stopped)
-        return {
-            "scenario": "f3 rolling restart (SIGTERM) of 3 workers",
-            "offered_events_per_s": rate, "fanout": fanout,
-            "webhooks": sum(map(len, by_space.values())),
-            "load_s": round(load.stopped - load.started, 1),
-            "pairs": len(load.expected), "lost": receipts.lost(load.expected),
-            "duplicates": receipts.duplicates(), "expected_duplicates": 0,
-            "skipped_duplicates_by_running_workers": _skipped(stack),
-            "exit_codes": codes, "stop_s": stops, "restart_ready_s": readies,
-            "total_s": round(last_ready - first_stop, 1),
-            "rate_before_per_s": round(before, 1),
-            "rate_during_per_s": round(mean_rate(received, first_stop, last_ready), 1),
-            "dip_ratio": round(ratio, 3), "dip_at_s": low_at,
-            "first_stop_after_s": round(first_stop - load.started, 1),
-            **_evidence(stack, load, receipts, received),
-        }
+        return fault_report(
+            "f3 rolling restart (SIGTERM) of 3 workers", stack, load, fanout, first_stop,
+            receipts, received, before,
+            load_s=round(load.stopped - load.started, 1), expected_duplicates=0,
+            skipped_duplicates_by_running_workers=_skipped(stack),
+            exit_codes=codes, stop_s=stops, restart_ready_s=readies,
+            total_s=round(last_ready - first_stop, 1),
+            rate_during_per_s=round(mean_rate(received, first_stop, last_ready), 1),
+            first_stop_after_s=round(first_stop - load.started, 1))
     finally:
         stack.close()

@@ -229,14 +229,7 @@ def many_subscriptions(bootstrap: str, home: Path, subscriptions: int, workspace
             stack.subscriptions(count, spaces, lambda i: f"/d/{i}")
             out[f"{label}_subscriptions"] = count
             out[f"{label}_load_s"] = round(time.monotonic() - started, 1)
-            before = stack.count()
-            stack.publish(1, events)
-            fanout = math.ceil(count / spaces)
-            wait_for(functools.partial(has_received, stack, before + events * fanout), 900,
-                  "the deliveries")
-            times = sorted(r[0] for r in stack.received())[before:]
-            out[f"{label}_deliveries_per_s"] = round((len(times) - 1) / (times[-1] - times[0]),
-                                                     1)
+            out[f"{label}_deliveries_per_s"] = _deliveries_per_s(stack, count, spaces, events)
             out[f"{label}_peak_rss_mb"] = round(stack.worker_usage()[1] / 2**20, 1)
             out[f"{label}_deferred"] = int(stack.metric(DEFERRED))
             stack.stop_workers()
@@ -251,6 +244,18 @@ def many_subscriptions(bootstrap: str, home: Path, subscriptions: int, workspace
                       f"at {D_TARGET_AT:,} subscriptions")
     out.update(meets_d_targets(out))
     return out
+
+
+def _deliveries_per_s(stack: Stack, subscriptions: int, workspaces: int, events: int) -> float:
+    """Deliveries/s, first to last, of `events` published to the first of `workspaces` once
+    `subscriptions` are written (Stack.subscriptions: so many webhooks in each); (d) and (h)."""
+    before = stack.count()
+    stack.publish(1, events)
+    fanout = math.ceil(subscriptions / workspaces)
+    wait_for(functools.partial(has_received, stack, before + events * fanout), 900,
+             "the deliveries")
+    times = sorted(r[0] for r in stack.received())[before:]
+    return round((len(times) - 1) / (times[-1] - times[0]), 1)
 
 
 def meets_d_targets(out: dict[str, Any]) -> dict[str, str]:
@@ -296,13 +301,8 @@ def filters(bootstrap: str, home: Path, subscriptions: int, workspaces: int,
             stack.start_worker()
             stack.subscriptions(subscriptions, workspaces, lambda i: f"/h/{i}",
                                 functools.partial(_every, every))
-            stack.publish(1, events)
-            fanout = math.ceil(subscriptions / workspaces)
-            wait_for(functools.partial(has_received, stack, events * fanout), 900,
-                     "the deliveries")
-            times = sorted(r[0] for r in stack.received())
-            out[f"{label}_deliveries_per_s"] = round((len(times) - 1) / (times[-1] - times[0]),
-                                                     1)
+            out[f"{label}_deliveries_per_s"] = _deliveries_per_s(stack, subscriptions,
+                                                                 workspaces, events)
         finally:
             stack.close()
     kept = out["half_filtered_deliveries_per_s"] / out["unfiltered_deliveries_per_s"]
