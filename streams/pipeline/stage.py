@@ -305,7 +305,8 @@ class Stage:
             log.warning("offset commit failed: %s", exc)
             return
         for tp, offset in offsets.items():
-            # A drain may have forgotten the partition while the commit was awaited.
+            # A drain may have forgotten the partition while the commit was awaited
+            # (test_stage_loop.py: test_a_partition_revoked_while_its_commit_is_answered...).
             kept = self._trackers.get(tp)
             if kept is not None:
                 kept.committed = offset

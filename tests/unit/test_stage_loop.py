@@ -14,7 +14,7 @@ import asyncio
 import contextvars
 import selectors
 from collections import defaultdict
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import pytest
@@ -23,7 +23,7 @@ from aiokafka.errors import CommitFailedError, ProducerClosed, UnknownTopicOrPar
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.kafka.topics import INVALID
-from streams.pipeline.clients import Record
+from streams.pipeline.clients import ConsumerFactory, Record
 from streams.pipeline.local import CREATE_TIME, LOG_APPEND_TIME, LocalBroker, LocalConsumer
 from streams.pipeline.records import Origin, Produce
 from streams.pipeline.stage import (
@@ -133,8 +133,10 @@ class Probe(Stage):
 
     group = "hookstream-probe"
 
-    def __init__(self, broker: LocalBroker, drain_timeout: float = DRAIN_S) -> None:
-        super().__init__(SETTINGS, [TOPIC], drain_timeout, consumer_factory=broker.consumer,
+    def __init__(self, broker: LocalBroker, drain_timeout: float = DRAIN_S,
+                 consumer_factory: ConsumerFactory | None = None) -> None:
+        super().__init__(SETTINGS, [TOPIC], drain_timeout,
+                         consumer_factory=consumer_factory or broker.consumer,
                          producer_factory=broker.producer)
         #: (partition, offset) -> loop times the handler was called at.
         self.calls: dict[tuple[int, int], list[float]] = defaultdict(list)
@@ -342,6 +344,59 @@ def test_a_revoked_partition_drains_commits_and_is_forgotten() -> None:
         assert P1 not in probe._trackers and P1 not in probe._tasks  # forgotten
         batch = await other.getmany(timeout_ms=0)
         assert [r.offset for r in batch[P1]] == [2]  # the new owner repeats what was not done
+        await other.stop()
+        await probe.stop()
+
+    run(main)
+
+
+class _SlowAnswer(LocalConsumer):
+    """A member whose next commit, once stored, is answered only when `answer` is set: a
+    round trip long enough for a rebalance to run meanwhile."""
+
+    def __init__(self, broker: LocalBroker, group_id: str) -> None:
+        super().__init__(broker, group_id)
+        self.slow_next = False
+        self.waiting = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        slow, self.slow_next = self.slow_next, False
+        await super().commit(offsets)
+        if slow:
+            self.waiting.set()
+            await self.answer.wait()
+
+
+def test_a_partition_revoked_while_its_commit_is_answered_does_not_stop_the_loop() -> None:
+    """The loop's commit of P1 is stored, and while its answer is on the way P1 is revoked,
+    drained and forgotten: when the answer comes there is no tracker left to mark, and the
+    loop goes on (marking it regardless would raise KeyError and end the loop)."""
+    async def main() -> None:
+        broker = _broker()
+        broker.append(TOPIC, b"ok", partition=1)
+        members: list[_SlowAnswer] = []
+
+        def slow_answers(settings: Settings, group_id: str, drain_timeout: float) -> _SlowAnswer:
+            members.append(_SlowAnswer(broker, group_id))
+            return members[-1]
+
+        probe = Probe(broker, consumer_factory=slow_answers)
+        await probe.start()
+        (consumer,) = members
+        await probe.until(lambda: (1, 0) in probe.calls)
+        consumer.slow_next = True
+        await consumer.waiting.wait()  # the loop's commit of P1 is stored, not yet answered
+        assert broker.committed(GROUP, P1) == 1
+
+        other = _member(broker)
+        await other.start()  # P1 moves to it: drained, committed, forgotten meanwhile
+        assert other.assignment() == {P1} and P1 not in probe._trackers
+        consumer.answer.set()
+
+        broker.append(TOPIC, b"ok", partition=0)  # the loop still reads its partition
+        await probe.until(lambda: (0, 0) in probe.calls)
+        assert P1 not in probe._trackers
         await other.stop()
         await probe.stop()
 
