@@ -125,9 +125,7 @@ def custom_headers(value: Any) -> dict[str, str]:
     try:
         return check_custom_headers(value)
     except HeaderError as exc:
-        # HeaderError names the header: `headers.X-Foo: ...`.
-        field, _, message = str(exc).partition(": ")
-        raise invalid(field or "headers", message or str(exc)) from None
+        raise invalid(exc.field, exc.reason) from None
 
 
 def payload_filter(value: Any) -> str:

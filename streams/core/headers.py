@@ -78,7 +78,14 @@ _SEALED = "sealed"
 
 
 class HeaderError(ValueError):
-    """Custom headers we refuse; the message names the header: `headers.X-Foo: ...`."""
+    """Custom headers we refuse: `field` names the header at fault (`_where`), or is
+    `headers` for the whole; `reason` says why. The message is both: `headers.X-Foo: ...`.
+    Kept apart because a quoted name may itself hold ": " (`headers["X-A: b"]`), so the
+    message cannot be split back into them."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
 
 
 def _where(name: str) -> str:
@@ -91,26 +98,26 @@ def check_custom_headers(obj: Any) -> dict[str, str]:
     """The headers to store and send, as given, or HeaderError (and nothing else) saying which
     is wrong and why."""
     if not isinstance(obj, dict):
-        raise HeaderError("headers: must be an object of header names to string values")
+        raise HeaderError("headers", "must be an object of header names to string values")
     if len(obj) > MAX_HEADERS:
-        raise HeaderError(f"headers: {len(obj)} headers, over the {MAX_HEADERS} limit")
+        raise HeaderError("headers", f"{len(obj)} headers, over the {MAX_HEADERS} limit")
     seen: dict[str, str] = {}
     total = 0
     for name, value in obj.items():
         if not isinstance(name, str):
-            raise HeaderError("headers: names must be strings")
+            raise HeaderError("headers", "names must be strings")
         where = _where(name)
         _check_name(name, where)
         lower = name.lower()
         if lower in seen:
-            raise HeaderError(f"{where}: the same header as {seen[lower]} (names are "
-                              f"case-insensitive)")
+            raise HeaderError(where, f"the same header as {seen[lower]} (names are "
+                                     f"case-insensitive)")
         seen[lower] = name
         _check_value(value, where)
         total += len(name) + len(value)
     if total > MAX_TOTAL_BYTES:
-        raise HeaderError(f"headers: {total} bytes of names and values, over the "
-                          f"{MAX_TOTAL_BYTES} limit")
+        raise HeaderError("headers", f"{total} bytes of names and values, over the "
+                                     f"{MAX_TOTAL_BYTES} limit")
     return dict(obj)
 
 
@@ -130,23 +137,23 @@ def check_stored_headers(obj: Any) -> dict[str, str]:
 
 def _check_name(name: str, where: str) -> None:
     if not _TOKEN.fullmatch(name):
-        raise HeaderError(f"{where}: not a valid header name (letters, digits and "
-                          f"!#$%&'*+-.^_`|~ only)")
+        raise HeaderError(where, "not a valid header name (letters, digits and "
+                                 "!#$%&'*+-.^_`|~ only)")
     lower = name.lower()
     why = RESERVED.get(lower)
     if why is None:
         why = next((w for p, w in RESERVED_PREFIXES.items() if lower.startswith(p)), None)
     if why is not None:
-        raise HeaderError(f"{where}: reserved ({why})")
+        raise HeaderError(where, f"reserved ({why})")
 
 
 def _check_value(value: Any, where: str) -> None:
     if not isinstance(value, str):
-        raise HeaderError(f"{where}: the value must be a string")
+        raise HeaderError(where, "the value must be a string")
     if _VALUE.fullmatch(value):
         return
     if _CONTROL.search(value):
-        raise HeaderError(f"{where}: the value holds a control character (CR, LF, NUL, ...)")
+        raise HeaderError(where, "the value holds a control character (CR, LF, NUL, ...)")
     if not value.isascii():
-        raise HeaderError(f"{where}: the value must be ASCII")
-    raise HeaderError(f"{where}: the value must not begin or end with a space or tab")
+        raise HeaderError(where, "the value must be ASCII")
+    raise HeaderError(where, "the value must not begin or end with a space or tab")

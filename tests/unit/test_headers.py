@@ -105,6 +105,7 @@ def test_anything_else_is_a_header_error(obj: Any) -> None:
     ([], "headers: must be an object"),
     ({"X-A": 1}, "headers.X-A: the value must be a string"),
     ({"X A": "v"}, 'headers["X A"]: not a valid header name'),
+    ({"X-A: b": "v"}, 'headers["X-A: b"]: not a valid header name'),
     ({"X-A\r\nX-B": "v"}, 'headers["X-A\\r\\nX-B"]: not a valid header name'),
     ({"": "v"}, 'headers[""]: not a valid header name'),
     ({"host": "v"}, "headers.host: reserved (set from the webhook's URL)"),
@@ -135,6 +136,9 @@ def test_refusals_name_the_header(headers: Any, message: str) -> None:
     with pytest.raises(HeaderError) as caught:
         check_custom_headers(headers)
     assert str(caught.value).startswith(message)
+    # The field is kept apart from the reason: a quoted name may itself hold ": ".
+    assert message.startswith(f"{caught.value.field}: ")
+    assert str(caught.value) == f"{caught.value.field}: {caught.value.reason}"
 
 
 def test_what_is_accepted() -> None:

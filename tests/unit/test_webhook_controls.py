@@ -173,6 +173,31 @@ def test_any_headers_or_filter_value_is_accepted_or_a_400(value: Any) -> None:
             assert exc.field.startswith(field)
 
 
+#: Names a 400 must still name whole: ": " and quotes inside, line breaks, non-ASCII, empty.
+ODD_NAMES = st.sampled_from(["X-A: b", "X-A:b", ": ", '"]: x', "a\r\nX-B: c", "X A", "héllo",
+                             "", "Host", "X-Webhook-Id", "X-Ok"]) | st.text(max_size=12)
+
+
+@FAST
+@given(ODD_NAMES, st.text(max_size=6) | st.integers())
+def test_a_400_for_a_header_names_it_whole_whatever_the_name(name: str, value: Any) -> None:
+    """Its field is `headers.<name>` for a token, otherwise `headers[<the name as JSON>]`,
+    which reads back as the name; its message is the field, ": " and why, in printable
+    ASCII (no name can break a log line). Accepted or a 400, never anything else."""
+    for check, body in ((v.create_body, {"url": URL, "events": ["task.*"]}), (v.patch_body, {})):
+        try:
+            check({**body, "headers": {name: value}}, allow_insecure=False)
+        except ApiError as exc:
+            assert exc.status == 400 and exc.field is not None
+            quoted = exc.field.removeprefix("headers[").removesuffix("]")
+            if quoted != exc.field:
+                assert json.loads(quoted) == name
+            else:
+                assert exc.field == f"headers.{name}"
+            assert exc.message.startswith(f"{exc.field}: ")
+            assert exc.message.isascii() and exc.message.isprintable()
+
+
 # -- what reads show, what deliveries send -------------------------------------------------
 
 def _sub(**controls: Any) -> Subscription:
