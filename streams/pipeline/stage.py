@@ -4,7 +4,8 @@ outcomes. The fan-out and delivery stages are subclasses that only say what a re
 Why not faust agents for these two: offsets must follow outcomes, not reading order, and
 retry partitions must pause until due. And in our kill tests a faust agent restarted onto a
 backlog stopped consuming while its producer flush never returned, never committing again
-(the class of faust-streaming#175/#640). So the high-volume stages run on aiokafka directly:
+(the class of faust-streaming#175/#640). So the high-volume stages run on Kafka clients of
+their own:
 
 - a record's offset becomes committable only after everything its handler produced is
   acknowledged by all in-sync replicas (OffsetTracker), so a kill -9 at any moment loses
@@ -23,8 +24,8 @@ backlog stopped consuming while its producer flush never returned, never committ
 
 The stage is handed its Kafka clients by factories (`consumer_factory`, `producer_factory`),
 as arroyo's StreamProcessor is handed its consumer: `Consumer` and `Producer` below are all
-it uses of them (streams.pipeline.clients). By default they are aiokafka's consumer
-(`kafka_consumer`) and a librdkafka producer (`kafka_producer`); streams.pipeline.local
+it uses of them (streams.pipeline.clients). By default they are librdkafka's consumer
+(`kafka_consumer`) and producer (`kafka_producer`); streams.pipeline.local
 is an in-memory broker with the same surface, on which tests/unit/test_stage_loop.py
 drives this loop without Kafka.
 """
