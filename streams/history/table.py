@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,26 +110,32 @@ class History:
             newest[webhook] = seq
             slots[_slot(record.webhook_id, seq)] = (_SEQ.pack(seq) + event.value,
                                                     event.message.partition)
-        await asyncio.gather(*(self._write(key, value, partition)
-                               for key, (value, partition) in slots.items()))
+        # All handed to the producer at once, then awaited in turn (no task per slot).
+        sends = [(key, value, partition, self._producer.send(
+                     self._changelog, value=value, key=key, partition=partition))
+                 for key, (value, partition) in slots.items()]
+        for key, value, partition, sending in sends:
+            await self._landed(key, value, partition, sending)
         for key, (value, _) in slots.items():
             self.table.data[key] = value
         self._newest.update(newest)
 
-    async def _write(self, key: bytes, value: bytes, partition: int) -> None:
-        """Produce one slot to the changelog, retrying until it lands (as a stage does):
-        the batch is not done before."""
+    async def _landed(self, key: bytes, value: bytes, partition: int,
+                      sending: Awaitable[object]) -> None:
+        """Await one slot's send; while it fails, send it again (as a stage does): the
+        batch is not done before."""
         delay = 0.5
         while True:
             try:
-                await self._producer.send_and_wait(self._changelog, value=value, key=key,
-                                                   partition=partition)
+                await sending
                 return
             except KafkaError as exc:
                 log.warning("writing the delivery history failed (%s); retrying in %.1fs",
                             exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+                sending = self._producer.send(self._changelog, value=value, key=key,
+                                              partition=partition)
 
     def newest_seq(self, webhook_id: str) -> int:
         seq = self._newest.get(webhook_id)

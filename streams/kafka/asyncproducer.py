@@ -1,4 +1,4 @@
-"""The stages' producer: librdkafka (confluent-kafka) behind an awaitable `send_and_wait`.
+"""The stages' producer: librdkafka (confluent-kafka) behind awaitable sends.
 
 Why not aiokafka's producer, which the stages used before: it builds batches, frames
 requests and tracks acknowledgements in Python, about a tenth of a loaded worker's CPU
@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, NamedTuple
 
 from aiokafka.errors import KafkaError
 from confluent_kafka import KafkaError as RdKafkaError
@@ -43,6 +43,14 @@ class ProduceFailed(KafkaError):  # type: ignore[misc]
     """The broker did not acknowledge a record (librdkafka's reason in the message).
 
     A KafkaError, as aiokafka's producer raised, so a stage retries it the same way."""
+
+
+class _Outgoing(NamedTuple):
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: list[tuple[str, str | bytes | None]] | None
+    partition: int
 
 
 class AsyncProducer:
@@ -87,29 +95,50 @@ class AsyncProducer:
                             partition: int | None = None) -> None:
         """Returns once all in-sync replicas have the record; raises ProduceFailed if the
         broker refused it or librdkafka gave up (after its own retries)."""
-        if self._producer is None or self._loop is None:
-            raise ProduceFailed("the producer is not started")
-        done: asyncio.Future[None] = self._loop.create_future()
+        await self.send(topic, value=value, key=key, headers=headers, partition=partition)
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+             headers: Sequence[tuple[str, str | bytes | None]] | None = None,
+             partition: int | None = None) -> Awaitable[None]:
+        """Hands the record to librdkafka now (records sent one after another keep their
+        order); what it returns is done once all in-sync replicas have it, and raises
+        ProduceFailed when they will not. For many records at once without a task each."""
+        record = _Outgoing(topic, value, key, list(headers) if headers else None,
+                           _UNASSIGNED if partition is None else partition)
+        sending = self._start(record)
+        return self._send_when_room(record) if sending is None else sending
+
+    async def _send_when_room(self, record: _Outgoing) -> None:
+        """While librdkafka's local queue is full: acknowledgements will free it."""
+        while (sending := self._start(record)) is None:
+            await asyncio.sleep(_QUEUE_FULL_PAUSE_S)
+        await sending
+
+    def _start(self, record: _Outgoing) -> asyncio.Future[None] | None:
+        """The record's acknowledgement to come (failed already if it cannot be sent), or
+        None while the local queue is full."""
+        loop = self._loop or asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
         producer = self._producer
+        if producer is None:
+            done.set_exception(ProduceFailed("the producer is not started"))
+            return done
 
         def report(err: RdKafkaError | None, _msg: Message) -> None:
             self._report(done, err, producer)
 
-        while True:
-            try:
-                producer.produce(
-                    topic, value=value, key=key,
-                    partition=_UNASSIGNED if partition is None else partition,
-                    headers=list(headers) if headers else None, on_delivery=report)
-                break
-            except BufferError:
-                await asyncio.sleep(_QUEUE_FULL_PAUSE_S)  # queue full: acks will free it
-            except KafkaException as exc:
-                error: RdKafkaError = exc.args[0]
-                if error.fatal():
-                    self._renew(producer)
-                raise ProduceFailed(error.str()) from exc
-        await done
+        try:
+            producer.produce(record.topic, value=record.value, key=record.key,
+                             partition=record.partition, headers=record.headers,
+                             on_delivery=report)
+        except BufferError:
+            return None
+        except KafkaException as exc:
+            error: RdKafkaError = exc.args[0]
+            if error.fatal():
+                self._renew(producer)
+            done.set_exception(ProduceFailed(error.str()))
+        return done
 
     def _renew(self, old: Producer) -> None:
         """After a fatal error (the idempotent producer's sequence is broken, say) every

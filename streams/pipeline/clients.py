@@ -9,7 +9,7 @@ streams.pipeline.local can stand in for Kafka in tests of the stage loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Protocol, TypeAlias
 
@@ -63,8 +63,8 @@ class Consumer(Protocol):
 
 
 class Producer(Protocol):
-    """A producer whose `send_and_wait` returns once the record is acknowledged (acks=all)
-    and raises KafkaError when it was not."""
+    """A producer whose sends are done once the record is acknowledged (acks=all) and
+    raise KafkaError when it was not."""
 
     async def start(self) -> None: ...
 
@@ -75,6 +75,13 @@ class Producer(Protocol):
                             headers: list[tuple[str, bytes]] | None = None,
                             partition: int | None = None) -> object:
         """`partition` None: the key's (Java's murmur2), or any for no key."""
+        ...
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+             headers: list[tuple[str, bytes]] | None = None,
+             partition: int | None = None) -> Awaitable[object]:
+        """send_and_wait, begun now and awaited later: records sent one after another are
+        produced in that order, and many can be awaited in turn without a task each."""
         ...
 
 
@@ -119,7 +126,7 @@ def kafka_producer(settings: Settings) -> Producer:
         "partitioner": "murmur2_random",
         # Batches stay under every topic's limit: librdkafka's batch.size (1,000,000 bytes)
         # is below MAX_MESSAGE_BYTES. A single bigger record (a copy for hookstream.invalid,
-        # checked in Stage._durably_send) goes in a batch of its own, in a request of at
+        # checked in Stage._outgoing) goes in a batch of its own, in a request of at
         # most message.max.bytes: that copy plus room for the request's framing.
         "message.max.bytes": INVALID_MAX_MESSAGE_BYTES + 64 * 1024,
     })
@@ -181,10 +188,20 @@ class _Handle:
                             key: bytes | None = None,
                             headers: list[tuple[str, bytes]] | None = None,
                             partition: int | None = None) -> object:
+        return await self.send(topic, value=value, key=key, headers=headers,
+                               partition=partition)
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+             headers: list[tuple[str, bytes]] | None = None,
+             partition: int | None = None) -> Awaitable[object]:
         if self._producer is None:
-            raise KafkaError("the producer is not started")
-        return await self._producer.send_and_wait(topic, value=value, key=key,
-                                                  headers=headers, partition=partition)
+            return _refused(KafkaError("the producer is not started"))
+        return self._producer.send(topic, value=value, key=key, headers=headers,
+                                   partition=partition)
+
+
+async def _refused(exc: KafkaError) -> object:
+    raise exc
 
 
 class PartitionTail(Protocol):

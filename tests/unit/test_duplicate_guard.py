@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 import httpx
 from aiokafka import TopicPartition
@@ -33,7 +34,7 @@ from streams.delivery.routing import after_attempt
 from streams.delivery.stage import DeliveryWorker
 from streams.kafka.topics import DELIVERIES, DELIVERY_LOG, RETRY_TOPICS, all_topics
 from streams.pipeline.local import LocalBroker
-from streams.pipeline.records import Origin, Produce
+from streams.pipeline.records import Origin
 from streams.settings import Settings
 from streams.telemetry import metrics
 
@@ -222,9 +223,10 @@ def test_an_outcome_is_logged_only_after_its_retry_landed() -> None:
     order: list[str] = []
 
     class Recording(DeliveryWorker):
-        async def _durably_send(self, record: Produce) -> None:
-            await asyncio.sleep(0.01 if record.topic == RETRY_TOPICS[0] else 0)
-            order.append(record.topic)
+        async def _landed(self, out: Any, sending: Awaitable[object]) -> None:
+            await asyncio.sleep(0.01 if out.topic == SETTINGS.topic(RETRY_TOPICS[0]) else 0)
+            await sending
+            order.append(out.topic.removeprefix(SETTINGS.topic_prefix))
 
     async def main() -> None:
         broker = LocalBroker()
