@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from ..core import strictjson
@@ -170,6 +170,37 @@ class DeliveryJob:
         """The job, checked (`check_job`); raises SchemaError and nothing else."""
         record = registry().decode(DELIVERY_JOB, payload)
         return check_job(_from_record(cls.from_record, record, "job"))
+
+
+class JobsOfEvent:
+    """The jobs of one event, one per webhook, encoded as DeliveryJob.encode encodes them
+    (test_models holds the two equal), the part they share encoded once: a job's first
+    fields are its delivery id and webhook id, so each is those two strings before the
+    same bytes. Fan-out encoding every job whole was about 8% of a loaded worker's CPU.
+
+    `shared` is any of the jobs; its ids are not used."""
+
+    def __init__(self, shared: DeliveryJob) -> None:
+        whole = replace(shared, delivery_id="", webhook_id="").encode()
+        # Single-object header (marker + fingerprint), two empty strings (length 0 each),
+        # then the rest.
+        self._header, self._rest = whole[:10], whole[12:]
+
+    def encode(self, delivery_id: str, webhook_id: str) -> bytes:
+        return b"".join((self._header, _avro_string(delivery_id), _avro_string(webhook_id),
+                         self._rest))
+
+
+def _avro_string(text: str) -> bytes:
+    """Avro's binary string: the UTF-8 length as a zigzag varint, then the bytes."""
+    data = text.encode()
+    length = len(data) << 1  # zigzag of a length, which is never negative
+    prefix = bytearray()
+    while length > 0x7F:
+        prefix.append((length & 0x7F) | 0x80)
+        length >>= 7
+    prefix.append(length)
+    return bytes(prefix) + data
 
 
 @dataclass(frozen=True)

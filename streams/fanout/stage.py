@@ -19,7 +19,7 @@ from typing import Any
 from ..core import filters, operational
 from ..core.events import InvalidEvent, decode_event
 from ..core.timeutil import now_ms
-from ..delivery.models import DeliveryJob, delivery_id_for
+from ..delivery.models import DeliveryJob, JobsOfEvent, delivery_id_for
 from ..kafka.topics import DELIVERIES, domain_topic
 from ..pipeline.clients import (
     ConsumerFactory,
@@ -67,6 +67,7 @@ class FanoutStage(Stage):
         created = record.timestamp if record.timestamp > 0 else now_ms()
         jobs = []
         document: dict[str, Any] | None = None  # what filters read, built if one asks
+        encoder: tuple[str, JobsOfEvent] | None = None  # built for the first job
         about = operational.subject(event.type, event.data)
         for sub in self.view.index.subscribers(event.workspace_id, event.type,
                                                include_inactive=True):
@@ -78,12 +79,13 @@ class FanoutStage(Stage):
                                 "data": event.data}
                 if not filters.stored(sub.filter).matches(document):
                     continue
-            job = DeliveryJob(
-                delivery_id=delivery_id_for(event.id, sub.id), webhook_id=sub.id,
-                workspace_id=sub.workspace_id, event_id=event.id, event_type=event.type,
-                event_timestamp=event.timestamp, data_json=event.data_json, attempt=1,
-                created_at=created, source_topic=origin.topic,
-                source_partition=origin.partition, source_offset=origin.offset,
-            )
-            jobs.append(Produce(DELIVERIES, sub.id, job.encode()))
+            if encoder is None or sub.workspace_id != encoder[0]:
+                encoder = (sub.workspace_id, JobsOfEvent(DeliveryJob(
+                    delivery_id="", webhook_id="", workspace_id=sub.workspace_id,
+                    event_id=event.id, event_type=event.type,
+                    event_timestamp=event.timestamp, data_json=event.data_json, attempt=1,
+                    created_at=created, source_topic=origin.topic,
+                    source_partition=origin.partition, source_offset=origin.offset)))
+            jobs.append(Produce(DELIVERIES, sub.id, encoder[1].encode(
+                delivery_id_for(event.id, sub.id), sub.id)))
         return jobs
