@@ -20,18 +20,24 @@ from __future__ import annotations
 
 #: Webhooks remembered before the ones whose turn has passed are forgotten.
 PRUNE_AT = 10_000
+#: How much sooner than 1/rate after the last start a send may still start: a timer can
+#: fire a hair early, and a send sent back then would wait a whole turn more.
+_EARLY_S = 0.001
 
 
 class RateLimiter:
     """Turns (`reserve`, taken before a job waits for its slots, so a job waiting for its
-    turn holds none), and spacing (`space`, as a send starts: turns that passed while their
-    jobs waited for slots must not start together)."""
+    turn holds none), spacing (`space`, as a send starts: turns that passed while their
+    jobs waited for slots must not start together) and starts (`begin`: sends spaced on
+    the clock must not start together because the loop woke them late)."""
 
     def __init__(self) -> None:
         #: When each webhook's next turn may start, on the caller's clock.
         self._next: dict[str, float] = {}
         #: When each webhook's next send may start.
         self._next_send: dict[str, float] = {}
+        #: When each webhook's last send started.
+        self._begun: dict[str, float] = {}
 
     def wait(self, webhook_id: str, rate: float, now: float) -> float:
         """Seconds until a send to this webhook may start (0: now). Reserves nothing."""
@@ -45,6 +51,22 @@ class RateLimiter:
         """Seconds until a send may start, at least 1/rate after the one before (0 when its
         turn kept it so, the usual case); taken."""
         return _take(self._next_send, webhook_id, rate, now)
+
+    def begin(self, webhook_id: str, rate: float, now: float) -> float:
+        """As a send is about to start, once its spacing has been slept: 0 if it may start
+        now, at least 1/rate after the send before it actually started (taken); else the
+        seconds to wait before asking again. `space` spaces sends on the clock; a loop busy
+        when they were due wakes several at once, and the receiver would see them so."""
+        last = self._begun.get(webhook_id)
+        if last is not None and now < last + 1.0 / rate - _EARLY_S:
+            return last + 1.0 / rate - now
+        if len(self._begun) >= PRUNE_AT and webhook_id not in self._begun:
+            # A start over a second ago holds no send back (a rate is at least 1/s).
+            kept = {w: t for w, t in self._begun.items() if t > now - 1.0}
+            self._begun.clear()
+            self._begun.update(kept)
+        self._begun[webhook_id] = now
+        return 0.0
 
 
 def _take(starts: dict[str, float], webhook_id: str, rate: float, now: float) -> float:

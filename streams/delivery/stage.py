@@ -230,6 +230,8 @@ class DeliveryWorker(Stage):
                     # Turns that passed while their jobs waited for slots would start
                     # together: sends are spaced again as they start.
                     await asyncio.sleep(self._rates.space(job.webhook_id, limit, _clock()))
+                    while (late := self._rates.begin(job.webhook_id, limit, _clock())) > 0:
+                        await asyncio.sleep(late)
                 outcome = await attempt(
                     self._client, sub, job, timeout=self.settings.delivery_timeout,
                     allow_insecure=self.settings.allow_insecure_targets, box=self._box,

@@ -6,6 +6,7 @@ and other webhooks are not slowed. The stage runs in virtual time on the in-memo
 from __future__ import annotations
 
 import asyncio
+import heapq
 from dataclasses import replace
 from itertools import pairwise
 from typing import Any
@@ -55,6 +56,31 @@ def test_sends_are_spaced_however_late_their_turns_bunch_up(rate: int,
         now += gap / 100  # many arrive at once
         starts.append(now + limiter.space("wh", rate, now))
     assert all(b - a >= 1 / rate - EPSILON for a, b in pairwise(starts))
+
+
+@given(st.integers(1, 50), st.lists(st.tuples(st.floats(0, 5), st.floats(0, 2)), min_size=1,
+                                   max_size=60))
+def test_sends_woken_late_together_still_start_spaced(
+        rate: int, arrivals: list[tuple[float, float]]) -> None:
+    """A busy loop wakes sends later than `space` asked, several at once: `begin` lets them
+    start 1/rate apart anyway (within a millisecond), so no second holds more than rate + 1
+    starts, and each starts as soon as that allows."""
+    limiter = RateLimiter()
+    now, woken = 0.0, []
+    for gap, late in arrivals:
+        now += gap / 100
+        woken.append(now + limiter.space("wh", rate, now) + late)  # the loop was late
+    pending, starts = sorted(woken), []
+    while pending:
+        at = heapq.heappop(pending)
+        again = limiter.begin("wh", rate, at)
+        if again > 0:
+            heapq.heappush(pending, at + again)
+        else:
+            starts.append(at)
+    assert len(starts) == len(woken)
+    assert all(b - a >= 1 / rate - 0.001 - EPSILON for a, b in pairwise(starts))
+    assert all(sum(1 for t in starts if edge <= t < edge + 1) <= rate + 1 for edge in starts)
 
 
 def test_webhooks_do_not_share_a_pace_and_waiting_does_not_reserve() -> None:
