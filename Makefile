@@ -27,7 +27,7 @@ test: install browser  ## Everything from nothing: deps, lint, Kafka jars, broke
 	$(VENV)/bin/ruff check streams tests
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -p no:cacheprovider -q -n 2 tests/unit
-	$(PY) -m pytest -p no:cacheprovider -q tests/integration
+	$(PY) -m pytest -p no:cacheprovider -q -n 2 --dist loadscope --no-loadscope-reorder tests/integration
 
 bench: install  ## Benchmarks against the local broker (scenarios t, a-e, f1, f3; g on request; README Performance); JSON in bench/results/
 	$(PY) -m localdev.bench

@@ -1,5 +1,10 @@
 """The one deployment fixture: each test module gets its own topic prefix, receiver and
-workers, shaped by the module's `DEPLOYMENT` (how many workers, which settings)."""
+workers, shaped by the module's `DEPLOYMENT` (how many workers, which settings).
+
+`make test` runs these modules on both cores (`-n 2 --dist loadscope`): a module's tests
+stay on one xdist worker, so its module-scoped deployment is set up once, and no test
+disturbs what another module uses (each has its own topics, receiver and workers; the
+broker restart test has a broker of its own)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,23 @@ from typing import TypedDict
 import pytest
 
 from ..support.pipeline import Deployment
+
+#: The longest modules, in seconds (`--durations` on the 2-core machine), handed out first
+#: under xdist (with `--no-loadscope-reorder`) so that the two workers finish together;
+#: the others follow in collection order. It orders tests, nothing else: a stale entry
+#: costs time, never a result.
+LONGEST = {"test_crash": 210, "test_duplicates": 120, "test_api": 105, "test_cli": 105,
+           "test_failure_path": 50, "test_local_cluster": 45}
+
+
+def _cost(item: pytest.Item) -> int:
+    module = getattr(item, "module", None)
+    return LONGEST.get(module.__name__.rpartition(".")[2], 0) if module else 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if hasattr(config, "workerinput"):  # under xdist; otherwise as collected
+        items.sort(key=lambda item: -_cost(item))  # stable: a module's order is kept
 
 
 class DeploymentSpec(TypedDict, total=False):

@@ -7,6 +7,8 @@ at least once, every duplicate with the same delivery id.
 from __future__ import annotations
 
 import json
+import random
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,6 +46,48 @@ def dep(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Deployment]:
     # A worker-wide cap below what 5 webhooks could take (16 each), so that the bound on
     # duplicates after a kill (the attempts in flight: at most this) is tight.
     deployment = Deployment(kafka_bootstrap, tmp_path, HOOKSTREAM_RETRY_DELAYS="1,1,1",
+                            HOOKSTREAM_DELIVERY_CONCURRENCY="40")
+    yield deployment
+    deployment.close()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture()
+def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
+    """A broker of this test's own (`hookstream kafka up`'s, in a HOOKSTREAM_HOME of its
+    own with the session's jars, on free ports), for a test that stops and restarts it:
+    the broker the other tests share (and, under xdist, use meanwhile) is not touched."""
+    jars = LocalKafka.from_env(1).ensure_jars()  # the session's own (downloaded once)
+    home = tmp_path / "broker"
+    home.mkdir()
+    (home / "kafka-libs").symlink_to(jars)
+    for _ in range(200):
+        port = random.randrange(10000, 19000, 2)  # below the ephemeral ports
+        if _bindable(port) and _bindable(port + 1):
+            break
+    else:
+        raise AssertionError("no two free ports for a broker")
+    local = LocalKafka(home, port=port, controller_port=port + 1)
+    try:
+        status, started = local.up(timeout=120)
+        assert started and status.running, status.detail
+        yield local
+    finally:
+        local.down()
+
+
+@pytest.fixture()
+def own_dep(own_broker: LocalKafka, tmp_path: Path) -> Iterator[Deployment]:
+    """As `dep`, on the test's own broker."""
+    deployment = Deployment(own_broker.bootstrap, tmp_path, HOOKSTREAM_RETRY_DELAYS="1,1,1",
                             HOOKSTREAM_DELIVERY_CONCURRENCY="40")
     yield deployment
     deployment.close()
@@ -148,7 +192,9 @@ def test_one_of_two_workers_killed_loses_nothing(dep: Deployment) -> None:
           f"of the deliveries topic, uncommitted {left}; {duplicates} duplicates")
 
 
-def test_broker_restart_mid_run_loses_nothing(dep: Deployment, local_broker: LocalKafka) -> None:
+def test_broker_restart_mid_run_loses_nothing(own_dep: Deployment,
+                                              own_broker: LocalKafka) -> None:
+    dep, local_broker = own_dep, own_broker
     run = uuid.uuid4().hex[:6]
     worker = dep.start_worker()
     ws, hooks = setup_webhooks(dep, run)
