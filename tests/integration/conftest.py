@@ -8,11 +8,14 @@ broker restart test has a broker of its own)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import fcntl
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TypedDict
 
 import pytest
+
+from localdev.kafka import LocalKafka
 
 from ..support.pipeline import Deployment
 
@@ -32,6 +35,30 @@ def _cost(item: pytest.Item) -> int:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if hasattr(config, "workerinput"):  # under xdist; otherwise as collected
         items.sort(key=lambda item: -_cost(item))  # stable: a module's order is kept
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # its waits come before pytest-timeout's
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    """Under xdist, a test marked `exclusive` (its assertions are about timing: a busy
+    machine may break them) runs while the other worker runs no test: that worker's test
+    in progress finishes first, and its next one waits. A test's protocol includes its
+    module's deployment being set up or torn down, so nothing of the other module runs
+    meanwhile but its idle worker processes."""
+    if not hasattr(item.config, "workerinput"):
+        yield
+        return
+    home = LocalKafka.from_env().home
+    home.mkdir(parents=True, exist_ok=True)
+    exclusive = item.get_closest_marker("exclusive") is not None
+    # A reader-writer lock of two flocks: the gate, held by an exclusive test from before
+    # it waits for the share until it ends, keeps new tests from starting meanwhile.
+    with (home / "test-gate.lock").open("w") as gate, \
+            (home / "test-share.lock").open("w") as share:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(share, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        if not exclusive:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        yield  # both released as the files close
 
 
 class DeploymentSpec(TypedDict, total=False):

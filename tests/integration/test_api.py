@@ -503,6 +503,7 @@ def test_custom_headers_and_a_filter_end_to_end(api: Api) -> None:
         {}, None, None)
 
 
+@pytest.mark.exclusive  # arrivals per second of the receiver's clock
 def test_a_rate_limited_webhook_gets_a_burst_paced_and_its_neighbour_does_not_wait(
         api: Api) -> None:
     """500 events at once: the webhook limited to 20/s gets them all, never more than 20

@@ -222,6 +222,7 @@ def test_broker_restart_mid_run_loses_nothing(own_dep: Deployment,
           f"when it was down, {len(after)} after it was back; {duplicates} duplicates")
 
 
+@pytest.mark.exclusive  # attempted within 5 s of the start
 def test_retry_due_while_workers_were_down_is_attempted_at_start(dep: Deployment) -> None:
     run = uuid.uuid4().hex[:6]
     worker = dep.start_worker()

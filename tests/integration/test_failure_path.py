@@ -52,6 +52,7 @@ def _cli(dep: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, env=dep.env)
 
 
+@pytest.mark.exclusive  # gaps between attempts within TOLERANCE_S
 def test_always_failing_endpoint_is_dead_lettered_disabled_then_replayed(
         dep: Deployment) -> None:
     ws, wh = f"ws_{_uid()}", f"wh_{_uid()}"
@@ -167,6 +168,7 @@ def _job(wh: str, ws: str, due_at: int, attempt: int = 2) -> DeliveryJob:
         data_json='{"id":"t"}', attempt=attempt, created_at=now_ms(), due_at=due_at)
 
 
+@pytest.mark.exclusive  # a held retry sent within TOLERANCE_S of its due time
 def test_a_waiting_retry_partition_holds_up_nothing_else(dep: Deployment) -> None:
     """One retry.30m partition holds a job due in 10 s (within that topic's delay); another
     partition's due job, and new events on the main topic, are delivered meanwhile; the held
