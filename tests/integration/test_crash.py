@@ -192,6 +192,7 @@ def test_one_of_two_workers_killed_loses_nothing(dep: Deployment) -> None:
           f"of the deliveries topic, uncommitted {left}; {duplicates} duplicates")
 
 
+@pytest.mark.timeout(300)  # its own broker starts twice (the suite's 180 s: once)
 def test_broker_restart_mid_run_loses_nothing(own_dep: Deployment,
                                               own_broker: LocalKafka) -> None:
     dep, local_broker = own_dep, own_broker
