@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -54,16 +54,26 @@ class Listener(Protocol):
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None: ...
 
 
+class _Call(NamedTuple):
+    run: Callable[[], None]
+    #: May it run inside a rebalance callback (the listener's commit; a pause, a seek)?
+    #: Closing the consumer may not: it waits for the callback to end.
+    in_rebalance: bool
+
+
 class _Owner:
     """The thread that makes every call on the consumer, one at a time, in order."""
 
     def __init__(self) -> None:
-        self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._calls: deque[_Call] = deque()
+        self._changed = threading.Condition()
+        self._closing = False
         self._thread = threading.Thread(target=self._serve, name="hookstream-consumer",
                                         daemon=True)
         self._thread.start()
 
-    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+    def call(self, fn: Callable[[], Any], *,
+             in_rebalance: bool = True) -> concurrent.futures.Future[Any]:
         done: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def run() -> None:
@@ -73,32 +83,57 @@ class _Owner:
                 done.set_result(fn())
             except BaseException as exc:  # handed to whoever awaits the call
                 done.set_exception(exc)
-        self._inbox.put(run)
+        with self._changed:
+            self._calls.append(_Call(run, in_rebalance))
+            self._changed.notify()
         return done
 
     def waiting(self) -> bool:
         """Are calls queued (asked in the owner thread, by a fetch)?"""
-        return not self._inbox.empty()
+        return bool(self._calls)
 
     def serve_until(self, done: concurrent.futures.Future[Any]) -> None:
-        """In the owner thread, inside a rebalance callback: run queued calls until `done`."""
-        done.add_done_callback(lambda _: self._inbox.put(_nothing))
-        while not done.done():
-            run = self._inbox.get()
-            if run is not None:
-                run()
+        """In the owner thread, inside a rebalance callback: run the calls that may run
+        there until `done`; the others wait for the callback to end."""
+        done.add_done_callback(lambda _: self._wake())
+        while True:
+            with self._changed:
+                call = self._next(in_rebalance=True)
+                while call is None and not done.done():
+                    self._changed.wait()
+                    call = self._next(in_rebalance=True)
+            if call is None:
+                return
+            call.run()
 
     def close(self) -> None:
-        self._inbox.put(None)
+        """Ends the thread once every call queued is made."""
+        self._wake(closing=True)
         self._thread.join()
 
     def _serve(self) -> None:
-        while (run := self._inbox.get()) is not None:
-            run()
+        while True:
+            with self._changed:
+                call = self._next(in_rebalance=False)
+                while call is None and not self._closing:
+                    self._changed.wait()
+                    call = self._next(in_rebalance=False)
+            if call is None:
+                return
+            call.run()
 
+    def _next(self, *, in_rebalance: bool) -> _Call | None:
+        """The first queued call (that may run in a rebalance callback, if asked), taken."""
+        for call in self._calls:
+            if call.in_rebalance or not in_rebalance:
+                self._calls.remove(call)
+                return call
+        return None
 
-def _nothing() -> None:
-    """Wakes the owner thread."""
+    def _wake(self, *, closing: bool = False) -> None:
+        with self._changed:
+            self._closing = self._closing or closing
+            self._changed.notify_all()
 
 
 class AsyncConsumer:
@@ -129,7 +164,9 @@ class AsyncConsumer:
         if self._owner is None:
             return
         try:
-            await self._call(lambda c: c.close())  # a last revoke: the listener commits
+            # A last revoke: the listener commits. Not inside a callback under way (an
+            # assignment's listener, say): it waits for that to end.
+            await self._call(lambda c: c.close(), in_rebalance=False)
         finally:
             owner, self._owner = self._owner, None
             await asyncio.to_thread(owner.close)
@@ -229,12 +266,14 @@ class AsyncConsumer:
             log.exception("a rebalance listener failed")
 
     # -- the way to the owner thread ----------------------------------------------------
-    async def _call(self, fn: Callable[[RdConsumer], Any]) -> Any:
+    async def _call(self, fn: Callable[[RdConsumer], Any], *,
+                    in_rebalance: bool = True) -> Any:
         consumer, owner = self._consumer, self._owner
         if consumer is None or owner is None:
             raise ConsumerFailed("the consumer is not started")
         try:
-            return await asyncio.wrap_future(owner.call(lambda: fn(consumer)))
+            return await asyncio.wrap_future(owner.call(lambda: fn(consumer),
+                                                        in_rebalance=in_rebalance))
         except KafkaException as exc:
             raise ConsumerFailed(exc.args[0].str()) from exc
 

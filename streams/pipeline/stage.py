@@ -40,7 +40,6 @@ from collections.abc import Awaitable, Collection
 from typing import NamedTuple
 
 from aiokafka import TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES, max_message_bytes
@@ -352,8 +351,8 @@ class Stage:
                 timer.cancel()
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """A RebalanceListener; aiokafka's subscribe insists on its base class too."""
+class _Rebalance:
+    """The stage's RebalanceListener (streams.pipeline.clients)."""
 
     def __init__(self, stage: Stage) -> None:
         self.stage = stage

@@ -177,3 +177,39 @@ def test_a_rebalance_lets_the_listener_commit_and_resumes_what_was_paused(
         check.close()
     # The last revoke (at stop) committed too; nothing was committed past what was done.
     assert {(p.partition, p.offset) for p in committed} == {(0, 50), (1, 70)}
+
+
+def test_a_stop_during_an_assignments_listener_waits_for_it_then_closes(
+        kafka_bootstrap: str) -> None:
+    """A worker told to stop while its delivery stage's listener still reads the duplicate
+    guard's partitions (inside librdkafka's assignment callback): the close waits for the
+    callback to end instead of running inside it (it hung the owner thread for good, and
+    the worker until it was killed)."""
+    topic = _topic(kafka_bootstrap)
+    events: list[str] = []
+
+    class Slow(Listener):
+        async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+            events.append("assigning")
+            await asyncio.sleep(2.0)
+            events.append("assigned")
+
+        async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+            events.append("revoked")
+
+    async def main() -> None:
+        listener = Slow()
+        consumer = _consumer(kafka_bootstrap, f"g-{topic}", listener)
+        consumer.subscribe([topic], listener=listener)
+        await consumer.start()
+        fetching = asyncio.create_task(consumer.getmany(timeout_ms=30_000, max_records=10))
+        deadline = time.monotonic() + 60
+        while "assigning" not in events:
+            assert time.monotonic() < deadline, "no assignment within 60s"
+            await asyncio.sleep(0.05)
+        fetching.cancel()  # as a stage's loop is, first
+        await asyncio.gather(fetching, return_exceptions=True)
+        await asyncio.wait_for(consumer.stop(), 60)
+
+    asyncio.run(main())
+    assert events == ["assigning", "assigned", "revoked"]
