@@ -1,5 +1,5 @@
-"""What a stage uses of its Kafka clients, and the clients it gets by default (librdkafka's
-consumer and producer).
+"""What a stage uses of its Kafka clients, and the clients it gets by default (aiokafka's
+consumer, a librdkafka producer).
 
 A stage is handed its clients by factories (as arroyo's StreamProcessor is handed its
 consumer): `Consumer` and `Producer` are the whole surface it relies on, so
@@ -14,9 +14,10 @@ from collections.abc import Set as AbstractSet
 from typing import Protocol, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 
-from ..kafka.asyncconsumer import AsyncConsumer
 from ..kafka.asyncproducer import AsyncProducer
 from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES
 from ..settings import Settings
@@ -92,27 +93,21 @@ ProducerFactory: TypeAlias = Callable[[Settings], Producer]
 
 
 def kafka_consumer(settings: Settings, group_id: str, drain_timeout: float) -> Consumer:
-    """The stages' consumer (librdkafka: streams.kafka.asyncconsumer): offsets committed by
-    the stage only."""
-    consumer: Consumer = AsyncConsumer({
-        "bootstrap.servers": settings.bootstrap_servers, "group.id": group_id,
-        "enable.auto.commit": False, "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
+    """The stages' aiokafka consumer: offsets committed by the stage only."""
+    consumer: Consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=group_id,
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=500,
         # A killed worker's partitions move after 15 s; a rebalance waits for in-flight
-        # work up to the drain timeout (librdkafka's rebalance timeout is this one).
-        "session.timeout.ms": 15_000, "heartbeat.interval.ms": 3_000,
-        "max.poll.interval.ms": int((drain_timeout + 30) * 1000),
+        # work up to the drain timeout.
+        session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
+        rebalance_timeout_ms=int((drain_timeout + 30) * 1000),
         # Range: partition p of every topic the group reads goes to one member, so one
         # worker at a time sends a webhook's jobs and retries (its rate limit and duplicate
         # guard hold: streams.delivery.ratelimit). Round robin stays listed so that workers
         # of an older release, which offer only it, can share the group during a rolling
         # upgrade (the group uses range once every member offers it).
-        "partition.assignment.strategy": "range,roundrobin",
-        # What librdkafka fetches ahead of the stage (the default is 64 MiB); once that
-        # much waits, fetching pauses briefly (the default pause, a second, would stall
-        # a busy stage).
-        "queued.max.messages.kbytes": 16 * 1024, "fetch.queue.backoff.ms": 50,
-    })
+        partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
+    )
     return consumer
 
 
