@@ -6,7 +6,7 @@ Every attempt writes one small entry, never the whole history:
 so each webhook is a ring of 1,000 slots, and the compacted changelog
 (hookstream.delivery-history) holds at most 1,000 records per webhook.
 
-The slots are written to the changelog by the worker's librdkafka producer, a batch of
+The slots are written to the changelog by a librdkafka producer of our own, a batch of
 attempts at a time, and put in the table's store directly; faust's own path (a changelog
 send per `table[key] = value` through its aiokafka producer) cost about a quarter of a
 loaded worker's CPU (py-spy during `make bench` (a)). What faust reads back on recovery is
@@ -38,6 +38,7 @@ from ..delivery.models import SUCCESS, AttemptRecord
 from ..kafka.app import raw_table
 from ..kafka.topics import DELIVERY_HISTORY, DELIVERY_LOG
 from ..pipeline.agents import Agents
+from ..pipeline.clients import kafka_producer
 from ..runtime.context import Runtime
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class History:
         #: rebalance).
         self._newest: dict[str, int] = {}
         self._changelog = rt.settings.topic(DELIVERY_HISTORY)
-        self._producer = rt.producer.handle(rt.settings)
+        self._producer = kafka_producer(rt.settings)
 
         async def record_history(stream: Any) -> None:
             await self._producer.start()

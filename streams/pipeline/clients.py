@@ -8,7 +8,6 @@ streams.pipeline.local can stand in for Kafka in tests of the stage loop.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Protocol, TypeAlias
@@ -16,7 +15,6 @@ from typing import Protocol, TypeAlias
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.errors import KafkaError
 
 from ..kafka.asyncproducer import AsyncProducer
 from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES
@@ -126,77 +124,6 @@ def kafka_producer(settings: Settings) -> Producer:
         "message.max.bytes": INVALID_MAX_MESSAGE_BYTES + 64 * 1024,
     })
     return producer
-
-
-class SharedProducer:
-    """One producer for every part of a worker that produces (both stages, the history):
-    `handle` is a ProducerFactory whose producers are this one, started by the first that
-    starts and stopped by the last that stops.
-
-    Why one: each librdkafka producer has its own threads, its own connections and its own
-    batches; three of them cut every batch in three and woke three poll threads.
-    """
-
-    def __init__(self, make: ProducerFactory, settings: Settings) -> None:
-        self._make, self._settings = make, settings
-        self._producer: Producer | None = None
-        self._users = 0
-        self._lock = asyncio.Lock()
-
-    def handle(self, _settings: Settings) -> Producer:
-        return _Handle(self)
-
-    async def _start(self) -> Producer:
-        async with self._lock:
-            if self._producer is None:
-                producer = self._make(self._settings)
-                await producer.start()
-                self._producer = producer
-            self._users += 1
-            return self._producer
-
-    async def _stop(self) -> None:
-        async with self._lock:
-            self._users -= 1
-            if self._users == 0 and self._producer is not None:
-                producer, self._producer = self._producer, None
-                await producer.stop()
-
-
-class _Handle:
-    """One user's view of a SharedProducer."""
-
-    def __init__(self, shared: SharedProducer) -> None:
-        self._shared = shared
-        self._producer: Producer | None = None
-
-    async def start(self) -> None:
-        if self._producer is None:
-            self._producer = await self._shared._start()
-
-    async def stop(self) -> None:
-        if self._producer is not None:
-            self._producer = None
-            await self._shared._stop()
-
-    async def send_and_wait(self, topic: str, value: bytes | None = None,
-                            key: bytes | None = None,
-                            headers: list[tuple[str, bytes]] | None = None,
-                            partition: int | None = None) -> object:
-        return await self.send(topic, value=value, key=key, headers=headers,
-                               partition=partition)
-
-    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-             headers: list[tuple[str, bytes]] | None = None,
-             partition: int | None = None) -> Awaitable[object]:
-        if self._producer is None:
-            return _refused(KafkaError("the producer is not started"))
-        return self._producer.send(topic, value=value, key=key, headers=headers,
-                                   partition=partition)
-
-
-async def _refused(exc: KafkaError) -> object:
-    raise exc
 
 
 class PartitionTail(Protocol):

@@ -20,7 +20,6 @@ from ..core.secretbox import SecretBox
 from ..kafka.app import build_app, prepare_datadir, raw_topic
 from ..kafka.compacted import KeyedView
 from ..kafka.topics import API_KEYS, SUBSCRIPTIONS
-from ..pipeline.clients import SharedProducer, kafka_producer
 from ..settings import Settings
 from ..subscriptions.view import SubscriptionsView
 
@@ -45,9 +44,6 @@ class Runtime:
     subscriptions: SubscriptionsView
     #: key id -> ApiKey (hashes only): the API and the console.
     api_keys: KeyedView[ApiKey]
-    #: The one librdkafka producer of the stages and the history (started by its first
-    #: user): streams.pipeline.clients.SharedProducer.
-    producer: SharedProducer
     views: list[LocalView] = field(default_factory=list)
     _topics: dict[str, TopicT] = field(default_factory=dict)
 
@@ -72,5 +68,4 @@ def build_runtime(settings: Settings) -> Runtime:
     prepare_datadir(app, settings)
     return Runtime(settings=settings, app=app, secrets=settings.secret_box(),
                    subscriptions=subscriptions, api_keys=api_keys,
-                   producer=SharedProducer(kafka_producer, settings),
                    views=[subscriptions, api_keys])

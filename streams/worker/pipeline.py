@@ -72,10 +72,8 @@ class Pipeline(mode.Service):
         rt = self.rt
         for view in rt.views:
             await view.start()
-        self.stages.fanout = FanoutStage(rt.settings, rt.subscriptions,
-                                         producer_factory=rt.producer.handle)
-        self.stages.delivery = DeliveryWorker(rt.settings, rt.subscriptions, box=rt.secrets,
-                                              producer_factory=rt.producer.handle)
+        self.stages.fanout = FanoutStage(rt.settings, rt.subscriptions)
+        self.stages.delivery = DeliveryWorker(rt.settings, rt.subscriptions, box=rt.secrets)
         await self.stages.fanout.start()
         await self.stages.delivery.start()
 
