@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from ..support.runs import (
     uncommitted,
 )
 from ..support.waiting import wait_until
+from ..support.workers import bindable
 
 pytestmark = pytest.mark.integration
 
@@ -51,15 +51,6 @@ def dep(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Deployment]:
     deployment.close()
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture()
 def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
     """A broker of this test's own (`hookstream kafka up`'s, in a HOOKSTREAM_HOME of its
@@ -71,7 +62,7 @@ def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
     (home / "kafka-libs").symlink_to(jars)
     for _ in range(200):
         port = random.randrange(10000, 19000, 2)  # below the ephemeral ports
-        if _bindable(port) and _bindable(port + 1):
+        if bindable(port) and bindable(port + 1):
             break
     else:
         raise AssertionError("no two free ports for a broker")

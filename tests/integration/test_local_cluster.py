@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -38,26 +37,18 @@ from streams.settings import Settings
 
 from ..support.kafka import read_to_end
 from ..support.waiting import wait_until
+from ..support.workers import bindable
 
 pytestmark = pytest.mark.integration
 
 BROKERS = 3
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_base() -> int:
     """A first port whose cluster ports (base + 100 * i and the port after) are all free."""
     for _ in range(200):
         base = random.randrange(20000, 30000)
-        if all(_bindable(p) for pair in cluster_ports(base, BROKERS) for p in pair):
+        if all(bindable(p) for pair in cluster_ports(base, BROKERS) for p in pair):
             return base
     raise AssertionError("no free ports for a 3-node cluster")
 

@@ -20,6 +20,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def bindable(port: int) -> bool:
+    """Is this loopback port free now (for a broker of a test's own)?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class WorkerProcess:
     def __init__(self, env: dict[str, str], home: Path, name: str,
                  wrapper: list[str] | None = None, cwd: Path | None = None,
