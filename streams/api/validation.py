@@ -133,8 +133,7 @@ def payload_filter(value: Any) -> str:
     try:
         return parse_filter(value).to_json()
     except FilterError as exc:
-        field, _, message = str(exc).partition(": ")
-        raise invalid(field or "filter", message or str(exc)) from None
+        raise invalid(exc.field, exc.reason) from None
 
 
 def rate_limit(value: Any) -> int:

@@ -71,7 +71,13 @@ Predicate = Callable[[Any], bool]
 
 
 class FilterError(ValueError):
-    """A filter we refuse; the message starts with where, e.g. `filter.$or[1].data.x: ...`."""
+    """A filter we refuse: `field` says where (e.g. `filter.$or[1].data.x`), `reason` why;
+    the message is both (`filter.$or[1].data.x: ...`). Kept apart because a key may itself
+    hold ": ", so the message cannot be split back into them (as core.headers.HeaderError)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
 
 
 class _Missing:
@@ -127,10 +133,10 @@ def parse_filter(obj: Any) -> Filter:
         canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"),
                                ensure_ascii=False, allow_nan=False)
     except (ValueError, TypeError) as exc:  # unreachable after _check_shape; kept as a guard
-        raise FilterError(f"filter: not JSON: {exc}") from None
+        raise FilterError("filter", f"not JSON: {exc}") from None
     size = len(canonical.encode("utf-8", "surrogatepass"))
     if size > MAX_FILTER_BYTES:
-        raise FilterError(f"filter: {size} bytes as JSON, over the {MAX_FILTER_BYTES} limit")
+        raise FilterError("filter", f"{size} bytes as JSON, over the {MAX_FILTER_BYTES} limit")
     compiler = _Compiler()
     match = compiler.filter(obj, "filter", 0)
     return Filter(canonical, match)
@@ -142,19 +148,19 @@ def _check_shape(obj: Any) -> None:
     while stack:
         value, where, depth = stack.pop()
         if isinstance(value, dict | list) and depth > MAX_JSON_DEPTH:
-            raise FilterError(f"{where}: nested deeper than {MAX_JSON_DEPTH}")
+            raise FilterError(where, f"nested deeper than {MAX_JSON_DEPTH}")
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
-                    raise FilterError(f"{where}: keys must be strings")
+                    raise FilterError(where, "keys must be strings")
                 stack.append((item, f"{where}.{key}", depth + 1))
         elif isinstance(value, list):
             stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
         elif isinstance(value, float):
             if not math.isfinite(value):
-                raise FilterError(f"{where}: {value} is not a JSON number")
+                raise FilterError(where, f"{value} is not a JSON number")
         elif not (value is None or isinstance(value, str | int)):
-            raise FilterError(f"{where}: a {type(value).__name__} is not a JSON value")
+            raise FilterError(where, f"a {type(value).__name__} is not a JSON value")
 
 
 class _Compiler:
@@ -164,11 +170,11 @@ class _Compiler:
     def _count(self, where: str) -> None:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise FilterError(f"{where}: more than {MAX_NODES} predicates and operators")
+            raise FilterError(where, f"more than {MAX_NODES} predicates and operators")
 
     def filter(self, obj: Any, where: str, nesting: int) -> Predicate:
         if not isinstance(obj, dict):
-            raise FilterError(f"{where}: a filter must be an object")
+            raise FilterError(where, "a filter must be an object")
         parts = [self._entry(key, value, where, nesting) for key, value in obj.items()]
         return _all(parts)
 
@@ -176,16 +182,16 @@ class _Compiler:
         if key in _LOGIC:
             return self._logic(key, value, f"{where}.{key}", nesting + 1)
         if key.startswith("$"):
-            raise FilterError(f"{where}: unknown operator {key} (a field's operators go "
+            raise FilterError(where, f"unknown operator {key} (a field's operators go "
                               f"inside its object: {{\"data.x\": {{\"$gt\": 1}}}})")
         path = f"{where}.{key}"
         get = _getter(key, path)
         if isinstance(value, dict):
             if not value:
-                raise FilterError(f"{path}: an empty object; use $eq to compare with {{}}")
+                raise FilterError(path, "an empty object; use $eq to compare with {}")
             literal = [k for k in value if not k.startswith("$")]
             if literal:
-                raise FilterError(f"{path}: {literal[0]} is not an operator; compare an "
+                raise FilterError(path, f"{literal[0]} is not an operator; compare an "
                                   f"object with $eq, or write the field's dotted path")
             return _all([self._operator(op, operand, get, path)
                          for op, operand in value.items()])
@@ -194,13 +200,13 @@ class _Compiler:
 
     def _logic(self, op: str, value: Any, where: str, nesting: int) -> Predicate:
         if nesting > MAX_NESTING:
-            raise FilterError(f"{where}: $and/$or/$not nested deeper than {MAX_NESTING}")
+            raise FilterError(where, f"$and/$or/$not nested deeper than {MAX_NESTING}")
         self._count(where)
         if op == "$not":
             inner = self.filter(value, where, nesting)
             return lambda doc: not inner(doc)
         if not isinstance(value, list) or not value:
-            raise FilterError(f"{where}: {op} needs a non-empty list of filters")
+            raise FilterError(where, f"{op} needs a non-empty list of filters")
         parts = [self.filter(item, f"{where}[{i}]", nesting) for i, item in enumerate(value)]
         return _all(parts) if op == "$and" else _any(parts)
 
@@ -214,9 +220,9 @@ class _Compiler:
             return lambda doc: not equal(get(doc))  # MISSING equals nothing: a match
         if op in ("$in", "$nin"):
             if not isinstance(operand, list):
-                raise FilterError(f"{where}: {op} needs a list")
+                raise FilterError(where, f"{op} needs a list")
             if len(operand) > MAX_IN:
-                raise FilterError(f"{where}: {op} has {len(operand)} values, over {MAX_IN}")
+                raise FilterError(where, f"{op} has {len(operand)} values, over {MAX_IN}")
             member = _member(operand)
             if op == "$in":
                 return _at(get, member)
@@ -224,31 +230,31 @@ class _Compiler:
         if op in _COMPARE:
             if isinstance(operand, str) or _is_number(operand):
                 return _at(get, _compare(op, operand))
-            raise FilterError(f"{where}: {op} needs a number or string")
+            raise FilterError(where, f"{op} needs a number or string")
         if op == "$exists":
             if not isinstance(operand, bool):
-                raise FilterError(f"{where}: $exists needs true or false")
+                raise FilterError(where, "$exists needs true or false")
             if operand:
                 return lambda doc: get(doc) is not MISSING
             return lambda doc: get(doc) is MISSING
         if op == "$prefix":
             if not isinstance(operand, str):
-                raise FilterError(f"{where}: $prefix needs a string")
+                raise FilterError(where, "$prefix needs a string")
             return _at(get, lambda v: isinstance(v, str) and v.startswith(operand))
-        raise FilterError(f"{where}: unknown operator {op}")
+        raise FilterError(where, f"unknown operator {op}")
 
 
 def _getter(path: str, where: str) -> Callable[[Any], Any]:
     """The value at a dotted path of a document, or MISSING."""
     if len(path) > MAX_PATH_CHARS:
-        raise FilterError(f"{where}: path longer than {MAX_PATH_CHARS} characters")
+        raise FilterError(where, f"path longer than {MAX_PATH_CHARS} characters")
     segments = path.split(".")
     if len(segments) > MAX_PATH_SEGMENTS:
-        raise FilterError(f"{where}: path has more than {MAX_PATH_SEGMENTS} segments")
+        raise FilterError(where, f"path has more than {MAX_PATH_SEGMENTS} segments")
     if any(not s for s in segments):
-        raise FilterError(f"{where}: path has an empty segment")
+        raise FilterError(where, "path has an empty segment")
     if any(s.startswith("$") for s in segments):
-        raise FilterError(f"{where}: a path segment must not start with $")
+        raise FilterError(where, "a path segment must not start with $")
     steps = tuple((s, int(s) if s.isascii() and s.isdigit() else None) for s in segments)
 
     def get(doc: Any) -> Any:

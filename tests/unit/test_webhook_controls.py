@@ -275,3 +275,21 @@ def test_a_header_the_client_refuses_is_a_failed_attempt_not_a_crash() -> None:
     assert outcome.response_code is None
     assert outcome.error == ("ValueError: Newline or carriage return character detected in "
                              "HTTP header")
+
+
+@FAST
+@given(ODD_NAMES)
+def test_a_400_for_a_filter_names_its_key_whole_whatever_the_key(key: str) -> None:
+    """A refused operator under any key: the field is `filter.<key>` with the key whole
+    (": " inside it too), the message that field, ": " and why. Never anything but a 400."""
+    try:
+        v.create_body({"url": URL, "events": ["task.*"], "filter": {key: {"$nope": 1}}},
+                      allow_insecure=False)
+    except ApiError as exc:
+        assert exc.status == 400 and exc.field is not None
+        assert exc.field.startswith("filter")
+        assert exc.message.startswith(f"{exc.field}: ")
+        if key and "." not in key and not key.startswith("$") and len(key) < 200:
+            assert exc.field == f"filter.{key}"
+    else:
+        raise AssertionError("a filter with an unknown operator was accepted")
