@@ -24,21 +24,19 @@ the views themselves are the API's (streams/api/deliveries.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
-from collections.abc import Awaitable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from aiokafka.errors import KafkaError
 from faust.types import EventT, TableT
 
 from ..delivery.models import SUCCESS, AttemptRecord
 from ..kafka.app import raw_table
 from ..kafka.topics import DELIVERY_HISTORY, DELIVERY_LOG
 from ..pipeline.agents import Agents
-from ..pipeline.clients import kafka_producer
+from ..pipeline.clients import kafka_producer, until_landed
 from ..runtime.context import Runtime
 
 log = logging.getLogger(__name__)
@@ -116,27 +114,12 @@ class History:
                      self._changelog, value=value, key=key, partition=partition))
                  for key, (value, partition) in slots.items()]
         for key, value, partition, sending in sends:
-            await self._landed(key, value, partition, sending)
+            resend = partial(self._producer.send, self._changelog, value=value, key=key,
+                             partition=partition)
+            await until_landed(sending, resend, "the delivery history")
         for key, (value, _) in slots.items():
             self.table.data[key] = value
         self._newest.update(newest)
-
-    async def _landed(self, key: bytes, value: bytes, partition: int,
-                      sending: Awaitable[object]) -> None:
-        """Await one slot's send; while it fails, send it again (as a stage does): the
-        batch is not done before."""
-        delay = 0.5
-        while True:
-            try:
-                await sending
-                return
-            except KafkaError as exc:
-                log.warning("writing the delivery history failed (%s); retrying in %.1fs",
-                            exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                sending = self._producer.send(self._changelog, value=value, key=key,
-                                              partition=partition)
 
     def newest_seq(self, webhook_id: str) -> int:
         seq = self._newest.get(webhook_id)

@@ -37,6 +37,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Collection
+from functools import partial
 from typing import NamedTuple
 
 from aiokafka import TopicPartition
@@ -54,6 +55,7 @@ from .clients import (
     Record,
     kafka_consumer,
     kafka_producer,
+    until_landed,
 )
 from .offsets import OffsetTracker
 from .records import Origin, Produce, encoded_key, quarantine_copy, record_size
@@ -276,9 +278,9 @@ class Stage:
         """
         assert self._producer is not None
         outgoing = [self._outgoing(record) for record in records]
-        sends = [(out, self._producer.send(*out)) for out in outgoing]
+        sends = [(out, self._send(out)) for out in outgoing]
         for out, sending in sends:
-            await self._landed(out, sending)
+            await until_landed(sending, partial(self._send, out), f"to {out.topic}")
 
     def _outgoing(self, record: Produce) -> _Outgoing:
         topic = self.settings.topic(record.topic)
@@ -290,20 +292,9 @@ class Stage:
                                  f"over its limit of {limit}")
         return _Outgoing(topic, record.value, key, headers or None)
 
-    async def _landed(self, out: _Outgoing, sending: Awaitable[object]) -> None:
-        """Await a send; while the broker refuses it, send it again (backing off)."""
+    def _send(self, out: _Outgoing) -> Awaitable[object]:
         assert self._producer is not None
-        delay = 0.5
-        while True:
-            try:
-                await sending
-                return
-            except KafkaError as exc:
-                log.warning("producing to %s failed (%s); retrying in %.1fs", out.topic, exc,
-                            delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                sending = self._producer.send(*out)
+        return self._producer.send(*out)
 
     # -- offsets ---------------------------------------------------------------------
     async def _commit(self, only: list[TopicPartition] | None = None) -> None:

@@ -223,10 +223,15 @@ def test_an_outcome_is_logged_only_after_its_retry_landed() -> None:
     order: list[str] = []
 
     class Recording(DeliveryWorker):
-        async def _landed(self, out: Any, sending: Awaitable[object]) -> None:
-            await asyncio.sleep(0.01 if out.topic == SETTINGS.topic(RETRY_TOPICS[0]) else 0)
-            await sending
-            order.append(out.topic.removeprefix(SETTINGS.topic_prefix))
+        def _send(self, out: Any) -> Awaitable[object]:
+            sending = super()._send(out)
+
+            async def landed() -> None:
+                await asyncio.sleep(0.01 if out.topic == SETTINGS.topic(RETRY_TOPICS[0])
+                                    else 0)
+                await sending
+                order.append(out.topic.removeprefix(SETTINGS.topic_prefix))
+            return landed()
 
     async def main() -> None:
         broker = LocalBroker()
