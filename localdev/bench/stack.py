@@ -23,6 +23,7 @@ from confluent_kafka import Producer
 from streams.core.secretbox import generate_master_key
 from streams.core.timeutil import iso_from_ms
 from streams.core.urls import check_url
+from streams.history.feeder import HistoryFeeder
 from streams.kafka.admin import create_topics, delete_topics
 from streams.kafka.producer import Publisher
 from streams.kafka.topics import DELIVERY_LOG, SUBSCRIPTIONS
@@ -232,7 +233,7 @@ class Stack:
     def history_lag(self) -> float | None:
         """Attempt records the history tables have not yet committed (None: not sampled)."""
         p = self.prefix
-        name = (f'hookstream_consumer_lag{{group="{p}hookstream",'
+        name = (f'hookstream_consumer_lag{{group="{p}{HistoryFeeder.group}",'
                 f'topic="{p}{DELIVERY_LOG}"}}')
         values = []
         for worker in self.workers:

@@ -1,6 +1,7 @@
 """Each webhook's recent delivery history: its last 1,000 attempts, newest first.
 
-A faust table built from hookstream.delivery-log (keyed by webhook id), partitioned like it.
+A faust table filled from hookstream.delivery-log (keyed by webhook id) by
+streams.history.feeder, and partitioned like it.
 Every attempt writes one small entry, never the whole history:
     <webhook>\\0<seq % 1000>  -> seq (8 bytes, big-endian) + the attempt record (Avro)
 so each webhook is a ring of 1,000 slots, and the compacted changelog
@@ -28,15 +29,14 @@ import logging
 import struct
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
-from faust.types import EventT, TableT
+from faust.types import TableT
 
 from ..delivery.models import SUCCESS, AttemptRecord
 from ..kafka.app import raw_table
-from ..kafka.topics import DELIVERY_HISTORY, DELIVERY_LOG
-from ..pipeline.agents import Agents
-from ..pipeline.clients import kafka_producer, until_landed
+from ..kafka.topics import DELIVERY_HISTORY
+from ..pipeline.clients import Producer, until_landed
 from ..runtime.context import Runtime
 
 log = logging.getLogger(__name__)
@@ -69,52 +69,51 @@ class Page:
     next_cursor: int | None
 
 
-class History:
-    """The history table and the agent that fills it, on one app."""
+class Attempt(NamedTuple):
+    """An attempt record to keep, as read from the delivery log."""
 
-    def __init__(self, rt: Runtime, agents: Agents) -> None:
+    record: AttemptRecord
+    #: Its bytes as logged: what the slot keeps.
+    value: bytes
+    #: Its partition of the log, which is its slot's partition of the changelog.
+    partition: int
+
+
+class History:
+    """The history table; streams.history.feeder fills it."""
+
+    def __init__(self, rt: Runtime) -> None:
         self.table: TableT[Any, Any] = raw_table(rt.app, rt.settings, "delivery-history",
                                                  changelog=DELIVERY_HISTORY)
         #: Newest seq per webhook, for the partitions this worker holds (forgotten on
         #: rebalance).
         self._newest: dict[str, int] = {}
         self._changelog = rt.settings.topic(DELIVERY_HISTORY)
-        self._producer = kafka_producer(rt.settings)
-
-        async def record_history(stream: Any) -> None:
-            await self._producer.start()
-            try:
-                await agents.batches(stream, AttemptRecord.decode, "attempt record",
-                                     self._record, stage="history")
-            finally:
-                await self._producer.stop()
-
-        rt.app.agent(rt.topic(DELIVERY_LOG),
-                     name="record_history")(record_history)
         rt.app.on_partitions_revoked.connect(self._forget_newest)
 
     async def _forget_newest(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         # Partitions may come back after another worker wrote to them: read the slots again.
         self._newest.clear()
 
-    async def _record(self, batch: list[tuple[EventT[Any], AttemptRecord]]) -> None:
+    async def record(self, attempts: list[Attempt], producer: Producer) -> None:
+        """Each attempt in its webhook's next slot, through `producer` to the changelog;
+        returns once every slot landed."""
         # Seqs are taken here and kept only once every slot landed: a batch tried again
-        # (or record by record, Agents.batches) writes the same slots, not new ones that
+        # (or record by record, HistoryFeeder) writes the same slots, not new ones that
         # would push real attempts out of the ring.
         newest: dict[str, int] = {}
         slots: dict[bytes, tuple[bytes, int]] = {}
-        for event, record in batch:
+        for record, value, partition in attempts:
             webhook = record.webhook_id
             seq = (newest[webhook] if webhook in newest else self.newest_seq(webhook)) + 1
             newest[webhook] = seq
-            slots[_slot(record.webhook_id, seq)] = (_SEQ.pack(seq) + event.value,
-                                                    event.message.partition)
+            slots[_slot(webhook, seq)] = (_SEQ.pack(seq) + value, partition)
         # All handed to the producer at once, then awaited in turn (no task per slot).
-        sends = [(key, value, partition, self._producer.send(
+        sends = [(key, value, partition, producer.send(
                      self._changelog, value=value, key=key, partition=partition))
                  for key, (value, partition) in slots.items()]
         for key, value, partition, sending in sends:
-            resend = partial(self._producer.send, self._changelog, value=value, key=key,
+            resend = partial(producer.send, self._changelog, value=value, key=key,
                              partition=partition)
             await until_landed(sending, resend, "the delivery history")
         for key, (value, _) in slots.items():

@@ -39,10 +39,6 @@ Redact = Callable[[bytes], bytes]
 log = logging.getLogger(__name__)
 
 
-class _Failed(Exception):
-    """A batch's handler kept raising (Agents.batches then goes record by record)."""
-
-
 class Agents:
     """Runs faust agents' bodies record by record under the rule above; built per app."""
 
@@ -79,30 +75,6 @@ class Agents:
             if decoded is not None:
                 await self._handled(event, decoded[0], handler, what, stage, rejects, redact)
 
-    async def batches(self, stream: Any, decode: Callable[[bytes], T], what: str,
-                      handler: Callable[[list[tuple[EventT[Any], T]]], Awaitable[None]], *,
-                      stage: str, size: int = 1000, within: float = 0.05) -> None:
-        """`each`, a batch at a time (up to `size` events, or what came `within` seconds):
-        for an agent whose work per record is small next to faust's, and which can hand a
-        whole batch to Kafka at once. The batch is acknowledged once `handler` returns.
-        A handler that keeps raising is given the batch's events one by one, so that only
-        the record it fails on is quarantined. Never raises (but for cancellation)."""
-        async for events in stream.take_events(size, within):
-            batch: list[tuple[EventT[Any], T]] = []
-            for event in events:
-                decoded = await self._decoded(event, decode, what, None)
-                if decoded is not None:
-                    batch.append((event, decoded[0]))
-            if not batch:
-                continue
-            try:
-                await self._handled(batch[0][0], batch, lambda _e, b: handler(b), what, stage,
-                                    (), None, quarantine=False)
-            except _Failed:
-                for event, value in batch:
-                    await self._handled(event, value, lambda e, v: handler([(e, v)]), what,
-                                        stage, (), None)
-
     async def _decoded(self, event: EventT[Any], decode: Callable[[bytes], T], what: str,
                        redact: Redact | None) -> tuple[T] | None:
         """(the event's value decoded,), or None once it is quarantined."""
@@ -117,9 +89,9 @@ class Agents:
     async def _handled(self, event: EventT[Any], value: V,
                        handler: Callable[[EventT[Any], V], Awaitable[None]], what: str,
                        stage: str, rejects: tuple[type[Exception], ...],
-                       redact: Redact | None, *, quarantine: bool = True) -> None:
+                       redact: Redact | None) -> None:
         """`handler(event, value)`, tried HANDLER_ATTEMPTS times; then the event is
-        quarantined with the reason (or, with quarantine=False, _Failed is raised)."""
+        quarantined with the reason."""
         message = event.message
         for attempt in range(1, HANDLER_ATTEMPTS + 1):
             try:
@@ -135,8 +107,6 @@ class Agents:
                                 type(exc).__name__, exc)
                     await asyncio.sleep(HANDLER_BACKOFF_S[attempt - 1])
                     continue
-                if not quarantine:
-                    raise _Failed() from exc
                 reason = handler_failure(attempt, exc)
                 log.error("%s[%d]@%d: %s", message.topic, message.partition, message.offset,
                           reason, exc_info=exc)

@@ -10,6 +10,7 @@ import mode.loop
 from .. import api, console
 from ..control import agent as control
 from ..dlq import agent as dead_letters
+from ..history.feeder import HistoryFeeder
 from ..history.table import History
 from ..kafka.admin import create_topics, with_replication
 from ..kafka.app import DatadirError
@@ -35,10 +36,10 @@ def run_worker(settings: Settings) -> None:
     mode.loop.use("uvloop")
     create_topics(settings)
     agents = Agents(rt.app, settings, invalid=rt.topic(INVALID))
-    history = History(rt, agents)
+    history = History(rt)
     control.install(rt, agents)
     dead_letters.install(rt, agents)
-    stages = Stages()
+    stages = Stages(history=HistoryFeeder(rt, history))
     ctx = api.install(rt, history, lambda: readiness(rt, stages))
     console.install(rt, ctx.auth)
     rt.app.service(service_for(rt, stages))

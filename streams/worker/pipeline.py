@@ -15,6 +15,7 @@ import mode
 
 from ..delivery.stage import DeliveryWorker
 from ..fanout.stage import FanoutStage
+from ..history.feeder import HistoryFeeder
 from ..kafka.topics import CONTROL, DELIVERIES, DELIVERY_LOG, DLQ, RETRY_TOPICS, domain_topic
 from ..runtime.context import Runtime
 from ..settings import Settings
@@ -26,8 +27,10 @@ FREEZE_GROWTH = 10_000
 
 @dataclass
 class Stages:
-    """The stages of this worker once started (None before): the service fills it in."""
+    """The stages of this worker once started (None before): the service fills them in;
+    the history's feeder is built with the app (it follows faust's rebalances)."""
 
+    history: HistoryFeeder
     fanout: FanoutStage | None = None
     delivery: DeliveryWorker | None = None
 
@@ -38,7 +41,8 @@ def lag_groups(s: Settings) -> dict[str, list[str]]:
     return {
         f"{p}{FanoutStage.group}": [s.topic(domain_topic(f)) for f in s.families],
         f"{p}{DeliveryWorker.group}": [s.topic(t) for t in (DELIVERIES, *RETRY_TOPICS)],
-        f"{p}hookstream": [s.topic(CONTROL), s.topic(DLQ), s.topic(DELIVERY_LOG)],
+        f"{p}{HistoryFeeder.group}": [s.topic(DELIVERY_LOG)],
+        f"{p}hookstream": [s.topic(CONTROL), s.topic(DLQ)],
     }
 
 
@@ -72,6 +76,7 @@ class Pipeline(mode.Service):
         rt = self.rt
         for view in rt.views:
             await view.start()
+        await self.stages.history.start()
         self.stages.fanout = FanoutStage(rt.settings, rt.subscriptions)
         self.stages.delivery = DeliveryWorker(rt.settings, rt.subscriptions, box=rt.secrets)
         await self.stages.fanout.start()
@@ -113,6 +118,7 @@ class Pipeline(mode.Service):
         for stage in (self.stages.fanout, self.stages.delivery):
             if stage is not None:
                 await stage.stop()
+        await self.stages.history.stop()
         for view in self.rt.views:
             await view.stop()
 

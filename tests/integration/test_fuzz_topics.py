@@ -70,8 +70,9 @@ DELAYS = (1.0, 2.0, 3.0)
 PER_TOPIC = 60
 #: faust's producer refuses records over this; a bigger copy is cut (streams.pipeline.agents).
 FAUST_PRODUCER_LIMIT = 1_000_000
-#: Topics read by faust agents; the others are read by the fan-out and delivery stages.
-FAUST_TOPICS = (topics.CONTROL, topics.DLQ, topics.DELIVERY_LOG)
+#: Topics read by faust agents; the others by the fan-out and delivery stages and the
+#: history's feeder.
+FAUST_TOPICS = (topics.CONTROL, topics.DLQ)
 TEN_YEARS_MS = 10 * 365 * 24 * 3600 * 1000
 
 

@@ -15,6 +15,7 @@ from streams.core.schemas import EVENT, registry
 from streams.delivery.models import AttemptRecord, delivery_id_for
 from streams.delivery.stage import DeliveryWorker
 from streams.fanout.stage import FanoutStage
+from streams.history.feeder import HistoryFeeder
 from streams.kafka import topics
 from streams.subscriptions.commands import Command
 from streams.telemetry import metrics
@@ -274,9 +275,10 @@ def _settled(dep: Deployment) -> bool:
     fanout = group_lag(bootstrap, p + FanoutStage.group,
                        [s.topic(topics.domain_topic(f)) for f in s.families])
     agents = group_lag(bootstrap, f"{p}hookstream", [s.topic(t) for t in (
-        topics.CONTROL, topics.DLQ, topics.DELIVERY_LOG)])
+        topics.CONTROL, topics.DLQ)])
     delivery = group_lag(bootstrap, p + DeliveryWorker.group, [s.topic(topics.DELIVERIES)])
-    return not any({**fanout, **agents, **delivery}.values())
+    history = group_lag(bootstrap, p + HistoryFeeder.group, [s.topic(topics.DELIVERY_LOG)])
+    return not any({**fanout, **agents, **delivery, **history}.values())
 
 
 def test_metrics_count_what_happened(dep: Deployment) -> None:

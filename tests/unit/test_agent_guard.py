@@ -1,4 +1,4 @@
-"""streams.pipeline.agents.each and .batches: what a faust agent does with a record it
+"""streams.pipeline.agents.each: what a faust agent does with a record it
 cannot handle.
 
 Bad input is quarantined at once; a body that raises anything else is tried three times,
@@ -51,10 +51,6 @@ class _Stream:
     async def events(self) -> AsyncIterator[_Event]:
         for item in self.items:
             yield item
-
-    async def take_events(self, size: int, _within: float) -> AsyncIterator[list[_Event]]:
-        for start in range(0, len(self.items), size):
-            yield self.items[start:start + size]
 
 
 @dataclass
@@ -161,42 +157,3 @@ def test_a_decoder_that_raises_something_else_still_quarantines(invalid: _Topic)
                                      handler, stage="test"))
     assert [dict(r["headers"])["hookstream-error"] for r in invalid.sent] == [
         b"invalid thing: RecursionError: deep"] * 2
-
-
-def _run_batches(invalid: _Topic, values: list[bytes], handler: Any, size: int) -> None:
-    asyncio.run(_guard(invalid).batches(_Stream(_events(*values)), _decode, "thing", handler,
-                                        stage="test", size=size))
-
-
-def test_batches_hand_over_what_decodes_and_quarantine_the_rest(invalid: _Topic) -> None:
-    batches: list[list[str]] = []
-
-    async def handler(batch: list[tuple[Any, str]]) -> None:
-        batches.append([value for _, value in batch])
-
-    _run_batches(invalid, [b"one", b"bad", b"two", b"three", b"bad again"], handler, size=3)
-    assert batches == [["one", "two"], ["three"]]
-    assert [dict(r["headers"])["hookstream-source-offset"] for r in invalid.sent] == [
-        b"1", b"4"]
-
-
-def test_a_batch_that_keeps_failing_is_retried_record_by_record(invalid: _Topic) -> None:
-    """Only the record the handler fails on is quarantined; the rest of its batch is
-    handled."""
-    calls: list[list[str]] = []
-    before = _failures()
-
-    async def handler(batch: list[tuple[Any, str]]) -> None:
-        calls.append([value for _, value in batch])
-        if any(value == "poison" for _, value in batch):
-            raise RecursionError("deep")
-
-    _run_batches(invalid, [b"one", b"poison", b"two", b"after"], handler, size=3)
-    whole = ["one", "poison", "two"]
-    assert calls == ([whole] * HANDLER_ATTEMPTS + [["one"]] + [["poison"]] * HANDLER_ATTEMPTS
-                     + [["two"], ["after"]])
-    (record,) = invalid.sent
-    headers = dict(record["headers"])
-    assert headers["hookstream-source-offset"] == b"1"
-    assert headers["hookstream-error"] == b"handler failed after 3 attempts: RecursionError: deep"
-    assert _failures() == before + 1
