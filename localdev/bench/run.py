@@ -166,8 +166,12 @@ def retry_timing(bootstrap: str, home: Path, deliveries: int, delay_s: float) ->
     from streams.delivery.models import AttemptRecord
     from streams.kafka.reader import read_topic
 
+    # Failures not counted: at the default limit (100) the webhook would be disabled after
+    # the first attempts, and its retries dead-lettered unattempted (what (e) measured
+    # until then was a timeout).
     stack = Stack(bootstrap, home, {"HOOKSTREAM_RETRY_DELAYS": f"{delay_s},{delay_s},"
-                                                               f"{delay_s}"})
+                                                               f"{delay_s}",
+                                    "HOOKSTREAM_FAILURE_LIMIT": "0"})
     try:
         stack.start_worker()
         # A path the receiver answers 404 on would be a success for it: use a closed port.

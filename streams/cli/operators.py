@@ -179,6 +179,8 @@ def apikeys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to rev
 def status(as_json: JsonOption = False) -> None:
     """Lag and backlog per stage, and the disabled webhooks, read from Kafka."""
     from ..core.schemas import SchemaError
+    from ..history.feeder import HistoryFeeder
+    from ..kafka.app import APP_ID
     from ..kafka.reader import read_topic
     from ..kafka.topics import (
         CONTROL,
@@ -199,9 +201,9 @@ def status(as_json: JsonOption = False) -> None:
         "delivery": (f"{p}hookstream-delivery", [s.topic(DELIVERIES)]),
         **{t.rsplit(".", 1)[-1] + " retry": (f"{p}hookstream-delivery", [s.topic(t)])
            for t in RETRY_TOPICS},
-        "control": (f"{p}hookstream", [s.topic(CONTROL)]),
-        "dead letters": (f"{p}hookstream", [s.topic(DLQ)]),
-        "history": (f"{p}hookstream", [s.topic(DELIVERY_LOG)]),
+        "control": (f"{p}{APP_ID}", [s.topic(CONTROL)]),
+        "dead letters": (f"{p}{APP_ID}", [s.topic(DLQ)]),
+        "history": (f"{p}{HistoryFeeder.group}", [s.topic(DELIVERY_LOG)]),
     }
     try:
         lag = {name: sum(per_topic.values())

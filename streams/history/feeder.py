@@ -12,15 +12,19 @@ Which partitions: the history table's, as faust's group assigns them (the API fo
 webhook's history requests by the same assignment: Api.forwarded). Partition p of the
 table holds the webhooks whose attempts are on partition p of the log, so the consumer is
 assigned log partition p by hand whenever faust's group makes this worker the table's
-owner for p, once faust has recovered the table (`on_rebalance_complete`); and it gives
-up all of them when that group rebalances (`on_partitions_revoked`): the batch under way
-lands and is committed first, and faust's rebalance waits for that. So one worker at a
-time writes a webhook's slots, as with the agent.
+owner for p, once faust has recovered the table (`on_rebalance_complete`; the loop looks up
+where to start, so faust's recovery never waits for us); and it gives up all of them when
+that group rebalances (`on_partitions_revoked`): the batch under way lands and is committed
+first, and faust's rebalance waits for that. So, as with the agent, one member of faust's
+group at a time writes a webhook's slots. Unlike the agent's, this group's commits are not
+fenced by a generation: a worker dropped from faust's group while it hangs (a pause longer
+than the session timeout) may write a batch after the next owner started, and those
+attempts then show twice in the history; deliveries are not affected.
 
 Offsets are committed in a group of their own (`hookstream-history`), which no member
 joins: a committed offset is one whose records' slots all landed (History.record), so a
-crash loses no attempt. A partition that group has no offset for starts where faust's group
-had got to (the history's readers before this change), else at the log's beginning.
+crash loses no attempt, and one a crash between commits (every second) makes the next owner
+record again. Where a partition starts: streams.history.upgrade.
 
 A record that is no attempt record goes to hookstream.invalid with the reason, like every
 other topic's, and the history goes on.
@@ -34,7 +38,6 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from ..delivery.models import AttemptRecord
@@ -51,13 +54,12 @@ from ..pipeline.stage import (
 from ..runtime.context import Runtime
 from ..telemetry import metrics
 from .table import Attempt, History
+from .upgrade import LEGACY_GROUP, OffsetsUnknown, start_offsets
 
 log = logging.getLogger(__name__)
 
 #: Records read (and their slots written) at a time.
 BATCH = 1000
-#: The consumer group whose offsets said how far the history had got before this module.
-LEGACY_GROUP = "hookstream"
 
 
 class HistoryFeeder:
@@ -72,36 +74,47 @@ class HistoryFeeder:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: Producer | None = None
         self._task: asyncio.Task[None] | None = None
-        #: Held while a batch is written, and while the assignment changes: a revocation
-        #: waits for the batch under way.
+        #: Held while a batch is written and committed, and while the partitions read
+        #: change: a revocation waits for the batch under way.
         self._lock = asyncio.Lock()
-        #: Log partitions this worker should read (its active table partitions).
+        #: Log partitions this worker should read (its active table partitions), as faust
+        #: last said; `_generation` counts its changes, so a change that came while the
+        #: start offsets were looked up is not overtaken by them.
         self._wanted: frozenset[int] = frozenset()
-        self._assigned = asyncio.Event()
+        self._generation = 0
+        #: The log partitions the consumer reads now.
+        self._reading: frozenset[TopicPartition] = frozenset()
+        self._changed = asyncio.Event()
         #: Per partition, the next offset to commit (its records' slots all landed).
         self._done: dict[TopicPartition, int] = {}
         rt.app.on_partitions_revoked.connect(self._on_revoked)
         rt.app.on_rebalance_complete.connect(self._on_rebalanced)
 
+    def partitions(self) -> int:
+        """How many partitions of the history this worker fills (for /readyz)."""
+        return len(self._reading)
+
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         s = self._rt.settings
-        self._producer = kafka_producer(s)
-        await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
+        producer = kafka_producer(s)
+        await producer.start()
+        self._producer = producer
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers, group_id=f"{s.topic_prefix}{self.group}",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=BATCH)
-        await self._consumer.start()
-        async with self._lock:
-            await self._apply()
+        await consumer.start()
+        self._consumer = consumer
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        # The batch under way lands and is committed first: cancelled halfway, its slots
+        # would be written again by the next owner.
         async with self._lock:
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             if self._consumer is not None:
                 await self._commit()
                 await self._consumer.stop()
@@ -111,80 +124,87 @@ class HistoryFeeder:
 
     # -- following faust's assignment -----------------------------------------------
     async def _on_revoked(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        """faust's group rebalances (and waits for this): nothing more is written here."""
         async with self._lock:
-            self._wanted = frozenset()
-            await self._apply()
+            self._want(frozenset())
+            await self._commit()
+            if self._consumer is not None and self._reading:
+                self._consumer.unsubscribe()
+            self._reading = frozenset()
 
     async def _on_rebalanced(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        """faust has recovered the table: read what it holds (the loop does, so faust's
+        recovery does not wait for a broker round trip of ours)."""
         actives = self._rt.app.assignor.assigned_actives()
-        async with self._lock:
-            self._wanted = frozenset(tp.partition for tp in actives
-                                     if tp.topic == self._changelog)
-            await self._apply()
+        self._want(frozenset(tp.partition for tp in actives if tp.topic == self._changelog))
 
-    async def _apply(self) -> None:
-        """Read the wanted partitions (under the lock; nothing before start)."""
-        consumer = self._consumer
-        if consumer is None:
-            return
-        held = {tp.partition for tp in consumer.assignment()}
-        if held == self._wanted:
-            return
-        await self._commit()
+    def _want(self, partitions: frozenset[int]) -> None:
+        self._wanted = partitions
+        self._generation += 1
+        self._changed.set()
+
+    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+        """Read the wanted partitions from their start offsets (streams.history.upgrade),
+        committed at once so that a quiet partition has one too."""
+        self._changed.clear()
+        generation = self._generation
         tps = [TopicPartition(self._log, p) for p in sorted(self._wanted)]
-        consumer.assign(tps)
-        self._done = {}
-        if not tps:
-            self._assigned.clear()
-            return
-        for tp, offset in (await self._legacy_offsets(consumer, tps)).items():
-            consumer.seek(tp, offset)
-        self._assigned.set()
-
-    async def _legacy_offsets(self, consumer: AIOKafkaConsumer,
-                              tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """Where faust's group had got to, for the partitions this group has no offset for."""
-        fresh = [tp for tp in tps if await consumer.committed(tp) is None]
-        if not fresh:
-            return {}
-        s = self._rt.settings
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
-        try:
-            await admin.start()
-            found = await admin.list_consumer_group_offsets(
-                f"{s.topic_prefix}{LEGACY_GROUP}", partitions=fresh)
-        except KafkaError as exc:
-            log.warning("the history's offsets before this release are unreadable (%s); "
-                        "reading the delivery log from its beginning", exc)
-            return {}
-        finally:
-            await admin.close()
-        return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
+        starts: dict[TopicPartition, int] = {}
+        delay = POLL_PAUSE_S
+        while tps and generation == self._generation:
+            try:
+                starts = await start_offsets(
+                    consumer, self._rt.settings.bootstrap_servers,
+                    f"{self._rt.settings.topic_prefix}{self.group}",
+                    f"{self._rt.settings.topic_prefix}{LEGACY_GROUP}", tps)
+                break
+            except (KafkaError, OffsetsUnknown, OSError) as exc:
+                log.warning("history: where to start reading is unknown yet (%s); asking "
+                            "again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        async with self._lock:
+            if generation != self._generation:
+                return  # faust changed its mind meanwhile: the loop follows again
+            if self._reading:
+                consumer.unsubscribe()
+            self._reading = frozenset(tps)
+            if tps:
+                consumer.assign(tps)
+                for tp, offset in starts.items():
+                    consumer.seek(tp, offset)
+                self._done = dict(starts)
+                await self._commit()
 
     # -- the loop --------------------------------------------------------------------
     async def _run(self) -> None:
         assert self._consumer is not None
+        consumer = self._consumer
         loop = asyncio.get_running_loop()
         next_commit = loop.time() + COMMIT_INTERVAL_S
         while True:
-            await self._assigned.wait()
             try:
-                batches = await self._consumer.getmany(timeout_ms=200, max_records=BATCH)
+                if self._changed.is_set():
+                    await self._follow(consumer)
+                    continue
+                if not self._reading:
+                    await self._changed.wait()
+                    continue
+                batches = await consumer.getmany(timeout_ms=200, max_records=BATCH)
+                async with self._lock:
+                    for tp, records in batches.items():
+                        # Fetched before a revocation: no longer ours to write.
+                        if tp in self._reading and records:
+                            await self._feed(tp, records)
+                            self._done[tp] = records[-1].offset + 1
+                    if loop.time() >= next_commit:
+                        await self._commit()
+                        next_commit = loop.time() + COMMIT_INTERVAL_S
             except Exception:
-                log.exception("history: polling failed; polling again in %.1fs",
+                # The loop must not die: the history would stop with nobody told.
+                log.exception("history: reading the delivery log failed; again in %.1fs",
                               POLL_PAUSE_S)
                 await asyncio.sleep(POLL_PAUSE_S)
-                continue
-            async with self._lock:
-                # Fetched before a revocation: no longer ours to write.
-                held = self._consumer.assignment()
-                for tp, records in batches.items():
-                    if tp in held and records:
-                        await self._feed(tp, records)
-                        self._done[tp] = records[-1].offset + 1
-                if loop.time() >= next_commit:
-                    await self._commit()
-                    next_commit = loop.time() + COMMIT_INTERVAL_S
 
     async def _feed(self, tp: TopicPartition, records: list[Record]) -> None:
         """Every record's slot written, or the record quarantined; never raises."""
@@ -198,25 +218,34 @@ class HistoryFeeder:
                 detail = (str(exc) if isinstance(exc, ValueError)
                           else f"{type(exc).__name__}: {exc}")
                 await self._quarantine(tp, record, f"invalid attempt record: {detail}")
+        failed = await self._tried([attempt for _, attempt in decoded], tp)
+        if failed is None:
+            return
+        # One by one, so that only the record it fails on is quarantined.
+        for record, attempt in decoded:
+            failed = await self._tried([attempt], tp)
+            if failed is not None:
+                log.error("%s[%d]@%d: its history slot cannot be written", tp.topic,
+                          tp.partition, record.offset, exc_info=failed)
+                metrics.HANDLER_FAILURES.labels(stage="history").inc()
+                await self._quarantine(tp, record, handler_failure(HANDLER_ATTEMPTS, failed))
+
+    async def _tried(self, attempts: list[Attempt], tp: TopicPartition) -> Exception | None:
+        """Write these slots, tried as a stage's handler is; the last failure, if all failed.
+        (A bug, or a record nobody foresaw: the broker's refusals are retried below.)"""
+        failure: Exception | None = None
         for tried in range(1, HANDLER_ATTEMPTS + 1):
             try:
-                await self._write([attempt for _, attempt in decoded])
-                return
+                await self._write(attempts)
+                return None
             except Exception as exc:
-                # A bug or a record nobody foresaw: tried again as a stage's handler is...
-                log.warning("%s[%d]: the history's batch failed (%s: %s)", tp.topic,
-                            tp.partition, type(exc).__name__, exc)
+                failure = exc
                 if tried < HANDLER_ATTEMPTS:
+                    log.warning("%s[%d]: writing %d history slots failed (%s: %s); trying "
+                                "again", tp.topic, tp.partition, len(attempts),
+                                type(exc).__name__, exc)
                     await asyncio.sleep(HANDLER_BACKOFF_S[tried - 1])
-        # ...then one by one, so that only the record it fails on is quarantined.
-        for record, attempt in decoded:
-            try:
-                await self._write([attempt])
-            except Exception as exc:
-                log.exception("%s[%d]@%d: its history slot cannot be written", tp.topic,
-                              tp.partition, record.offset)
-                metrics.HANDLER_FAILURES.labels(stage="history").inc()
-                await self._quarantine(tp, record, handler_failure(HANDLER_ATTEMPTS + 1, exc))
+        return failure
 
     async def _write(self, attempts: list[Attempt]) -> None:
         assert self._producer is not None
@@ -244,8 +273,7 @@ class HistoryFeeder:
         consumer = self._consumer
         if consumer is None or not self._done:
             return
-        held = consumer.assignment()
-        offsets = {tp: offset for tp, offset in self._done.items() if tp in held}
+        offsets = {tp: offset for tp, offset in self._done.items() if tp in self._reading}
         self._done = {}
         if not offsets:
             return

@@ -48,9 +48,13 @@ def _broker_urls(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
+#: The faust app's id, after the topic prefix: also its consumer group's name.
+APP_ID = "hookstream"
+
+
 def build_app(settings: Settings) -> faust.App:
     return faust.App(
-        f"{settings.topic_prefix}hookstream",
+        f"{settings.topic_prefix}{APP_ID}",
         broker=_broker_urls(settings.bootstrap_servers),
         # The control agent's table recovers from its compacted changelog on every start;
         # rocksdb:// (rocksdict) keeps it on disk for large installs.
@@ -71,9 +75,9 @@ def build_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.replication_factor or 1,
         # acks=all: an offset is committed only after what it produced is on every replica.
         producer_acks=-1,
-        # Table writes (history: two per delivery attempt) went out nearly one produce request
-        # each with faust's defaults (no linger, 16 KiB batches): the history fell 21 s behind
-        # 50,000 deliveries. Batching them is most of a worker's CPU saved on history.
+        # Table writes went out nearly one produce request each with faust's defaults (no
+        # linger, 16 KiB batches): the history, when faust wrote it, fell 21 s behind 50,000
+        # deliveries.
         producer_linger=0.005,
         producer_max_batch_size=1 << 20,
         # The agents' quarantined copies are the only faust writes near a topic's limit: they

@@ -1,5 +1,6 @@
-"""The service that runs beside faust's own: the local views, the fan-out and delivery
-stages, lag sampling and the GC freeze; and what /readyz reports of them."""
+"""The service that runs beside faust's own: the local views, the history's feeder, the
+fan-out and delivery stages, lag sampling and the GC freeze; and what /readyz reports of
+them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import mode
 from ..delivery.stage import DeliveryWorker
 from ..fanout.stage import FanoutStage
 from ..history.feeder import HistoryFeeder
+from ..kafka.app import APP_ID
 from ..kafka.topics import CONTROL, DELIVERIES, DELIVERY_LOG, DLQ, RETRY_TOPICS, domain_topic
 from ..runtime.context import Runtime
 from ..settings import Settings
@@ -42,7 +44,7 @@ def lag_groups(s: Settings) -> dict[str, list[str]]:
         f"{p}{FanoutStage.group}": [s.topic(domain_topic(f)) for f in s.families],
         f"{p}{DeliveryWorker.group}": [s.topic(t) for t in (DELIVERIES, *RETRY_TOPICS)],
         f"{p}{HistoryFeeder.group}": [s.topic(DELIVERY_LOG)],
-        f"{p}hookstream": [s.topic(CONTROL), s.topic(DLQ)],
+        f"{p}{APP_ID}": [s.topic(CONTROL), s.topic(DLQ)],
     }
 
 
@@ -56,6 +58,8 @@ def readiness(rt: Runtime, stages: Stages) -> dict[str, Any]:
         "rebalancing": bool(app.rebalancing),
         "fanout_partitions": stages.fanout.assigned_count() if stages.fanout else 0,
         "delivery_partitions": stages.delivery.assigned_count() if stages.delivery else 0,
+        # Not a condition of readiness: with more workers than partitions, some hold none.
+        "history_partitions": stages.history.partitions(),
     }
     checks["ready"] = bool(
         checks["subscriptions_loaded"] and not checks["rebalancing"]

@@ -1,9 +1,9 @@
 """streams.history.feeder: what the history does with records it cannot keep.
 
 A record that is no attempt record is quarantined with the reason, and the rest of its
-batch is kept; a batch whose write keeps failing is tried three times, then record by record,
-so that only the record it fails on is quarantined. `_feed` never raises: a feeder that did
-would leave its partitions assigned and unread."""
+batch is kept; a batch whose write keeps failing is tried three times, then record by record
+(three times each), so that only the record it fails on is quarantined. `_feed` never
+raises: a feeder that did would leave its partitions assigned and unread."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from streams.delivery.models import SUCCESS, AttemptRecord
 from streams.history import feeder as feeder_module
+from streams.history import upgrade
 from streams.history.feeder import HistoryFeeder
 from streams.history.table import Attempt
 from streams.settings import Settings
@@ -113,10 +114,10 @@ def test_a_batch_that_keeps_failing_is_written_record_by_record() -> None:
     before = metrics.HANDLER_FAILURES.labels(stage="history")._value.get()
     producer = _feed(history, _records(_attempt("wh_1"), _attempt("wh_bad"), _attempt("wh_2")))
     whole = ["wh_1", "wh_bad", "wh_2"]
-    assert history.calls == [whole] * 3 + [["wh_1"], ["wh_bad"], ["wh_2"]]
+    assert history.calls == [whole] * 3 + [["wh_1"]] + [["wh_bad"]] * 3 + [["wh_2"]]
     ((offset, error, _),) = _invalid(producer)
     assert offset == b"1"
-    assert error == b"handler failed after 4 attempts: RecursionError: deep"
+    assert error == b"handler failed after 3 attempts: RecursionError: deep"
     assert metrics.HANDLER_FAILURES.labels(stage="history")._value.get() == before + 1
 
 
@@ -128,3 +129,28 @@ def test_any_bytes_are_kept_or_quarantined_never_raised(values: list[bytes]) -> 
     producer = _feed(history, _records(*values))
     kept = sum(len(call) for call in history.calls)
     assert kept + len(producer.sent) == len(values)
+
+
+class _Admin:
+    """Answers an OffsetFetch as aiokafka does: the partitions the broker named, no more."""
+
+    def __init__(self, answer: dict[TopicPartition, int]) -> None:
+        self.answer = answer
+
+    async def list_consumer_group_offsets(self, _group: str,
+                                          partitions: list[TopicPartition]) -> dict[Any, Any]:
+        return {tp: SimpleNamespace(offset=self.answer[tp]) for tp in partitions
+                if tp in self.answer}
+
+
+def test_a_group_answer_without_a_partition_asked_for_is_not_taken_for_no_offset() -> None:
+    """A coordinator still loading answers with no partitions (a group-level error aiokafka
+    does not read): taken as "no offset", the feeder would record the partition again."""
+    other = TopicPartition(LOG.topic, 4)
+    with pytest.raises(upgrade.OffsetsUnknown):
+        asyncio.run(upgrade._committed(_Admin({}), "g", [LOG]))  # type: ignore[arg-type]
+    with pytest.raises(upgrade.OffsetsUnknown):
+        asyncio.run(upgrade._committed(_Admin({LOG: 7}), "g",  # type: ignore[arg-type]
+                                       [LOG, other]))
+    assert asyncio.run(upgrade._committed(_Admin({LOG: 7, other: -1}), "g",  # type: ignore[arg-type]
+                                          [LOG, other])) == {LOG: 7, other: -1}
