@@ -10,10 +10,28 @@ from faust.web import Request, Response
 from ..core.apikeys import Principal
 from ..core.timeutil import iso_from_ms
 from ..delivery.models import STATUSES
-from ..history.table import KEPT, Page
+from ..history.table import KEPT, History, Page
 from . import validation as v
 from .endpoint import Endpoint, caller
 from .validation import ApiError
+
+
+class HistoryLoading(ApiError):
+    """A rebalance moved the webhook's history here and faust is still reading it back: a
+    page now would lack attempts that were recorded. Asked after the caller may see the
+    webhook, so it tells nothing of one they may not."""
+
+    def __init__(self) -> None:
+        super().__init__(503, "history_loading", "this webhook's history is being loaded "
+                         "after a rebalance of the workers; retry in a second")
+
+
+def _history(endpoint: Endpoint, webhook_id: str) -> History:
+    """The history table, once it holds the webhook's partition in full (else 503)."""
+    history = endpoint.ctx.history
+    if not history.serves(webhook_id):
+        raise HistoryLoading()
+    return history
 
 
 def _page(endpoint: Endpoint, request: Request, webhook_id: str, maximum: int) -> Page:
@@ -27,7 +45,8 @@ def _page(endpoint: Endpoint, request: Request, webhook_id: str, maximum: int) -
         cursor = int(raw_cursor) if raw_cursor else None
     except ValueError:
         raise v.invalid("cursor", "is not a cursor from this API") from None
-    return endpoint.ctx.history.page(webhook_id, status=status, limit=limit, cursor=cursor)
+    return _history(endpoint, webhook_id).page(webhook_id, status=status, limit=limit,
+                                               cursor=cursor)
 
 
 class _OnOwner(Endpoint):
@@ -42,6 +61,8 @@ class _OnOwner(Endpoint):
             return forwarded
         try:
             return await self.answer(request, principal, webhook_id)
+        except HistoryLoading as exc:
+            return self.json(exc.body(), status=exc.status, headers={"Retry-After": "1"})
         except ApiError as exc:
             return self.json(exc.body(), status=exc.status)
 
@@ -75,7 +96,7 @@ class Summary(_OnOwner):
         """Last success, last failure, failures in the last 100: the console's list."""
         if not self.ctx.auth.may_see(principal, webhook_id):
             raise ApiError(404, "not_found", f"no webhook {webhook_id}")
-        return self.json(self.ctx.history.summary(webhook_id))
+        return self.json(_history(self, webhook_id).summary(webhook_id))
 
 
 class Attempts(_OnOwner):

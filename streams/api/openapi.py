@@ -37,6 +37,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Invalid request: the error names the field", 401: "No or bad API key",
             404: "No such webhook in your workspace",
             409: "The workspace has as many webhooks as it may",
+            503: "The webhook's history is being loaded after a rebalance: retry (Retry-After)",
             504: "Written but not applied in time"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
@@ -233,7 +234,7 @@ def document() -> dict[str, Any]:
                                 "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                                {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
                 "responses": {"200": _json(_ref("DeliveryPage"), "A page"),
-                              **_errors(400, 401, 404)}}},
+                              **_errors(400, 401, 404, 503)}}},
             "/v1/dead-letters": {"get": {
                 "summary": "Dead letters of your workspace, newest first",
                 "parameters": [{"name": "webhook_id", "in": "query", "schema": {"type": "string"}},

@@ -218,8 +218,9 @@ class Detail(Page):
         if status != 200:
             return html_answer(page("Not found", f"<p>{e(error_text(w))}</p>", who, csrf), status)
         wanted = request.query.get("status") or None
-        _, history = await self.ctx.call(key, "GET", f"/v1/webhooks/{quote(webhook_id)}/deliveries",
-                                params={"limit": 50, **({"status": wanted} if wanted else {})})
+        history_status, history = await self.ctx.call(
+            key, "GET", f"/v1/webhooks/{quote(webhook_id)}/deliveries",
+            params={"limit": 50, **({"status": wanted} if wanted else {})})
         flash = request.query.get("flash")
         base = f"/console/webhooks/{quote(webhook_id)}"
         settings_rows = [[e(k), e(_setting(k, v))] for k, v in w.items()]
@@ -243,7 +244,8 @@ class Detail(Page):
               f'<span class="{"ok" if d["status"] == SUCCESS else "bad"}">'
               f'{e(d["status"])}</span>', e(d["response_code"] or ""),
               e(d["response_time_ms"]), e(d["next_attempt_at"] or ""), e(d["error"] or "")]
-             for d in (history or {}).get("data", [])], "No deliveries yet.")
+             for d in (history or {}).get("data", [])],
+            "No deliveries yet." if history_status == 200 else error_text(history))
         body = ((f'<p class="flash" id=flash>{e(flash)}</p>' if flash else "")
                 + f'<div class="card">{actions}</div>'
                 + table(["Setting", "Value"], settings_rows)

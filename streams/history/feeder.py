@@ -94,6 +94,12 @@ class HistoryFeeder:
         """How many partitions of the history this worker fills (for /readyz)."""
         return len(self._reading)
 
+    def settled(self) -> bool:
+        """Whether it fills what faust last gave this worker, so that the history answers
+        in full (for /readyz: true too while faust gives it nothing)."""
+        return (not self._changed.is_set()
+                and {tp.partition for tp in self._reading} == self._wanted)
+
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         s = self._rt.settings
@@ -131,6 +137,7 @@ class HistoryFeeder:
             if self._consumer is not None and self._reading:
                 self._consumer.unsubscribe()
             self._reading = frozenset()
+            self._history.serving = frozenset()
 
     async def _on_rebalanced(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         """faust has recovered the table: read what it holds (the loop does, so faust's
@@ -169,6 +176,7 @@ class HistoryFeeder:
             if self._reading:
                 consumer.unsubscribe()
             self._reading = frozenset(tps)
+            self._history.serving = frozenset(tp.partition for tp in tps)
             if tps:
                 consumer.assign(tps)
                 for tp, offset in starts.items():

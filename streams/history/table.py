@@ -91,7 +91,19 @@ class History:
         #: rebalance).
         self._newest: dict[str, int] = {}
         self._changelog = rt.settings.topic(DELIVERY_HISTORY)
+        self._app = rt.app
+        #: Partitions whose history is complete here: recovered by faust and filled by the
+        #: feeder (streams.history.feeder says which).
+        self.serving: frozenset[int] = frozenset()
         rt.app.on_partitions_revoked.connect(self._forget_newest)
+
+    def serves(self, webhook_id: str) -> bool:
+        """Whether this worker's history of the webhook is complete. Not while faust reads
+        a partition it has just taken over back from the changelog (a rebalance): a page
+        read then would be empty or short, which looks like attempts that never were."""
+        key = self.table.changelog_topic.prepare_key(webhook_id, None)[0]
+        tp = self._app.producer.key_partition(self._changelog, key)
+        return tp.partition in self.serving
 
     async def _forget_newest(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         # Partitions may come back after another worker wrote to them: read the slots again.

@@ -58,11 +58,14 @@ def readiness(rt: Runtime, stages: Stages) -> dict[str, Any]:
         "rebalancing": bool(app.rebalancing),
         "fanout_partitions": stages.fanout.assigned_count() if stages.fanout else 0,
         "delivery_partitions": stages.delivery.assigned_count() if stages.delivery else 0,
-        # Not a condition of readiness: with more workers than partitions, some hold none.
+        # Informational: with more workers than partitions, some hold none.
         "history_partitions": stages.history.partitions(),
+        # The history answers in full (not 503 history_loading) for what faust gave us.
+        "history_loaded": stages.history.settled(),
     }
     checks["ready"] = bool(
         checks["subscriptions_loaded"] and not checks["rebalancing"]
+        and checks["history_loaded"]
         and checks["control_partitions"] > 0 and checks["fanout_partitions"] > 0
         and checks["delivery_partitions"] > 0)
     return checks
