@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,11 +14,22 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+#: Where a worker's web port is picked: below the kernel's ephemeral range (32768-60999 on
+#: Linux), which every outgoing connection draws from. A port picked by binding port 0 is
+#: in that range, and a connection of another process could take it before the worker
+#: binds it ("address already in use": seen in CI).
+_WEB_PORTS = range(20000, 32000)
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    while True:
+        port = random.choice(_WEB_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))  # where the worker listens
+            except OSError:
+                continue
+        return port
 
 
 def bindable(port: int) -> bool:
