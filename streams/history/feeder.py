@@ -38,7 +38,6 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from ..delivery.models import AttemptRecord
@@ -73,8 +72,6 @@ class HistoryFeeder:
         self._log = s.topic(DELIVERY_LOG)
         self._changelog = s.topic(DELIVERY_HISTORY)
         self._consumer: AIOKafkaConsumer | None = None
-        #: Asks where partitions start (streams.history.upgrade): one for the worker's life.
-        self._admin: AIOKafkaAdminClient | None = None
         self._producer: Producer | None = None
         self._task: asyncio.Task[None] | None = None
         #: Held while a batch is written and committed, and while the partitions read
@@ -114,9 +111,6 @@ class HistoryFeeder:
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=BATCH)
         await consumer.start()
         self._consumer = consumer
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
-        await admin.start()
-        self._admin = admin
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -132,9 +126,7 @@ class HistoryFeeder:
                 await self._consumer.stop()
             if self._producer is not None:
                 await self._producer.stop()
-            if self._admin is not None:
-                await self._admin.close()
-            self._consumer = self._producer = self._task = self._admin = None
+            self._consumer = self._producer = self._task = None
 
     # -- following faust's assignment -----------------------------------------------
     async def _on_revoked(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
@@ -143,9 +135,7 @@ class HistoryFeeder:
             self._want(frozenset())
             await self._commit()
             if self._consumer is not None and self._reading:
-                # Paused, not unassigned: an empty assignment makes aiokafka fetch every
-                # topic's metadata, on every rebalance of every worker.
-                self._consumer.pause(*self._reading)
+                self._consumer.unsubscribe()
             self._reading = frozenset()
             self._history.serving = frozenset()
 
@@ -171,7 +161,7 @@ class HistoryFeeder:
         while tps and generation == self._generation:
             try:
                 starts = await start_offsets(
-                    consumer, self._admin,
+                    consumer, self._rt.settings.bootstrap_servers,
                     f"{self._rt.settings.topic_prefix}{self.group}",
                     f"{self._rt.settings.topic_prefix}{LEGACY_GROUP}", tps)
                 break
@@ -183,11 +173,11 @@ class HistoryFeeder:
         async with self._lock:
             if generation != self._generation:
                 return  # faust changed its mind meanwhile: the loop follows again
+            if self._reading:
+                consumer.unsubscribe()
             self._reading = frozenset(tps)
             self._history.serving = frozenset(tp.partition for tp in tps)
-            if not tps:
-                consumer.pause(*consumer.assignment())
-            else:
+            if tps:
                 consumer.assign(tps)
                 for tp, offset in starts.items():
                     consumer.seek(tp, offset)

@@ -26,16 +26,18 @@ class OffsetsUnknown(Exception):
     """A group's offsets came back incomplete: ask again."""
 
 
-async def start_offsets(consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient | None,
-                        group: str, legacy_group: str,
-                        tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+async def start_offsets(consumer: AIOKafkaConsumer, bootstrap: str, group: str,
+                        legacy_group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
     """Per partition, the offset to read from (see the module docstring); raises
     OffsetsUnknown or KafkaError when that cannot be told yet."""
-    if admin is None:
-        raise OffsetsUnknown("the feeder is stopping")
-    own = await _committed(admin, group, tps)
-    fresh = [tp for tp in tps if own[tp] < 0]
-    legacy = await _committed(admin, legacy_group, fresh) if fresh else {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        own = await _committed(admin, group, tps)
+        fresh = [tp for tp in tps if own[tp] < 0]
+        legacy = await _committed(admin, legacy_group, fresh) if fresh else {}
+    finally:
+        await admin.close()
     first = await consumer.beginning_offsets([tp for tp in fresh if legacy[tp] < 0])
     return {tp: own[tp] if own[tp] >= 0 else legacy[tp] if legacy[tp] >= 0 else first[tp]
             for tp in tps}
