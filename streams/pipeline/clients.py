@@ -16,7 +16,6 @@ from typing import Protocol, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 
 from ..kafka.asyncproducer import AsyncProducer
@@ -122,10 +121,11 @@ def kafka_consumer(settings: Settings, group_id: str, drain_timeout: float) -> C
         rebalance_timeout_ms=int((drain_timeout + 30) * 1000),
         # Range: partition p of every topic the group reads goes to one member, so one
         # worker at a time sends a webhook's jobs and retries (its rate limit and duplicate
-        # guard hold: streams.delivery.ratelimit). Round robin stays listed so that workers
-        # of an older release, which offer only it, can share the group during a rolling
-        # upgrade (the group uses range once every member offers it).
-        partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
+        # guard hold: streams.delivery.ratelimit). Range alone: aiokafka (0.14, 0.15rc1)
+        # sends a JoinGroup per assignor offered, each with a different protocol list, and
+        # the broker rebalances on each, so two members offering two assignors can trip
+        # each other's joins for minutes (aio-libs/aiokafka#1168).
+        partition_assignment_strategy=(RangePartitionAssignor,),
     )
     return consumer
 
