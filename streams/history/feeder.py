@@ -42,8 +42,9 @@ from aiokafka.errors import KafkaError
 
 from ..delivery.models import AttemptRecord
 from ..kafka.topics import DELIVERY_HISTORY, DELIVERY_LOG, INVALID_MAX_MESSAGE_BYTES
-from ..pipeline.clients import Producer, Record, kafka_producer, until_landed
-from ..pipeline.records import Origin, encoded_key, quarantine_copy
+from ..pipeline.clients import Producer, Record, kafka_producer
+from ..pipeline.landing import land
+from ..pipeline.records import Origin, quarantine_copy
 from ..pipeline.stage import (
     COMMIT_INTERVAL_S,
     HANDLER_ATTEMPTS,
@@ -82,8 +83,6 @@ class HistoryFeeder:
         #: start offsets were looked up is not overtaken by them.
         self._wanted: frozenset[int] = frozenset()
         self._generation = 0
-        #: The log partitions the consumer reads now.
-        self._reading: frozenset[TopicPartition] = frozenset()
         self._changed = asyncio.Event()
         #: Per partition, the next offset to commit (its records' slots all landed).
         self._done: dict[TopicPartition, int] = {}
@@ -92,13 +91,12 @@ class HistoryFeeder:
 
     def partitions(self) -> int:
         """How many partitions of the history this worker fills (for /readyz)."""
-        return len(self._reading)
+        return len(self._history.serving)
 
     def settled(self) -> bool:
         """Whether it fills what faust last gave this worker, so that the history answers
         in full (for /readyz: true too while faust gives it nothing)."""
-        return (not self._changed.is_set()
-                and {tp.partition for tp in self._reading} == self._wanted)
+        return not self._changed.is_set() and self._history.serving == self._wanted
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -134,9 +132,8 @@ class HistoryFeeder:
         async with self._lock:
             self._want(frozenset())
             await self._commit()
-            if self._consumer is not None and self._reading:
+            if self._consumer is not None and self._history.serving:
                 self._consumer.unsubscribe()
-            self._reading = frozenset()
             self._history.serving = frozenset()
 
     async def _on_rebalanced(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
@@ -173,9 +170,9 @@ class HistoryFeeder:
         async with self._lock:
             if generation != self._generation:
                 return  # faust changed its mind meanwhile: the loop follows again
-            if self._reading:
+            if self._history.serving:
                 consumer.unsubscribe()
-            self._reading = frozenset(tps)
+            # The partitions read are the ones the history serves: one set, kept there.
             self._history.serving = frozenset(tp.partition for tp in tps)
             if tps:
                 consumer.assign(tps)
@@ -195,14 +192,14 @@ class HistoryFeeder:
                 if self._changed.is_set():
                     await self._follow(consumer)
                     continue
-                if not self._reading:
+                if not self._history.serving:
                     await self._changed.wait()
                     continue
                 batches = await consumer.getmany(timeout_ms=200, max_records=BATCH)
                 async with self._lock:
                     for tp, records in batches.items():
                         # Fetched before a revocation: no longer ours to write.
-                        if tp in self._reading and records:
+                        if tp.partition in self._history.serving and records:
                             await self._feed(tp, records)
                             self._done[tp] = records[-1].offset + 1
                     if loop.time() >= next_commit:
@@ -268,20 +265,15 @@ class HistoryFeeder:
             topic=tp.topic.removeprefix(self._rt.settings.topic_prefix)).inc()
         copy = quarantine_copy(Origin(tp.topic, tp.partition, record.offset), record.key,
                                record.value or b"", reason, INVALID_MAX_MESSAGE_BYTES)
-        producer, topic = self._producer, self._rt.settings.topic(copy.topic)
-
-        def send() -> Any:
-            return producer.send(topic, value=copy.value, key=encoded_key(copy),
-                                 headers=list(copy.headers))
-
-        await until_landed(send(), send, "to hookstream.invalid")
+        await land(self._producer, self._rt.settings, [copy])
 
     async def _commit(self) -> None:
         """Commit what landed, on the partitions still held (under the lock)."""
         consumer = self._consumer
         if consumer is None or not self._done:
             return
-        offsets = {tp: offset for tp, offset in self._done.items() if tp in self._reading}
+        offsets = {tp: offset for tp, offset in self._done.items()
+                   if tp.partition in self._history.serving}
         self._done = {}
         if not offsets:
             return

@@ -36,9 +36,9 @@ from faust.types import TableT
 from ..delivery.models import SUCCESS, AttemptRecord
 from ..kafka.app import raw_table
 from ..kafka.topics import DELIVERY_HISTORY, max_message_bytes
-from ..pipeline.clients import Producer, until_landed
+from ..pipeline.clients import Producer
+from ..pipeline.landing import RecordTooLarge, until_landed
 from ..pipeline.records import record_size
-from ..pipeline.stage import RecordTooLarge
 from ..runtime.context import Runtime
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class History:
         self._changelog = rt.settings.topic(DELIVERY_HISTORY)
         self._app = rt.app
         #: Partitions whose history is complete here: recovered by faust and filled by the
-        #: feeder (streams.history.feeder says which).
+        #: feeder, which keeps this set as the delivery-log partitions it reads.
         self.serving: frozenset[int] = frozenset()
         rt.app.on_partitions_revoked.connect(self._forget_newest)
 

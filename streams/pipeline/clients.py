@@ -8,7 +8,6 @@ streams.pipeline.local can stand in for Kafka in tests of the stage loop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from collections.abc import Set as AbstractSet
@@ -16,7 +15,6 @@ from typing import Protocol, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError
 
 from ..kafka.asyncproducer import AsyncProducer
 from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES
@@ -86,22 +84,6 @@ class Producer(Protocol):
         """send_and_wait, begun now and awaited later: records sent one after another are
         produced in that order, and many can be awaited in turn without a task each."""
         ...
-
-
-async def until_landed(sending: Awaitable[object], resend: Callable[[], Awaitable[object]],
-                       what: str) -> None:
-    """Await a send; while the broker refuses it, send it again (`resend`), backing off from
-    0.5 s to 10 s: whatever waits on it is not done before. `what` names it in the log."""
-    delay = 0.5
-    while True:
-        try:
-            await sending
-            return
-        except KafkaError as exc:
-            log.warning("producing %s failed (%s); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            sending = resend()
 
 
 #: (settings, group id, drain timeout) -> an unstarted consumer of that group.

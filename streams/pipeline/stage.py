@@ -36,15 +36,13 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Collection
-from functools import partial
-from typing import NamedTuple
+from collections.abc import Collection
 
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES, max_message_bytes
+from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES
 from ..settings import Settings
 from ..telemetry import metrics
 from .clients import (
@@ -55,10 +53,10 @@ from .clients import (
     Record,
     kafka_consumer,
     kafka_producer,
-    until_landed,
 )
+from .landing import land
 from .offsets import OffsetTracker
-from .records import Origin, Produce, encoded_key, quarantine_copy, record_size
+from .records import Origin, Produce, quarantine_copy
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +71,6 @@ HANDLER_ATTEMPTS = 3
 HANDLER_BACKOFF_S = (0.2, 1.0)
 #: After a poll fails (the consumer, not a record), the pause before the next one.
 POLL_PAUSE_S = 1.0
-
-
-class _Outgoing(NamedTuple):
-    """A record as the producer's `send` takes it (positionally)."""
-
-    topic: str
-    value: bytes | None
-    key: bytes | None
-    headers: list[tuple[str, bytes]] | None
-
-
-class RecordTooLarge(Exception):
-    """A record over its topic's size limit: the broker would refuse it on every try."""
 
 
 def handler_failure(attempts: int, exc: BaseException) -> str:
@@ -268,33 +253,11 @@ class Stage:
         """Told of the partitions just assigned, before any of their records is read."""
 
     async def produce_all(self, records: list[Produce]) -> None:
-        """Produce with acks=all, retrying each until it lands: the records are not done
-        before. All are handed to the producer at once, then awaited in turn (a task per
-        record, as gather made, cost a loaded worker about a tenth of its CPU).
-
-        A record over its topic's limit raises RecordTooLarge before any is sent: the
-        broker would refuse it for ever, and its refusal would also break the idempotent
-        producer's sequence on that partition (every later send there fails).
-        """
+        """Produce with acks=all, each retried until it lands (streams.pipeline.landing):
+        the records are not done before. A record over its topic's limit raises
+        RecordTooLarge before any is sent."""
         assert self._producer is not None
-        outgoing = [self._outgoing(record) for record in records]
-        sends = [(out, self._send(out)) for out in outgoing]
-        for out, sending in sends:
-            await until_landed(sending, partial(self._send, out), f"to {out.topic}")
-
-    def _outgoing(self, record: Produce) -> _Outgoing:
-        topic = self.settings.topic(record.topic)
-        key = encoded_key(record)
-        headers = list(record.headers)
-        size, limit = record_size(key, record.value, headers), max_message_bytes(record.topic)
-        if size > limit:
-            raise RecordTooLarge(f"a record of {size} bytes for {record.topic}, "
-                                 f"over its limit of {limit}")
-        return _Outgoing(topic, record.value, key, headers or None)
-
-    def _send(self, out: _Outgoing) -> Awaitable[object]:
-        assert self._producer is not None
-        return self._producer.send(*out)
+        await land(self._producer, self.settings, records)
 
     # -- offsets ---------------------------------------------------------------------
     async def _commit(self, only: list[TopicPartition] | None = None) -> None:

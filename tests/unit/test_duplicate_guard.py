@@ -33,7 +33,7 @@ from streams.delivery.models import AttemptRecord, DeliveryJob, Outcome
 from streams.delivery.routing import after_attempt
 from streams.delivery.stage import DeliveryWorker
 from streams.kafka.topics import DELIVERIES, DELIVERY_LOG, RETRY_TOPICS, all_topics
-from streams.pipeline.local import LocalBroker
+from streams.pipeline.local import LocalBroker, LocalProducer
 from streams.pipeline.records import Origin
 from streams.settings import Settings
 from streams.telemetry import metrics
@@ -222,24 +222,29 @@ def test_an_outcome_is_logged_only_after_its_retry_landed() -> None:
     that was never written, and the guard would skip the job: lost."""
     order: list[str] = []
 
-    class Recording(DeliveryWorker):
-        def _send(self, out: Any) -> Awaitable[object]:
-            sending = super()._send(out)
+    class SlowRetries(LocalProducer):
+        """Lands what goes to the first retry topic 10 ms late; records what landed. A
+        send begins when made, as librdkafka's does, not when awaited."""
+
+        def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                 headers: list[tuple[str, bytes]] | None = None,
+                 partition: int | None = None) -> Awaitable[Any]:
+            sending = super().send(topic, value, key, headers, partition)
 
             async def landed() -> None:
-                await asyncio.sleep(0.01 if out.topic == SETTINGS.topic(RETRY_TOPICS[0])
-                                    else 0)
+                await asyncio.sleep(0.01 if topic == SETTINGS.topic(RETRY_TOPICS[0]) else 0)
                 await sending
-                order.append(out.topic.removeprefix(SETTINGS.topic_prefix))
-            return landed()
+                order.append(topic.removeprefix(SETTINGS.topic_prefix))
+            return asyncio.ensure_future(landed())
 
     async def main() -> None:
         broker = LocalBroker()
         broker.create_topics(all_topics(SETTINGS))
-        worker = Recording(SETTINGS, _view([SUB]), box=BOX,
-                           transport=httpx.MockTransport(Receiver(503)),
-                           consumer_factory=broker.consumer, producer_factory=broker.producer,
-                           tail_factory=broker.tail)
+        worker = DeliveryWorker(SETTINGS, _view([SUB]), box=BOX,
+                                transport=httpx.MockTransport(Receiver(503)),
+                                consumer_factory=broker.consumer,
+                                producer_factory=lambda _settings: SlowRetries(broker),
+                                tail_factory=broker.tail)
         await worker.start()  # its loop reads nothing: the record is handed to `handle`
         try:
             record = _record(SETTINGS.topic(DELIVERIES), JOB.encode())

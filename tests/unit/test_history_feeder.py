@@ -37,8 +37,11 @@ class _Producer:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
-    def send(self, topic: str, **record: Any) -> asyncio.Future[None]:
-        self.sent.append({"topic": topic, **record})
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+             headers: list[tuple[str, bytes]] | None = None,
+             partition: int | None = None) -> asyncio.Future[None]:
+        self.sent.append({"topic": topic, "value": value, "key": key, "headers": headers,
+                          "partition": partition})
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
