@@ -27,13 +27,18 @@ from .stack import (
 )
 
 
-def machine_limit(port: int, total: int, runs: int = 3) -> float:
+def machine_limit(port: int, total: int, runs: int = 3) -> tuple[float, float]:
     """The machine's limit: the median of `runs` bare aiohttp runs (signed POSTs, the same
-    receiver and concurrency); one run drifts by a third on a shared 2-core machine."""
+    receiver and concurrency); one run drifts by a third on a shared 2-core machine.
+    Returned with that run's CPU seconds per 1,000 requests (this process: the client
+    alone), the floor under any worker's CPU per delivery while it sends with aiohttp."""
     url = f"http://127.0.0.1:{port}/bare"
-    rates = sorted(asyncio.run(clients.aiohttp_rate(url, total, CONCURRENCY))
-                   for _ in range(runs))
-    return rates[len(rates) // 2]
+    measured = []
+    for _ in range(runs):
+        cpu0 = time.process_time()
+        rate = asyncio.run(clients.aiohttp_rate(url, total, CONCURRENCY))
+        measured.append((rate, (time.process_time() - cpu0) / total * 1000))
+    return sorted(measured)[runs // 2]
 
 
 #: Issue 13's targets for (a): a share of the bare client's rate, and the worker's CPU.
@@ -52,7 +57,7 @@ def throughput(bootstrap: str, home: Path, events: int, fanout: int,
     # Lag sampled every second, to see when the history has caught up.
     stack = Stack(bootstrap, home, {"HOOKSTREAM_SAMPLE_INTERVAL": "1", **(env or {})})
     try:
-        limit = machine_limit(stack.receiver_port, min(events * fanout, 10_000))
+        limit, bare_cpu = machine_limit(stack.receiver_port, min(events * fanout, 10_000))
         _get_reset(stack)
         for _ in range(workers):
             stack.start_worker()
@@ -83,6 +88,7 @@ def throughput(bootstrap: str, home: Path, events: int, fanout: int,
                 "cpu_s_per_1000": round(cpu_per_1000, 3),
                 "target_cpu_s_per_1000": TARGET_CPU_S_PER_1000,
                 "cpu_vs_target": round(cpu_per_1000 / TARGET_CPU_S_PER_1000, 2),
+                "bare_client_cpu_s_per_1000": round(bare_cpu, 3),
                 "broker_cpu_s_per_1000": round(broker_cpu / len(times) * 1000, 3),
                 "peak_rss_mb_per_worker": round(peak / 2**20, 1),
                 "deferred": int(stack.metric(DEFERRED)),

@@ -5,20 +5,21 @@ drain) just as a permit is handed to it can lose that permit. Under `make bench`
 webhook's 16 slots leaked one by one until every job waited forever and the worker
 stalled at 40% of its deliveries (tests/unit/test_slots.py stalls the same way with
 asyncio.Semaphore in its place). Here a waiter's future is never cancelled by the wait
-itself: after a timeout it is removed from the queue before anyone can hand it a slot, and
-a slot handed to a cancelled waiter is passed on.
+itself: a timeout resolves it (False) and removes it from the queue in one step, before
+anyone can hand it a slot, and a slot handed to a waiter cancelled meanwhile is passed on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 
 
 class Slots:
     def __init__(self, count: int) -> None:
         self.free = count
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[bool]] = deque()
 
     def busy(self) -> bool:
         """Whether an acquire now would wait."""
@@ -29,23 +30,32 @@ class Slots:
         if not self.busy():
             self.free -= 1
             return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        # True: a slot moved to it (release); False: timed out (_expire). A timer rather
+        # than asyncio.wait, which built a second future and a callback per wait (as
+        # FairSlots does: streams.delivery.fairness).
+        waiter: asyncio.Future[bool] = loop.create_future()
         self._waiters.append(waiter)
+        timer = None if timeout is None else loop.call_later(timeout, self._expire, waiter)
         try:
-            await asyncio.wait((waiter,), timeout=timeout)
+            return await waiter
         except asyncio.CancelledError:
-            self._give_up(waiter)
+            if waiter.cancelled():  # cancelled while waiting: it holds nothing
+                # A release may have dropped it from the queue already (it skips the done).
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            elif waiter.result():
+                self.release()  # handed a slot it will not use: pass it on
             raise
-        if waiter.done():
-            return True
-        self._give_up(waiter)
-        return False
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def release(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # the slot moves to it: `free` is unchanged
+                waiter.set_result(True)  # the slot moves to it: `free` is unchanged
                 return
         self.free += 1
 
@@ -55,9 +65,7 @@ class Slots:
     async def __aexit__(self, *exc: object) -> None:
         self.release()
 
-    def _give_up(self, waiter: asyncio.Future[None]) -> None:
-        if waiter.done():
-            self.release()  # handed a slot it will not use: pass it on
-        else:
+    def _expire(self, waiter: asyncio.Future[bool]) -> None:
+        if not waiter.done():  # else it got a slot (or was cancelled) first
+            waiter.set_result(False)
             self._waiters.remove(waiter)
-            waiter.cancel()
