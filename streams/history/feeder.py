@@ -35,14 +35,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from ..delivery.models import AttemptRecord
 from ..kafka.topics import DELIVERY_HISTORY, DELIVERY_LOG, INVALID_MAX_MESSAGE_BYTES
-from ..pipeline.clients import Producer, Record, kafka_producer
+from ..pipeline.clients import Producer, ProducerFactory, Record, kafka_producer
 from ..pipeline.landing import land
 from ..pipeline.records import Origin, quarantine_copy
 from ..pipeline.stage import (
@@ -53,6 +54,7 @@ from ..pipeline.stage import (
     handler_failure,
 )
 from ..runtime.context import Runtime
+from ..settings import Settings
 from ..telemetry import metrics
 from .table import Attempt, History
 from .upgrade import LEGACY_GROUP, OffsetsUnknown, start_offsets
@@ -63,16 +65,61 @@ log = logging.getLogger(__name__)
 BATCH = 1000
 
 
+class LogReader(Protocol):
+    """What the feeder uses of its consumer (AIOKafkaConsumer is one): assigned by hand,
+    in no group's membership, committing to its group."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def assign(self, partitions: list[TopicPartition]) -> None: ...
+
+    def unsubscribe(self) -> None: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+    async def getmany(self, *, timeout_ms: int,
+                      max_records: int) -> Mapping[TopicPartition, list[Record]]: ...
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None: ...
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]) -> Mapping[TopicPartition, int]: ...
+
+
+#: (settings, group id) -> an unstarted reader of the delivery log.
+ReaderFactory: TypeAlias = Callable[[Settings, str], LogReader]
+#: Partitions -> where to start reading each (streams.history.upgrade); raises
+#: OffsetsUnknown or KafkaError while that cannot be told.
+StartOffsets: TypeAlias = Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
+
+
+def kafka_reader(settings: Settings, group_id: str) -> LogReader:
+    reader: LogReader = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=group_id,
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=BATCH)
+    return reader
+
+
 class HistoryFeeder:
     group = "hookstream-history"
 
-    def __init__(self, rt: Runtime, history: History) -> None:
+    def __init__(self, rt: Runtime, history: History, *,
+                 reader_factory: ReaderFactory = kafka_reader,
+                 producer_factory: ProducerFactory = kafka_producer,
+                 start_offsets: StartOffsets | None = None) -> None:
+        """`reader_factory`, `producer_factory` and `start_offsets` are the seams that
+        tests/unit/test_history_feeder.py drives the loop through without Kafka."""
         self._rt = rt
         self._history = history
         s = rt.settings
         self._log = s.topic(DELIVERY_LOG)
         self._changelog = s.topic(DELIVERY_HISTORY)
-        self._consumer: AIOKafkaConsumer | None = None
+        self._reader_factory = reader_factory
+        self._producer_factory = producer_factory
+        self._start_offsets = start_offsets or self._committed_or_legacy
+        self._consumer: LogReader | None = None
         self._producer: Producer | None = None
         self._task: asyncio.Task[None] | None = None
         #: Held while a batch is written and committed, and while the partitions read
@@ -101,12 +148,10 @@ class HistoryFeeder:
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         s = self._rt.settings
-        producer = kafka_producer(s)
+        producer = self._producer_factory(s)
         await producer.start()
         self._producer = producer
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers, group_id=f"{s.topic_prefix}{self.group}",
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=BATCH)
+        consumer = self._reader_factory(s, f"{s.topic_prefix}{self.group}")
         await consumer.start()
         self._consumer = consumer
         self._task = asyncio.create_task(self._run())
@@ -147,7 +192,14 @@ class HistoryFeeder:
         self._generation += 1
         self._changed.set()
 
-    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+    async def _committed_or_legacy(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        assert self._consumer is not None
+        s = self._rt.settings
+        return await start_offsets(self._consumer, s.bootstrap_servers,
+                                   f"{s.topic_prefix}{self.group}",
+                                   f"{s.topic_prefix}{LEGACY_GROUP}", tps)
+
+    async def _follow(self, consumer: LogReader) -> None:
         """Read the wanted partitions from their start offsets (streams.history.upgrade),
         committed at once so that a quiet partition has one too."""
         self._changed.clear()
@@ -157,10 +209,7 @@ class HistoryFeeder:
         delay = POLL_PAUSE_S
         while tps and generation == self._generation:
             try:
-                starts = await start_offsets(
-                    consumer, self._rt.settings.bootstrap_servers,
-                    f"{self._rt.settings.topic_prefix}{self.group}",
-                    f"{self._rt.settings.topic_prefix}{LEGACY_GROUP}", tps)
+                starts = await self._start_offsets(tps)
                 break
             except (KafkaError, OffsetsUnknown, OSError) as exc:
                 log.warning("history: where to start reading is unknown yet (%s); asking "

@@ -13,7 +13,10 @@ Delete with LEGACY_GROUP once no deployment older than the feeder remains.
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from collections.abc import Awaitable, Mapping
+from typing import Protocol
+
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from ..kafka.app import APP_ID
@@ -26,7 +29,12 @@ class OffsetsUnknown(Exception):
     """A group's offsets came back incomplete: ask again."""
 
 
-async def start_offsets(consumer: AIOKafkaConsumer, bootstrap: str, group: str,
+class _Beginnings(Protocol):
+    def beginning_offsets(
+        self, partitions: list[TopicPartition]) -> Awaitable[Mapping[TopicPartition, int]]: ...
+
+
+async def start_offsets(consumer: _Beginnings, bootstrap: str, group: str,
                         legacy_group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
     """Per partition, the offset to read from (see the module docstring); raises
     OffsetsUnknown or KafkaError when that cannot be told yet."""
