@@ -23,7 +23,8 @@ class HistoryLoading(ApiError):
 
     def __init__(self) -> None:
         super().__init__(503, "history_loading", "this webhook's history is being loaded "
-                         "after a rebalance of the workers; retry in a second")
+                         "after a rebalance of the workers; retry in a second",
+                         headers={"Retry-After": "1"})
 
 
 def _history(endpoint: Endpoint, webhook_id: str) -> History:
@@ -61,10 +62,8 @@ class _OnOwner(Endpoint):
             return forwarded
         try:
             return await self.answer(request, principal, webhook_id)
-        except HistoryLoading as exc:
-            return self.json(exc.body(), status=exc.status, headers={"Retry-After": "1"})
         except ApiError as exc:
-            return self.json(exc.body(), status=exc.status)
+            return self.json(exc.body(), status=exc.status, headers=exc.headers)
 
     async def answer(self, request: Request, principal: Principal,
                      webhook_id: str) -> Response:

@@ -83,7 +83,7 @@ def api(handler: Handler) -> ViewMethod:
             if key and 200 <= status < 300:
                 await ctx.remember(f"{principal.key_id}:{key}", status, body)
         except ApiError as exc:
-            return self.json(exc.body(), status=exc.status)
+            return self.json(exc.body(), status=exc.status, headers=exc.headers)
         except TooManyFailures as exc:
             return too_many(self, exc)
         if status == 204:

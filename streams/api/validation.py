@@ -24,11 +24,14 @@ PATCH_FIELDS = {"url", "events", "active", "description", "signature_scheme", *C
 
 
 class ApiError(Exception):
-    """An answer other than success: HTTP status, machine code, message, offending field."""
+    """An answer other than success: HTTP status, machine code, message, offending field,
+    and headers the answer carries (a 503's Retry-After)."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, *,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from ..delivery.models import AttemptRecord
@@ -121,6 +122,9 @@ class HistoryFeeder:
         self._start_offsets = start_offsets or self._committed_or_legacy
         self._consumer: LogReader | None = None
         self._producer: Producer | None = None
+        #: Asks where partitions start: made at the first ask, kept for the worker's life
+        #: (a new admin client per rebalance fetched the cluster's metadata each time).
+        self._admin: AIOKafkaAdminClient | None = None
         self._task: asyncio.Task[None] | None = None
         #: Held while a batch is written and committed, and while the partitions read
         #: change: a revocation waits for the batch under way.
@@ -169,7 +173,9 @@ class HistoryFeeder:
                 await self._consumer.stop()
             if self._producer is not None:
                 await self._producer.stop()
-            self._consumer = self._producer = self._task = None
+            if self._admin is not None:
+                await self._admin.close()
+            self._consumer = self._producer = self._task = self._admin = None
 
     # -- following faust's assignment -----------------------------------------------
     async def _on_revoked(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
@@ -195,7 +201,15 @@ class HistoryFeeder:
     async def _committed_or_legacy(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         assert self._consumer is not None
         s = self._rt.settings
-        return await start_offsets(self._consumer, s.bootstrap_servers,
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
+            try:
+                await admin.start()
+            except BaseException:
+                await admin.close()  # made again at the next ask
+                raise
+            self._admin = admin
+        return await start_offsets(self._consumer, self._admin,
                                    f"{s.topic_prefix}{self.group}",
                                    f"{s.topic_prefix}{LEGACY_GROUP}", tps)
 

@@ -34,18 +34,13 @@ class _Beginnings(Protocol):
         self, partitions: list[TopicPartition]) -> Awaitable[Mapping[TopicPartition, int]]: ...
 
 
-async def start_offsets(consumer: _Beginnings, bootstrap: str, group: str,
+async def start_offsets(consumer: _Beginnings, admin: AIOKafkaAdminClient, group: str,
                         legacy_group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
     """Per partition, the offset to read from (see the module docstring); raises
     OffsetsUnknown or KafkaError when that cannot be told yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        own = await _committed(admin, group, tps)
-        fresh = [tp for tp in tps if own[tp] < 0]
-        legacy = await _committed(admin, legacy_group, fresh) if fresh else {}
-    finally:
-        await admin.close()
+    own = await _committed(admin, group, tps)
+    fresh = [tp for tp in tps if own[tp] < 0]
+    legacy = await _committed(admin, legacy_group, fresh) if fresh else {}
     first = await consumer.beginning_offsets([tp for tp in fresh if legacy[tp] < 0])
     return {tp: own[tp] if own[tp] >= 0 else legacy[tp] if legacy[tp] >= 0 else first[tp]
             for tp in tps}

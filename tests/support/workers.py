@@ -24,19 +24,15 @@ _WEB_PORTS = range(20000, 32000)
 def free_port() -> int:
     while True:
         port = random.choice(_WEB_PORTS)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("0.0.0.0", port))  # where the worker listens
-            except OSError:
-                continue
-        return port
+        if bindable(port, "0.0.0.0"):  # where the worker listens
+            return port
 
 
-def bindable(port: int) -> bool:
-    """Is this loopback port free now (for a broker of a test's own)?"""
+def bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Is this port free now on `host` (loopback: for a broker of a test's own)?"""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
