@@ -1,15 +1,16 @@
 """The one HTTP client factory for deliveries, so no call site can forget a rule.
 
-- httpx Requests over the aiohttp transport: `make bench` (t) measured 219 requests/s with
-  httpx's default transport, 2,274/s with httpx.AsyncClient over aiohttp, 4,051/s with this
-  client and 4,634/s with bare aiohttp, on the 2-core development machine.
+- Deliveries go out on our own HTTP/1.1 connections (`wire.py`, responses parsed by
+  httptools): `make bench` (t) measured them at 0.09-0.12 CPU-s per 1,000 signed POSTs
+  against aiohttp's 0.29-0.40. Through an egress proxy they go through an aiohttp session
+  instead (its CONNECT tunnels and proxy authentication are not worth writing again).
 - Redirects are never followed: a 3xx is a failed delivery, and following one could lead
   a signed request to a host nobody vetted.
-- In secure mode the resolver drops every non-public address a hostname resolves to, and
-  every socket is refused at connect time unless its address is public (`_public_socket`):
-  the one check that sees IP literals too, which aiohttp never hands to a resolver. So
-  neither DNS rebinding nor a URL that names an address in some odd spelling reaches inside.
-- Connection pool sized to the worker's delivery concurrency; no cookies, ever.
+- In secure mode every address a socket is made for is judged public first, whether the
+  URL named it or DNS answered it, and the socket connects to the address judged: so
+  neither DNS rebinding nor a URL that names an address in some odd spelling reaches
+  inside. (The aiohttp session keeps the same rule in its resolver and socket factory.)
+- Connections kept per host up to the worker's delivery concurrency; no cookies, ever.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import errno
 import functools
 import socket
-from typing import Any, NamedTuple
+from typing import Any
 
 import aiohttp
 import httpx
@@ -29,6 +30,7 @@ from aiohttp.resolver import ThreadedResolver
 from .. import __version__
 from ..core.urls import is_public_address
 from ..settings import Settings
+from .wire import DRAIN_LIMIT, Answer, Origin, Wire, frame, route
 
 USER_AGENT = f"hookstream/{__version__} (+https://github.com/hookstream/hookstream)"
 
@@ -49,8 +51,7 @@ class PublicOnlyResolver(ThreadedResolver):
             results = []
         public = [r for r in results if is_public_address(r["host"])]
         if not public:
-            # errno + strerror: aiohttp shows strerror in its connection error.
-            raise OSError(errno.EHOSTUNREACH, f"{host} {NOT_PUBLIC}; refused")
+            raise _refused(host)
         return public
 
 
@@ -73,19 +74,9 @@ async def resolves_publicly(host: str, timeout: float = 5.0) -> bool:
     return bool(results) and all(is_public_address(r["host"]) for r in results)
 
 
-class Answer(NamedTuple):
-    """What a receiver said: all an attempt reads of a response, and nothing else to copy."""
-
-    status: int
-    #: The first `keep` bytes of the body.
-    body: bytes
-    #: The `Retry-After` header as sent (the first, if repeated), None without one. Read
-    #: for every answer: one lookup, cheaper than asking whether the status wants it.
-    retry_after: str | None
-
-
 class DeliveryClient:
-    """Signed POSTs straight to an aiohttp session built by `_session` (the rules above).
+    """Signed POSTs on the connections `_wire` builds, or through the egress proxy on the
+    aiohttp session `_session` builds (the rules above, in both).
 
     Not through httpx.AsyncClient: its request merging, cookie jar and redirect/auth
     machinery cost about a third of a loaded worker's CPU (py-spy, `make bench`), and a
@@ -98,12 +89,13 @@ class DeliveryClient:
 
     def __init__(self, settings: Settings,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        """`transport` replaces aiohttp, as httpx.AsyncClient(transport=...) does:
-        httpx.MockTransport(handler) in tests. The rules of this module live in the
-        default session only; a transport given is trusted to apply its own."""
+        """`transport` replaces the connections, as httpx.AsyncClient(transport=...) does:
+        httpx.MockTransport(handler) in tests. The rules of this module live in what
+        `_wire` and `_session` build; a transport given is trusted to apply its own."""
         self._settings = settings
         self._transport = transport
         self._session: aiohttp.ClientSession | None = None
+        self._wire: Wire | None = None
         timeout = settings.delivery_timeout
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout,
                                               sock_connect=timeout, sock_read=timeout)
@@ -118,6 +110,11 @@ class DeliveryClient:
         response came."""
         if self._transport is not None:
             return await self._post_through(self._transport, url, body, headers, keep)
+        if self._proxy is None:
+            origin, head = _routed(url)
+            if self._wire is None:
+                self._wire = _wire(self._settings)
+            return await self._wire.post(origin, frame(head, headers, body), keep)
         if self._session is None:
             self._session = _session(self._settings)
         async with self._session.post(
@@ -132,7 +129,7 @@ class DeliveryClient:
                 if len(kept) < keep:
                     kept += chunk[:keep - len(kept)]
                 seen += len(chunk)
-                if seen > _DRAIN_LIMIT:
+                if seen > DRAIN_LIMIT:
                     response.close()  # a huge answer: closing the connection is cheaper
                     break
             return Answer(response.status, kept, response.headers.get("Retry-After"))
@@ -155,10 +152,8 @@ class DeliveryClient:
             await self._transport.aclose()
         if self._session is not None:
             await self._session.close()
-
-
-#: Response bytes read past what is kept, so a keep-alive connection can be reused.
-_DRAIN_LIMIT = 64 * 1024
+        if self._wire is not None:
+            await self._wire.aclose()
 
 
 @functools.lru_cache(maxsize=8192)
@@ -166,6 +161,25 @@ def _parsed(url: str) -> yarl.URL:
     """Webhook URLs repeat on every delivery; parse each once (through httpx.URL first, as
     when requests were httpx's: the same normalisation of what the URL policy passed)."""
     return yarl.URL(str(httpx.URL(url)))
+
+
+@functools.lru_cache(maxsize=8192)
+def _routed(url: str) -> tuple[Origin, bytes]:
+    return route(_parsed(url), USER_AGENT)
+
+
+def _refused(host: str) -> OSError:
+    # errno + strerror (aiohttp shows strerror in its connection error); one message
+    # whether nothing answered or only private addresses did.
+    return OSError(errno.EHOSTUNREACH, f"{host} {NOT_PUBLIC}; refused")
+
+
+def _wire(settings: Settings) -> Wire:
+    """The connections deliveries go out on: the rules of this module, in one place."""
+    return Wire(limit=settings.delivery_concurrency,
+                tls=httpx.create_ssl_context(trust_env=False),
+                admit=None if settings.allow_insecure_targets else is_public_address,
+                refused=_refused)
 
 
 def _proxy(url: str | None) -> tuple[str | None, dict[str, str] | None]:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("streams", "localdev")
 #: Libraries the pure core must not import.
 IO_LIBRARIES = {"aiokafka", "confluent_kafka", "faust", "mode", "httpx", "httpx_aiohttp",
-                "aiohttp", "yarl", "prometheus_client"}
+                "aiohttp", "httptools", "yarl", "prometheus_client", "uvloop"}
 
 
 def _modules() -> dict[str, Path]:

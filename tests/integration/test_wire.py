@@ -1,0 +1,355 @@
+"""The deliveries' own HTTP/1.1 connections (streams.delivery.wire, through DeliveryClient)
+against receivers that misbehave on purpose: raw TCP servers on loopback that answer with
+scripted bytes. No Kafka.
+
+What a hostile or broken receiver can send: any framing, informational answers, answers
+too large to read, a protocol switch, garbage, bytes nobody asked for, silence, a close at
+the worst moment. Each must end as an Answer or an OSError (what the attempt records),
+within the attempt's time, and never leave a connection in the pool that would hand the
+next request a stale or foreign answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+import yarl
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.delivery import wire
+from streams.delivery.client import DeliveryClient
+from streams.delivery.wire import DRAIN_LIMIT, Answer, BadAnswer, Wire, frame, route
+from streams.settings import Settings
+
+#: (the request's number, from 0, over all connections; its bytes) -> bytes to send
+#: back, or None to close the connection without answering.
+Script = Callable[[int, bytes], Awaitable[bytes | None]]
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class _Receiver:
+    """A raw HTTP/1.1 server: reads each request whole (by Content-Length), answers what
+    the script says, and closes after the first answer if `closes`. Counts connections
+    and requests."""
+
+    def __init__(self, script: Script, closes: bool = False) -> None:
+        self._script = script
+        self._closes = closes
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.url = ""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                answer = await self._script(len(self.requests) - 1, request)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if self._closes:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[_Receiver]:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+        try:
+            yield self
+        finally:
+            server.close()
+
+
+def _client() -> DeliveryClient:
+    return DeliveryClient(Settings.from_env({"HOOKSTREAM_ALLOW_INSECURE_TARGETS": "1",
+                                             "HOOKSTREAM_DELIVERY_TIMEOUT": "5"}))
+
+
+async def _post(client: DeliveryClient, url: str, keep: int = 100) -> Answer:
+    async with asyncio.timeout(10):
+        return await client.post(url, b'{"n":1}', {"Content-Type": "application/json"}, keep)
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test on both loops: the worker runs uvloop, whose transports differ."""
+    global _loop_factory
+    _loop_factory = uvloop.new_event_loop if request.param == "uvloop" else None
+    yield
+    _loop_factory = None
+
+
+_loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+
+
+def _run(script: Script, body: Callable[[DeliveryClient, _Receiver], Awaitable[Any]],
+         closes: bool = False) -> Any:
+    async def main() -> Any:
+        async with _Receiver(script, closes).running() as receiver:
+            client = _client()
+            try:
+                return await body(client, receiver)
+            finally:
+                await client.aclose()
+
+    with asyncio.Runner(loop_factory=_loop_factory) as runner:
+        return runner.run(main())
+
+
+def _always(answer: bytes | None) -> Script:
+    async def script(n: int, request: bytes) -> bytes | None:
+        return answer
+    return script
+
+
+@pytest.mark.parametrize("answer, status, body", [
+    (b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\nhello", 201, b"hello"),
+    (b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\nX-Trailer: 1\r\n\r\n", 500, b"abcdefg"),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", 204, b""),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n"
+     b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok", 202, b"ok"),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold", 200, b"old"),
+    (b"HTTP/1.1 429 Slow Down\r\nretry-after: 7\r\nRetry-After: 9\r\nContent-Length: 0\r\n\r\n",
+     429, b""),
+])
+def test_every_framing_of_an_answer_reads_the_same(answer: bytes, status: int,
+                                                   body: bytes) -> None:
+    async def twice(client: DeliveryClient, receiver: _Receiver) -> list[Answer]:
+        return [await _post(client, receiver.url), await _post(client, receiver.url)]
+
+    answers = _run(_always(answer), twice)
+    assert [(a.status, a.body) for a in answers] == [(status, body)] * 2
+    if status == 429:
+        assert answers[0].retry_after == "7"  # the first, as sent
+
+
+def test_an_answer_framed_by_the_close_is_read_and_the_connection_not_reused() -> None:
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        answers = [await _post(client, receiver.url), await _post(client, receiver.url)]
+        return [(a.status, a.body) for a in answers], receiver.connections
+
+    # No length, not chunked: the body ends when the receiver closes the connection.
+    unframed = b"HTTP/1.1 503 Busy\r\n\r\nunframed body"
+    assert _run(_always(unframed), body, closes=True) == ([(503, b"unframed body")] * 2, 2)
+
+
+def test_connections_are_reused_and_keep_only_what_was_asked() -> None:
+    big = b"x" * (DRAIN_LIMIT * 4)
+    answers = {0: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+               1: b"HTTP/1.1 500 Big\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big)}
+
+    async def script(n: int, request: bytes) -> bytes | None:
+        return answers.get(n, OK)
+
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        got = [await _post(client, receiver.url, keep=10) for _ in range(4)]
+        return got, receiver.connections
+
+    got, connections = _run(script, body)
+    assert [(a.status, a.body) for a in got] == [(200, b"ok"), (500, b"x" * 10),
+                                                 (200, b"ok"), (200, b"ok")]
+    # The huge answer's connection is closed rather than read through: one more.
+    assert connections == 2
+
+
+def test_a_keep_alive_connection_closed_as_the_request_goes_out_is_retried_once() -> None:
+    async def script(n: int, request: bytes) -> bytes | None:
+        return OK if n != 1 else None  # the second request, on the first's connection
+
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        first = await _post(client, receiver.url)
+        second = await _post(client, receiver.url)
+        return first.status, second.status, receiver.connections, len(receiver.requests)
+
+    assert _run(script, body) == (200, 200, 2, 3)
+
+
+def test_a_new_connection_closed_without_an_answer_is_an_error_not_a_retry() -> None:
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        with pytest.raises(ConnectionResetError, match="without answering"):
+            await _post(client, receiver.url)
+        return receiver.connections
+
+    assert _run(_always(None), body) == 1
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+     "switched protocols"),
+    (b"SSH-2.0-OpenSSH_9.6\r\n", "malformed response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", "malformed"),
+    (b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", "malformed response"),
+])
+def test_what_is_not_an_answer_is_an_error_and_its_connection_is_dropped(
+        answer: bytes, reason: str) -> None:
+    async def script(n: int, request: bytes) -> bytes | None:
+        return answer if n == 0 else OK
+
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        with pytest.raises(BadAnswer, match=reason):
+            await _post(client, receiver.url)
+        after = await _post(client, receiver.url)
+        return after.status, receiver.connections
+
+    assert _run(script, body) == (200, 2)
+
+
+def test_bytes_nobody_asked_for_drop_the_connection() -> None:
+    async def script(n: int, request: bytes) -> bytes | None:
+        # A second, unasked-for answer rides behind the first.
+        return OK + (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate" if n == 0 else b"")
+
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        answers = [await _post(client, receiver.url) for _ in range(3)]
+        return [a.body for a in answers], receiver.connections
+
+    bodies, connections = _run(script, body)
+    assert bodies == [b"ok", b"ok", b"ok"]  # never "late", the answer to nothing
+    assert connections == 2
+
+
+def test_a_request_cut_short_by_its_timeout_never_lends_its_connection() -> None:
+    release = asyncio.Event()
+
+    async def script(n: int, request: bytes) -> bytes | None:
+        if b'"slow"' in request:
+            await release.wait()
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow"
+        return OK
+
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await client.post(receiver.url, b'"slow"', {}, 100)
+        release.set()  # the late answer now arrives on the abandoned connection
+        after = await _post(client, receiver.url)
+        return after.body, receiver.connections
+
+    assert _run(script, body) == (b"ok", 2)
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-Evil": "a\r\nInjected: yes"}, {"X-Evil": "a\nb"}, {"X-Evil": "nul\x00"},
+    {"Bad Name": "v"}, {"X-Evil:": "v"}, {"": "v"}, {"X-Unicode": "caf\u00e9"},
+])
+def test_a_header_that_would_split_the_request_is_refused_before_connecting(
+        headers: dict[str, str]) -> None:
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        with pytest.raises(ValueError):
+            await client.post(receiver.url, b"{}", headers, 10)
+        return receiver.connections
+
+    assert _run(_always(OK), body) == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.sampled_from([b"HTTP/1.1 ", b"200", b" OK", b"\r\n", b"Content-Length: ",
+                              b"Transfer-Encoding: chunked", b"5", b"0", b"hello", b"\n",
+                              b":", b" ", b"\x00", b"HTTP/1.0 ", b"100 Continue", b"-1",
+                              b"ffffffffffffffffff", b"Connection: close"]),
+             max_size=30).map(b"".join)))
+def test_any_bytes_from_a_receiver_end_as_an_answer_or_an_oserror(junk: bytes) -> None:
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        outcomes: list[int | str] = []
+        for _ in range(2):
+            try:
+                async with asyncio.timeout(1):
+                    answer = await client.post(receiver.url, b"{}", {}, 50)
+                outcomes.append(answer.status)
+            except (OSError, TimeoutError) as exc:
+                outcomes.append(type(exc).__name__)
+        return outcomes
+
+    outcomes = _run(_always(junk), body, closes=True)
+    for outcome in outcomes:
+        assert isinstance(outcome, str) or 100 <= outcome <= 999
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no public store trusts, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hookstream test receiver")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_receivers_are_verified_and_spoken_to(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    async def main() -> Any:
+        receiver = _Receiver(_always(OK))
+        server = await asyncio.start_server(receiver._serve, "127.0.0.1", 0, ssl=server_tls)
+        port = server.sockets[0].getsockname()[1]
+        url = f"https://127.0.0.1:{port}/hook"
+        client = _client()  # the delivery client's own trust store: not this certificate
+        wire = Wire(limit=4, tls=trusting, admit=None, refused=OSError)
+        try:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await _post(client, url)
+            refused = len(receiver.requests)
+            origin, head = route(yarl.URL(url), "hookstream/test")
+            answers = [await wire.post(origin, frame(head, {"X-A": "1"}, b"{}"), 10)
+                       for _ in range(3)]
+            return refused, [a.body for a in answers], receiver.connections
+        finally:
+            await client.aclose()
+            await wire.aclose()
+            server.close()
+
+    with asyncio.Runner(loop_factory=_loop_factory) as runner:
+        # One connection for the three requests (the refused handshake never completed,
+        # so never reached the server's handler).
+        assert runner.run(main()) == (0, [b"ok"] * 3, 1)
+
+
+def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wire, "IDLE_S", 0.0)  # every idle connection is already too old
+
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        statuses = [(await _post(client, receiver.url)).status for _ in range(3)]
+        return statuses, receiver.connections
+
+    assert _run(_always(OK), body) == ([200] * 3, 3)
