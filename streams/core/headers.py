@@ -64,10 +64,10 @@ RESERVED_PREFIXES: Final[dict[str, str]] = {
     "proxy-": "read by proxies on the way, not by the receiver",
 }
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: Visible ASCII, with spaces and tabs only between visible characters.
 _VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20\x09\x21-\x7e]*[\x21-\x7e])?)?")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 #: What reads show for every value: values are sealed at rest like secrets, and a read
 #: shows none of one, not even its length (Subscription.public).
@@ -91,7 +91,7 @@ class HeaderError(ValueError):
 def _where(name: str) -> str:
     """`headers.X-Foo` for a token; otherwise the name JSON-quoted, so a hostile name cannot
     put a line break (or anything unprintable) into an error message or a log line."""
-    return f"headers.{name}" if _TOKEN.fullmatch(name) else f"headers[{json.dumps(name)}]"
+    return f"headers.{name}" if TOKEN.fullmatch(name) else f"headers[{json.dumps(name)}]"
 
 
 def check_custom_headers(obj: Any) -> dict[str, str]:
@@ -136,7 +136,7 @@ def check_stored_headers(obj: Any) -> dict[str, str]:
 
 
 def _check_name(name: str, where: str) -> None:
-    if not _TOKEN.fullmatch(name):
+    if not TOKEN.fullmatch(name):
         raise HeaderError(where, "not a valid header name (letters, digits and "
                                  "!#$%&'*+-.^_`|~ only)")
     lower = name.lower()
@@ -152,7 +152,7 @@ def _check_value(value: Any, where: str) -> None:
         raise HeaderError(where, "the value must be a string")
     if _VALUE.fullmatch(value):
         return
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         raise HeaderError(where, "the value holds a control character (CR, LF, NUL, ...)")
     if not value.isascii():
         raise HeaderError(where, "the value must be ASCII")

@@ -1,8 +1,8 @@
 """The one HTTP client factory for deliveries, so no call site can forget a rule.
 
 - Deliveries go out on our own HTTP/1.1 connections (`wire.py`, responses parsed by
-  httptools): `make bench` (t) measured them at 0.09-0.12 CPU-s per 1,000 signed POSTs
-  against aiohttp's 0.29-0.40. Through an egress proxy they go through an aiohttp session
+  httptools): `make bench` (t) measured them at 1.8-2.1x bare aiohttp's rate (wire.py has
+  the figures). Through an egress proxy they go through an aiohttp session
   instead (its CONNECT tunnels and proxy authentication are not worth writing again).
 - Redirects are never followed: a 3xx is a failed delivery, and following one could lead
   a signed request to a host nobody vetted.

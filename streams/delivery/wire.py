@@ -32,6 +32,8 @@ from typing import Any, NamedTuple, cast
 import httptools
 import yarl
 
+from ..core.headers import CONTROL, TOKEN
+
 
 class Answer(NamedTuple):
     """What a receiver said: all an attempt reads of a response, and nothing else to copy."""
@@ -60,9 +62,6 @@ DRAIN_LIMIT = 64 * 1024
 #: goes out costs a retry.
 IDLE_S = 30.0
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-#: Header values: visible ASCII, spaces and tabs. Non-ASCII fails the ASCII encoding.
-_UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: A host as the URL policy leaves it: an IDNA (ASCII) name, a dotted quad, or an IPv6
 #: literal (checked further by ipaddress).
 _HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+:[0-9A-Fa-f:.]*")
@@ -92,7 +91,7 @@ def route(url: yarl.URL, user_agent: str) -> tuple[Origin, bytes]:
     if not _TARGET.fullmatch(target):
         raise ValueError("the URL's path holds characters a request line cannot carry")
     authority = f"[{host}]" if ":" in host else host
-    if port != (443 if url.scheme == "https" else 80):
+    if not url.is_default_port():
         authority = f"{authority}:{port}"
     head = f"POST {target} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: {user_agent}\r\n" \
            "Accept: */*\r\n"
@@ -110,7 +109,9 @@ def frame(head: bytes, headers: dict[str, str], body: bytes) -> bytes:
     """The whole request. Raises ValueError for a header that cannot be sent as it is."""
     lines = [f"Content-Length: {len(body)}\r\n"]
     for name, value in headers.items():
-        if not _TOKEN.fullmatch(name) or _UNSENDABLE.search(value):
+        # The header rules' own tests (stored rows are checked again here); non-ASCII
+        # fails the ASCII encoding below.
+        if not TOKEN.fullmatch(name) or CONTROL.search(value):
             raise ValueError(f"header {name!r} cannot be sent: not a token, or a control "
                              "character in its value")
         lines.append(f"{name}: {value}\r\n")
@@ -135,7 +136,6 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         #: Whether the connection can carry another request once the waiter is answered.
         self.reusable = False
-        self.answers = 0
         self.idle_since = 0.0
 
     def send(self, request: bytes, keep: int) -> asyncio.Future[Answer]:
@@ -216,7 +216,6 @@ class _Connection(asyncio.Protocol):
 
     def _answer(self) -> None:
         waiter, self._waiter = self._waiter, None
-        self.answers += 1
         if waiter is not None and not waiter.done():
             waiter.set_result(Answer(self._status, bytes(self._kept), self._retry_after))
 

@@ -76,9 +76,10 @@ class _Receiver:
             writer.close()
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[_Receiver]:
-        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    async def running(self, tls: ssl.SSLContext | None = None) -> AsyncIterator[_Receiver]:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
         try:
             yield self
         finally:
@@ -320,24 +321,20 @@ def test_tls_receivers_are_verified_and_spoken_to(tmp_path: Path) -> None:
     trusting = ssl.create_default_context(cafile=str(cert))
 
     async def main() -> Any:
-        receiver = _Receiver(_always(OK))
-        server = await asyncio.start_server(receiver._serve, "127.0.0.1", 0, ssl=server_tls)
-        port = server.sockets[0].getsockname()[1]
-        url = f"https://127.0.0.1:{port}/hook"
         client = _client()  # the delivery client's own trust store: not this certificate
         wire = Wire(limit=4, tls=trusting, admit=None, refused=OSError)
-        try:
-            with pytest.raises(ssl.SSLCertVerificationError):
-                await _post(client, url)
-            refused = len(receiver.requests)
-            origin, head = route(yarl.URL(url), "hookstream/test")
-            answers = [await wire.post(origin, frame(head, {"X-A": "1"}, b"{}"), 10)
-                       for _ in range(3)]
-            return refused, [a.body for a in answers], receiver.connections
-        finally:
-            await client.aclose()
-            await wire.aclose()
-            server.close()
+        async with _Receiver(_always(OK)).running(server_tls) as receiver:
+            try:
+                with pytest.raises(ssl.SSLCertVerificationError):
+                    await _post(client, receiver.url)
+                refused = len(receiver.requests)
+                origin, head = route(yarl.URL(receiver.url), "hookstream/test")
+                answers = [await wire.post(origin, frame(head, {"X-A": "1"}, b"{}"), 10)
+                           for _ in range(3)]
+                return refused, [a.body for a in answers], receiver.connections
+            finally:
+                await client.aclose()
+                await wire.aclose()
 
     with asyncio.Runner(loop_factory=_loop_factory) as runner:
         # One connection for the three requests (the refused handshake never completed,
