@@ -55,6 +55,10 @@ RESERVED: Final[dict[str, str]] = {
     "trailer": "a hop-by-hop header: deliveries send no trailers",
     "http2-settings": "a hop-by-hop header, managed by the HTTP client",
 }
+#: Of RESERVED, the names that frame or route the request itself. The delivery client's
+#: wire refuses them again whoever passes them: a second one would make two framings or
+#: two hosts of one request, which a proxy and the receiver may read differently.
+FRAMING: Final = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 #: Prefixes we refuse, lower-case, and why.
 RESERVED_PREFIXES: Final[dict[str, str]] = {
     "x-webhook-": "reserved for hookstream's signature and delivery headers",

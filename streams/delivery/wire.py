@@ -16,7 +16,8 @@ so no CR, LF or NUL reaches the wire whatever was stored. No pipelining, no redi
 
 Addresses: a host is resolved once per new connection, and a socket is made only for an
 address `admit` allowed, and connected to that address: never a second lookup. IP
-literals are judged like resolved names.
+literals are judged like resolved names. aiohappyeyeballs (aiohttp's) races the addresses
+as RFC 8305 says, so a dead first address costs 250 ms, not the attempt.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import ipaddress
 import re
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, cast
 
+import aiohappyeyeballs
 import httptools
 import yarl
 
-from ..core.headers import CONTROL, TOKEN
+from ..core.headers import CONTROL, FRAMING, TOKEN
 
 
 class Answer(NamedTuple):
@@ -57,6 +59,14 @@ class _Unanswered(ConnectionResetError):
 #: Response bytes read past what is kept, so a keep-alive connection can be reused; a
 #: larger answer closes its connection instead (cheaper than reading it all).
 DRAIN_LIMIT = 64 * 1024
+#: An answer's head (status line, headers, and any 1xx answers before it) is refused past
+#: this: an endless header or a flood of 1xx answers otherwise burns CPU and memory until
+#: the attempt's timeout. aiohttp allows 8 KiB a line and 128 headers; this is 64 KiB all.
+HEAD_LIMIT = 64 * 1024
+#: Happy Eyeballs (RFC 8305): the next address is tried this long after the last one
+#: started connecting, so one silent address does not cost the whole attempt's timeout.
+#: 250 ms is the RFC's and aiohttp's figure.
+NEXT_ADDRESS_S = 0.25
 #: An idle connection older than this is closed, not reused: servers drop idle keep-alive
 #: connections after a while (nginx's default is 75 s), and one dropped just as a request
 #: goes out costs a retry.
@@ -68,6 +78,9 @@ _HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+:[0-9A-Fa-f:.]*")
 #: A request target in origin form: visible ASCII only (yarl has escaped the rest).
 _TARGET = re.compile(r"/[\x21-\x7e]*")
 _RETRY_AFTER = b"retry-after"
+#: What a head holds besides its reason phrase and headers: "HTTP/1.1 200 ", its CRLF and
+#: the blank line's (a flood of bare 1xx answers counts toward HEAD_LIMIT by these).
+_LEAST_HEAD = len(b"HTTP/1.1 200 \r\n\r\n")
 
 
 class Origin(NamedTuple):
@@ -114,6 +127,8 @@ def frame(head: bytes, headers: dict[str, str], body: bytes) -> bytes:
         if not TOKEN.fullmatch(name) or CONTROL.search(value):
             raise ValueError(f"header {name!r} cannot be sent: not a token, or a control "
                              "character in its value")
+        if name.lower() in FRAMING:
+            raise ValueError(f"header {name!r} is written by the connection, not the caller")
         lines.append(f"{name}: {value}\r\n")
     lines.append("\r\n")
     return head + "".join(lines).encode("ascii") + body
@@ -125,11 +140,20 @@ class _Connection(asyncio.Protocol):
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
         self._parser = httptools.HttpResponseParser(self)
+        # What aiohttp's parser lets through too: a bare LF for CRLF, and spaces after a
+        # chunk's size. Receivers written by hand send both, and their answers are
+        # unambiguous; still refused: bad framing (two lengths, a length and chunked).
+        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True,
+                                              lenient_spaces_after_chunk_size=True)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[Answer] | None = None
         self._keep = 0
         self._kept = bytearray()
         self._seen = 0
+        #: Bytes fed for the request under way, and the bytes of its heads (1xx included)
+        #: as parsed (but for optional spaces): both held to HEAD_LIMIT.
+        self._fed = 0
+        self._head = 0
         self._retry_after: str | None = None
         self._status = 0
         self._heard = False
@@ -140,7 +164,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request: bytes, keep: int) -> asyncio.Future[Answer]:
         assert self._transport is not None and self._waiter is None
-        self._keep, self._kept, self._seen = keep, bytearray(), 0
+        self._keep, self._kept, self._seen, self._fed, self._head = keep, bytearray(), 0, 0, 0
         self._retry_after, self._status, self._heard = None, 0, False
         self.reusable = False
         self._waiter = asyncio.get_running_loop().create_future()
@@ -148,9 +172,20 @@ class _Connection(asyncio.Protocol):
         return self._waiter
 
     def close(self) -> None:
+        """Closes an idle connection; one with a request under way or bytes unsent is
+        dropped instead (`close` would wait for a receiver that may never read them)."""
         self.reusable = False
         if self._transport is not None and not self.closed:
-            self._transport.close()
+            if self._waiter is None and not self._transport.get_write_buffer_size():
+                self._transport.close()
+            else:
+                self._transport.abort()
+
+    def drop(self) -> None:
+        """Closes now, in the middle of an exchange: nothing unsent is worth waiting for."""
+        self.reusable = False
+        if self._transport is not None and not self.closed:
+            self._transport.abort()
 
     # asyncio.Protocol
 
@@ -160,15 +195,28 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:  # bytes nobody asked for: never reuse this connection
-            self.close()
+            self.drop()
             return
         self._heard = True
+        self._fed += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(BadAnswer("the receiver switched protocols"))
+            return
         except httptools.HttpParserError as exc:
-            self._fail(BadAnswer(f"malformed response: {exc}"))
+            # Our callbacks' own BadAnswer comes back as the context of llhttp's error.
+            ours = exc.__context__
+            self._fail(ours if isinstance(ours, BadAnswer)
+                       else BadAnswer(f"malformed response: {exc}"))
+            return
+        if self._waiter is None:
+            return
+        if not self._status and self._fed > HEAD_LIMIT:  # a head not yet whole, too long
+            self._fail(_head_too_large())
+        elif self._fed > HEAD_LIMIT + DRAIN_LIMIT:  # endless trailers: not the body's bytes
+            self._answer()
+            self.drop()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -186,7 +234,19 @@ class _Connection(asyncio.Protocol):
 
     # httptools' callbacks
 
+    def on_message_begin(self) -> None:
+        if self._waiter is None:  # a second answer begins: even half of one is too many
+            self.drop()
+            return
+        self._count_head(_LEAST_HEAD)
+
+    def on_status(self, reason: bytes) -> None:
+        self._count_head(len(reason))
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._status:  # a trailer: the answer's terms were read from its head
+            return
+        self._count_head(len(name) + len(value) + 4)
         if self._retry_after is None and name.lower() == _RETRY_AFTER:
             self._retry_after = value.decode("latin-1")
 
@@ -201,18 +261,27 @@ class _Connection(asyncio.Protocol):
         self._seen += len(body)
         if self._seen > DRAIN_LIMIT:
             self._answer()
-            self.close()
+            self.drop()
 
     def on_message_complete(self) -> None:
         if self._waiter is None:
-            self.close()  # a second answer to one request: never reuse this connection
+            self.drop()  # a second answer to one request: never reuse this connection
             return
-        if self._status < 200:  # 1xx: informational, the answer follows
-            self._status = 0
+        if self._status < 200:  # 1xx: informational, the answer follows with its own terms
+            self._status, self._retry_after = 0, None
             return
-        keep_alive = self._parser.should_keep_alive()
+        # An answer can come before the request was all sent (a 413 at the headers): the
+        # rest would be read as the next request's start, so such a connection is done.
+        keep_alive = (self._parser.should_keep_alive() and self._transport is not None
+                      and not self._transport.get_write_buffer_size())
         self._answer()
         self.reusable = keep_alive and not self.closed
+
+    def _count_head(self, size: int) -> None:
+        """Holds a head that came whole in one read to the limit, too."""
+        self._head += size
+        if self._head > HEAD_LIMIT:
+            raise _head_too_large()
 
     def _answer(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -221,12 +290,20 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: Exception) -> None:
         waiter, self._waiter = self._waiter, None
-        self.close()
+        self.drop()
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
 
+def _head_too_large() -> BadAnswer:
+    return BadAnswer(f"the answer's head is over {HEAD_LIMIT} bytes")
+
+
 Admit = Callable[[str], bool]
+#: getaddrinfo's rows: (family, socket type, protocol, canonical name, socket address).
+AddrInfo = tuple[int, int, int, str, Any]
+#: (host, port) -> the host's addresses, as the event loop's getaddrinfo gives them.
+Resolve = Callable[[str, int], Awaitable[Sequence[AddrInfo]]]
 
 
 def _fresh(connection: _Connection, now: float) -> bool:
@@ -238,13 +315,15 @@ class Wire:
 
     `admit(address)` judges every address before a socket is made for it (None admits
     all); `refused(host)` is the error when none of a host's addresses is admitted.
+    `resolve` looks names up (the event loop's getaddrinfo unless given).
     Callers bound each post in time (the attempt's timeout): a cancelled post closes its
     connection, which is then never reused.
     """
 
     def __init__(self, *, limit: int, tls: ssl.SSLContext, admit: Admit | None,
-                 refused: Callable[[str], OSError]) -> None:
+                 refused: Callable[[str], OSError], resolve: Resolve | None = None) -> None:
         self._limit = limit
+        self._resolve = resolve or _getaddrinfo
         self._tls = tls
         self._admit = admit
         self._refused = refused
@@ -272,7 +351,7 @@ class Wire:
         try:
             answer = await connection.send(request, keep)
         except BaseException:
-            connection.close()
+            connection.drop()
             raise
         self._put_back(connection)
         return answer
@@ -317,51 +396,55 @@ class Wire:
 
     async def _open(self, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()
-        failure: OSError | None = None
-        for family, address in await self._addresses(origin):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                await loop.sock_connect(sock, address)
-            except OSError as exc:
-                sock.close()
-                failure = exc
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            try:
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(origin), sock=sock, ssl=self._tls if origin.tls else None,
-                    server_hostname=origin.host if origin.tls else None)
-            except BaseException:
-                sock.close()
-                raise
-            return connection
-        assert failure is not None
-        raise failure
+        try:
+            sock = await aiohappyeyeballs.start_connection(
+                await self._addresses(origin), happy_eyeballs_delay=NEXT_ADDRESS_S,
+                socket_factory=_socket)
+        except RuntimeError as exc:  # uvloop's word for some connect failures
+            raise OSError(str(exc)) from exc
+        try:
+            _, connection = await loop.create_connection(
+                lambda: _Connection(origin), sock=sock, ssl=self._tls if origin.tls else None,
+                server_hostname=origin.host if origin.tls else None)
+        except BaseException:
+            sock.close()
+            raise
+        return connection
 
-    async def _addresses(self, origin: Origin) -> list[tuple[int, Any]]:
-        """(family, socket address) pairs to try in turn, every one admitted."""
+    async def _addresses(self, origin: Origin) -> list[AddrInfo]:
+        """The addresses to connect to, every one admitted, in the resolver's order."""
         try:
             literal = ipaddress.ip_address(origin.host)
         except ValueError:
             try:
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    origin.host, origin.port, type=socket.SOCK_STREAM)
+                infos = await self._resolve(origin.host, origin.port)
             except OSError:
                 if self._admit is not None:
                     raise self._refused(origin.host) from None
                 raise
-            found = [(int(family), address) for family, _, _, _, address in infos]
+            found = list(infos)
         else:
             family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
-            found = [(int(family), (origin.host, origin.port))]
+            found = [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+                      (origin.host, origin.port))]
         if self._admit is not None:
-            found = [(f, a) for f, a in found if self._admit(str(a[0]))]
+            found = [info for info in found if self._admit(str(info[4][0]))]
         if not found:
             raise self._refused(origin.host)
         return found
 
 
+async def _getaddrinfo(host: str, port: int) -> Sequence[AddrInfo]:
+    # AI_ADDRCONFIG: no IPv6 addresses on a host without IPv6, and so on.
+    return await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG)
+
+
+def _socket(info: AddrInfo) -> socket.socket:
+    sock = socket.socket(info[0], info[1], info[2])
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -32,7 +33,16 @@ from hypothesis import strategies as st
 
 from streams.delivery import wire
 from streams.delivery.client import DeliveryClient
-from streams.delivery.wire import DRAIN_LIMIT, Answer, BadAnswer, Wire, frame, route
+from streams.delivery.wire import (
+    DRAIN_LIMIT,
+    HEAD_LIMIT,
+    AddrInfo,
+    Answer,
+    BadAnswer,
+    Wire,
+    frame,
+    route,
+)
 from streams.settings import Settings
 
 #: (the request's number, from 0, over all connections; its bytes) -> bytes to send
@@ -138,6 +148,9 @@ def _always(answer: bytes | None) -> Script:
     (b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold", 200, b"old"),
     (b"HTTP/1.1 429 Slow Down\r\nretry-after: 7\r\nRetry-After: 9\r\nContent-Length: 0\r\n\r\n",
      429, b""),
+    # Read as aiohttp reads them: bare LFs, and spaces after a chunk's size.
+    (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 200, b"ok"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2  \r\nok\r\n0\r\n\r\n", 200, b"ok"),
 ])
 def test_every_framing_of_an_answer_reads_the_same(answer: bytes, status: int,
                                                    body: bytes) -> None:
@@ -148,6 +161,20 @@ def test_every_framing_of_an_answer_reads_the_same(answer: bytes, status: int,
     assert [(a.status, a.body) for a in answers] == [(status, body)] * 2
     if status == 429:
         assert answers[0].retry_after == "7"  # the first, as sent
+
+
+@pytest.mark.parametrize("answer", [
+    # A 103's headers are about the answer to come, not its terms.
+    b"HTTP/1.1 103 Early Hints\r\nRetry-After: 99\r\n\r\n"
+    b"HTTP/1.1 429 Slow Down\r\nContent-Length: 0\r\n\r\n",
+    # Trailers come after the status was acted on: they cannot set it either.
+    b"HTTP/1.1 429 Slow Down\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nRetry-After: 99\r\n\r\n",
+])
+def test_only_the_final_answer_s_own_headers_set_its_retry_after(answer: bytes) -> None:
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Answer:
+        return await _post(client, receiver.url)
+
+    assert _run(_always(answer), body) == Answer(429, b"", None)
 
 
 def test_an_answer_framed_by_the_close_is_read_and_the_connection_not_reused() -> None:
@@ -221,10 +248,12 @@ def test_what_is_not_an_answer_is_an_error_and_its_connection_is_dropped(
     assert _run(script, body) == (200, 2)
 
 
-def test_bytes_nobody_asked_for_drop_the_connection() -> None:
+@pytest.mark.parametrize("late", [b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate",
+                                  b"HTTP/1.1 200 OK\r\nContent-Le"])
+def test_bytes_nobody_asked_for_drop_the_connection(late: bytes) -> None:
     async def script(n: int, request: bytes) -> bytes | None:
-        # A second, unasked-for answer rides behind the first.
-        return OK + (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate" if n == 0 else b"")
+        # A second, unasked-for answer (whole, or its first half) rides behind the first.
+        return OK + (late if n == 0 else b"")
 
     async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
         answers = [await _post(client, receiver.url) for _ in range(3)]
@@ -258,6 +287,10 @@ def test_a_request_cut_short_by_its_timeout_never_lends_its_connection() -> None
 @pytest.mark.parametrize("headers", [
     {"X-Evil": "a\r\nInjected: yes"}, {"X-Evil": "a\nb"}, {"X-Evil": "nul\x00"},
     {"Bad Name": "v"}, {"X-Evil:": "v"}, {"": "v"}, {"X-Unicode": "caf\u00e9"},
+    # The connection writes these itself: a second one would frame or route the request
+    # twice.
+    {"HOST": "internal.example"}, {"content-length": "0"}, {"Transfer-Encoding": "chunked"},
+    {"Connection": "close"},
 ])
 def test_a_header_that_would_split_the_request_is_refused_before_connecting(
         headers: dict[str, str]) -> None:
@@ -350,3 +383,131 @@ def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatc
         return statuses, receiver.connections
 
     assert _run(_always(OK), body) == ([200] * 3, 3)
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nX-Endless: " + b"a" * (HEAD_LIMIT * 2),
+    b"HTTP/1.1 100 Continue\r\n\r\n" * (HEAD_LIMIT // 25 + 1) + OK,
+    b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * (HEAD_LIMIT // 11 + 1) + b"\r\n",
+])
+def test_a_head_past_its_limit_is_an_error_at_once_not_at_the_timeout(answer: bytes) -> None:
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        with pytest.raises(BadAnswer, match="head is over"):
+            await _post(client, receiver.url)  # bounded at 10 s; the client's timeout is 5
+        after = await _post(client, receiver.url)
+        return after.status, receiver.connections
+
+    async def script(n: int, request: bytes) -> bytes | None:
+        return answer if n == 0 else OK
+
+    assert _run(script, body) == (200, 2)
+
+
+def test_a_head_just_under_its_limit_is_read() -> None:
+    pad = b"X-Pad: " + b"p" * (HEAD_LIMIT - 200) + b"\r\n"
+    answer = b"HTTP/1.1 200 OK\r\n" + pad + b"Content-Length: 2\r\n\r\nok"
+
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Answer:
+        return await _post(client, receiver.url)
+
+    assert _run(_always(answer), body) == Answer(200, b"ok", None)
+
+
+def test_endless_trailers_end_the_answer_and_its_connection() -> None:
+    answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+              + b"X-Trailer: t\r\n" * ((HEAD_LIMIT + DRAIN_LIMIT) // 14 + 1))
+
+    async def script(n: int, request: bytes) -> bytes | None:
+        return answer if n == 0 else OK
+
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        first = await _post(client, receiver.url)
+        second = await _post(client, receiver.url)
+        return first, second.status, receiver.connections
+
+    assert _run(script, body) == (Answer(200, b"ok", None), 200, 2)
+
+
+def test_a_receiver_that_answers_early_and_never_reads_is_not_waited_on() -> None:
+    """The answer comes before the request was all sent, and the receiver reads no more:
+    the connection is dropped, with its unsent bytes, rather than closed after them (a
+    close would wait on that receiver for ever, holding the socket)."""
+    size = 32 * 1024 * 1024  # far more than loopback's socket buffers
+
+    async def main() -> Any:
+        answered = asyncio.Event()
+        read_after: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def never_reads(reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            await answered.wait()
+            received = 0
+            try:  # only now read: a client still sending would send it all, then close
+                while chunk := await reader.read(1 << 20):
+                    received += len(chunk)
+            except ConnectionError:
+                pass
+            read_after.set_result(received)
+            writer.close()
+
+        server = await asyncio.start_server(never_reads, "127.0.0.1", 0)
+        client = _client()
+        try:
+            url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+            async with asyncio.timeout(20):
+                answer = await client.post(url, b"x" * size, {}, 10)
+                answered.set()
+                return answer.status, await read_after
+        finally:
+            await client.aclose()
+            server.close()
+
+    with asyncio.Runner(loop_factory=_loop_factory) as runner:
+        status, received = runner.run(main())
+    assert status == 413
+    assert received < size
+
+
+@contextlib.contextmanager
+def _silent_address() -> Iterator[tuple[str, int]]:
+    """An address whose connects hang: a listener whose one-place queue is full drops
+    every further SYN (Linux), as a firewalled or dead address does."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    filler = socket.create_connection(address, timeout=5)
+    try:
+        yield address
+    finally:
+        filler.close()
+        listener.close()
+
+
+def test_a_silent_address_or_one_no_socket_can_reach_costs_a_moment_not_the_attempt() -> None:
+    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+        live = yarl.URL(receiver.url)
+        with _silent_address() as silent:
+            unreachable: AddrInfo = (255, socket.SOCK_STREAM, 0, "", ("nowhere", 0))
+
+            async def resolve(host: str, port: int) -> list[AddrInfo]:
+                assert (host, port) == ("receiver.test", 443)
+                return [unreachable, (socket.AF_INET, socket.SOCK_STREAM, 6, "", silent),
+                        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (live.host, live.port))]
+
+            wire = Wire(limit=4, tls=ssl.create_default_context(), admit=None,
+                        refused=OSError, resolve=resolve)
+            origin, head = route(yarl.URL("http://receiver.test:443/hook"), "hookstream/test")
+            try:
+                # The silent address alone would hang for minutes (SYN retries): the
+                # next one is tried after NEXT_ADDRESS_S.
+                async with asyncio.timeout(5):
+                    answer = await wire.post(origin, frame(head, {}, b"{}"), 10)
+            finally:
+                await wire.aclose()
+        return answer.status, receiver.requests[0].split(b"\r\n")[1]
+
+    assert _run(_always(OK), body) == (200, b"Host: receiver.test:443")
