@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from streams.core.secretbox import (
+    OPENED_KEPT,
     PREFIX,
     SecretBox,
     SecretBoxError,
@@ -134,6 +135,24 @@ def test_tampered_ciphertext(position: int) -> None:
     raw[position] ^= 0x01
     with pytest.raises(SecretBoxError, match="does not open"):
         box.open(_with_payload(sealed, bytes(raw)))
+
+
+def test_opened_secrets_are_kept_and_a_tampered_copy_still_fails() -> None:
+    box = _box(_spec("k1", _key(1)))
+    sealed = box.seal(SECRET)
+    assert box.open(sealed) == SECRET
+    raw = bytearray(_payload(sealed))
+    raw[-1] ^= 0x01
+    with pytest.raises(SecretBoxError, match="does not open"):
+        box.open(_with_payload(sealed, bytes(raw)))  # not the kept one: its own bytes
+    assert box.open(sealed) == SECRET
+
+
+def test_more_secrets_than_are_kept_each_open_as_their_own() -> None:
+    box = _box(_spec("k1", _key(1)))
+    sealed = {f"secret {n}": box.seal(f"secret {n}") for n in range(OPENED_KEPT + 10)}
+    for _ in range(2):
+        assert {plain: box.open(s) for plain, s in sealed.items()} == {p: p for p in sealed}
 
 
 def test_truncated_tag() -> None:
