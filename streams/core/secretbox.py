@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -27,9 +29,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 PREFIX = "enc:v1:"
-#: Secrets opened and kept, per box: a webhook's sealed secret is opened on every delivery
-#: (AES-GCM, base64, a few percent of a loaded worker in py-spy). Only what opened is kept,
-#: so nobody but a holder of the key can fill it; full, it starts over.
+#: Secrets the master box keeps opened, the most recently used: a webhook's sealed secret
+#: and header values are opened on every delivery (AES-GCM and base64, a few percent of a
+#: loaded worker in py-spy). Only what opened is kept, so nobody without the key can fill
+#: it. Boxes derived for other purposes keep nothing: their values are not reopened.
 OPENED_KEPT = 4096
 
 
@@ -68,14 +71,15 @@ def derive_key(key: bytes, label: str) -> bytes:
 
 
 class SecretBox:
-    def __init__(self, keys: list[tuple[str, bytes]]) -> None:
+    def __init__(self, keys: list[tuple[str, bytes]], *, keep_opened: int = OPENED_KEPT) -> None:
         if not keys:
             raise SecretBoxError("no master key")
         self._keys = list(keys)
         self._active_id, active = keys[0]
         self._active = AESGCM(active)
         self._by_id = {key_id: AESGCM(key) for key_id, key in keys}
-        self._opened: dict[str, str] = {}
+        self._open_kept: Callable[[str], str] = (
+            functools.lru_cache(maxsize=keep_opened)(self._open) if keep_opened else self._open)
 
     @classmethod
     def from_env(cls, spec: str | None, home: Path) -> SecretBox:
@@ -96,7 +100,8 @@ class SecretBox:
         """
         if not label:
             raise SecretBoxError("a derived box needs a label")
-        return SecretBox([(key_id, derive_key(key, label)) for key_id, key in self._keys])
+        return SecretBox([(key_id, derive_key(key, label)) for key_id, key in self._keys],
+                         keep_opened=0)
 
     def seal(self, plaintext: str) -> str:
         nonce = secrets.token_bytes(12)
@@ -104,13 +109,7 @@ class SecretBox:
         return f"{PREFIX}{self._active_id}:{base64.b64encode(nonce + sealed).decode()}"
 
     def open(self, sealed: str) -> str:
-        opened = self._opened.get(sealed)
-        if opened is None:
-            opened = self._open(sealed)
-            if len(self._opened) >= OPENED_KEPT:
-                self._opened.clear()
-            self._opened[sealed] = opened
-        return opened
+        return self._open_kept(sealed)
 
     def _open(self, sealed: str) -> str:
         if not is_sealed(sealed):

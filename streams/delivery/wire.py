@@ -15,7 +15,7 @@ so no CR, LF or NUL reaches the wire whatever was stored. No pipelining, no redi
 (a 3xx is an answer), no cookies, no decompression (Accept-Encoding is not sent).
 
 Addresses: a host is resolved once per new connection, and a socket is made only for an
-address `admit` allowed, and connected to that address: never a second lookup. IP
+address `admit` allowed, and connected to that address: never a second DNS lookup. IP
 literals are judged like resolved names. aiohappyeyeballs (aiohttp's) races the addresses
 as RFC 8305 says, so a dead first address costs 250 ms, not the attempt.
 """
@@ -63,6 +63,9 @@ DRAIN_LIMIT = 64 * 1024
 #: this: an endless header or a flood of 1xx answers otherwise burns CPU and memory until
 #: the attempt's timeout. aiohttp allows 8 KiB a line and 128 headers; this is 64 KiB all.
 HEAD_LIMIT = 64 * 1024
+#: A request this large may be partly unsent when its answer comes, unseen (see
+#: _Connection._maybe_unsent): its connection is never reused. Webhook bodies rarely are.
+UNSEEN_UNSENT = 64 * 1024
 #: Happy Eyeballs (RFC 8305): the next address is tried this long after the last one
 #: started connecting, so one silent address does not cost the whole attempt's timeout.
 #: 250 ms is the RFC's and aiohttp's figure.
@@ -154,6 +157,10 @@ class _Connection(asyncio.Protocol):
         #: as parsed (but for optional spaces): both held to HEAD_LIMIT.
         self._fed = 0
         self._head = 0
+        #: The request under way may still be partly unsent when its answer comes: over
+        #: TLS the bytes below the TLS layer cannot be seen, and on TCP those in the
+        #: kernel's buffer cannot. Such a connection is not reused, and is aborted.
+        self._maybe_unsent = False
         self._retry_after: str | None = None
         self._status = 0
         self._heard = False
@@ -164,6 +171,11 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request: bytes, keep: int) -> asyncio.Future[Answer]:
         assert self._transport is not None and self._waiter is None
+        if self.closed or self._transport.is_closing():
+            # Closed since it was made or idled (a TLS peer may close straight after the
+            # handshake): a write would be dropped and the answer never come.
+            raise _Unanswered("the receiver closed the connection before the request")
+        self._maybe_unsent = len(request) > UNSEEN_UNSENT
         self._keep, self._kept, self._seen, self._fed, self._head = keep, bytearray(), 0, 0, 0
         self._retry_after, self._status, self._heard = None, 0, False
         self.reusable = False
@@ -176,7 +188,8 @@ class _Connection(asyncio.Protocol):
         dropped instead (`close` would wait for a receiver that may never read them)."""
         self.reusable = False
         if self._transport is not None and not self.closed:
-            if self._waiter is None and not self._transport.get_write_buffer_size():
+            if (self._waiter is None and not self._maybe_unsent
+                    and not self._transport.get_write_buffer_size()):
                 self._transport.close()
             else:
                 self._transport.abort()
@@ -214,9 +227,13 @@ class _Connection(asyncio.Protocol):
             return
         if not self._status and self._fed > HEAD_LIMIT:  # a head not yet whole, too long
             self._fail(_head_too_large())
-        elif self._fed > HEAD_LIMIT + DRAIN_LIMIT:  # endless trailers: not the body's bytes
+        elif self._fed > HEAD_LIMIT + DRAIN_LIMIT:  # endless trailers, or chunk framing
             self._answer()
             self.drop()
+
+    def eof_received(self) -> bool | None:
+        self.reusable = False  # the receiver is done sending: no further answer can come
+        return None  # so the transport closes; connection_lost settles a request under way
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -272,7 +289,8 @@ class _Connection(asyncio.Protocol):
             return
         # An answer can come before the request was all sent (a 413 at the headers): the
         # rest would be read as the next request's start, so such a connection is done.
-        keep_alive = (self._parser.should_keep_alive() and self._transport is not None
+        keep_alive = (self._parser.should_keep_alive() and not self._maybe_unsent
+                      and self._transport is not None
                       and not self._transport.get_write_buffer_size())
         self._answer()
         self.reusable = keep_alive and not self.closed
@@ -396,10 +414,10 @@ class Wire:
 
     async def _open(self, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()
+        addresses = await self._addresses(origin)
         try:
             sock = await aiohappyeyeballs.start_connection(
-                await self._addresses(origin), happy_eyeballs_delay=NEXT_ADDRESS_S,
-                socket_factory=_socket)
+                addresses, happy_eyeballs_delay=NEXT_ADDRESS_S, socket_factory=_socket)
         except RuntimeError as exc:  # uvloop's word for some connect failures
             raise OSError(str(exc)) from exc
         try:
@@ -441,7 +459,9 @@ async def _getaddrinfo(host: str, port: int) -> Sequence[AddrInfo]:
 
 
 def _socket(info: AddrInfo) -> socket.socket:
-    sock = socket.socket(info[0], info[1], info[2])
+    # A stream socket whatever the resolver's row says: a datagram one would "connect" at
+    # once and fail later.
+    sock = socket.socket(info[0], socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except BaseException:

@@ -428,11 +428,20 @@ def test_endless_trailers_end_the_answer_and_its_connection() -> None:
     assert _run(script, body) == (Answer(200, b"ok", None), 200, 2)
 
 
-def test_a_receiver_that_answers_early_and_never_reads_is_not_waited_on() -> None:
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_receiver_that_answers_early_and_never_reads_is_not_waited_on(
+        tls: bool, tmp_path: Path) -> None:
     """The answer comes before the request was all sent, and the receiver reads no more:
     the connection is dropped, with its unsent bytes, rather than closed after them (a
-    close would wait on that receiver for ever, holding the socket)."""
+    close would wait on that receiver for ever, holding the socket) or lent again. Over
+    TLS the unsent bytes sit below the TLS layer, where its buffer size does not show them."""
     size = 32 * 1024 * 1024  # far more than loopback's socket buffers
+    server_tls = client_tls = None
+    if tls:
+        cert, key = _self_signed(tmp_path)
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_tls.load_cert_chain(cert, key)
+        client_tls = ssl.create_default_context(cafile=str(cert))
 
     async def main() -> Any:
         answered = asyncio.Event()
@@ -448,21 +457,24 @@ def test_a_receiver_that_answers_early_and_never_reads_is_not_waited_on() -> Non
             try:  # only now read: a client still sending would send it all, then close
                 while chunk := await reader.read(1 << 20):
                     received += len(chunk)
-            except ConnectionError:
+            except OSError:  # reset, or a TLS stream cut without its close_notify
                 pass
             read_after.set_result(received)
             writer.close()
 
-        server = await asyncio.start_server(never_reads, "127.0.0.1", 0)
-        client = _client()
+        server = await asyncio.start_server(never_reads, "127.0.0.1", 0, ssl=server_tls)
+        wire = Wire(limit=4, tls=client_tls or ssl.create_default_context(), admit=None,
+                    refused=OSError)
         try:
-            url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+            port = server.sockets[0].getsockname()[1]
+            origin, head = route(yarl.URL(f"{'https' if tls else 'http'}://127.0.0.1:{port}/"),
+                                 "hookstream/test")
             async with asyncio.timeout(20):
-                answer = await client.post(url, b"x" * size, {}, 10)
+                answer = await wire.post(origin, frame(head, {}, b"x" * size), 10)
                 answered.set()
                 return answer.status, await read_after
         finally:
-            await client.aclose()
+            await wire.aclose()
             server.close()
 
     with asyncio.Runner(loop_factory=_loop_factory) as runner:
@@ -511,3 +523,45 @@ def test_a_silent_address_or_one_no_socket_can_reach_costs_a_moment_not_the_atte
         return answer.status, receiver.requests[0].split(b"\r\n")[1]
 
     assert _run(_always(OK), body) == (200, b"Host: receiver.test:443")
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_receiver_that_closes_at_once_is_an_error_not_a_wait(tls: bool,
+                                                                tmp_path: Path) -> None:
+    """Closed straight after the handshake: the request may find its connection closed
+    before it is written, and must then fail at once rather than wait for an answer."""
+    server_tls = client_tls = None
+    if tls:
+        cert, key = _self_signed(tmp_path)
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_tls.load_cert_chain(cert, key)
+        client_tls = ssl.create_default_context(cafile=str(cert))
+
+    async def main() -> Any:
+        async def closes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(closes, "127.0.0.1", 0, ssl=server_tls)
+        wire = Wire(limit=4, tls=client_tls or ssl.create_default_context(), admit=None,
+                    refused=OSError)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            origin, head = route(yarl.URL(f"{'https' if tls else 'http'}://127.0.0.1:{port}/"),
+                                 "hookstream/test")
+            outcomes = []
+            for _ in range(3):
+                try:
+                    async with asyncio.timeout(10):  # the post's own end comes long before
+                        await wire.post(origin, frame(head, {}, b"{}"), 10)
+                    outcomes.append("answered")
+                except OSError as exc:
+                    outcomes.append(type(exc).__name__)
+            return outcomes
+        finally:
+            await wire.aclose()
+            server.close()
+
+    with asyncio.Runner(loop_factory=_loop_factory) as runner:
+        outcomes = runner.run(main())
+    # Never an answer, never a TimeoutError (which is an OSError: named to be told apart).
+    assert outcomes and all(o not in ("answered", "TimeoutError") for o in outcomes)
