@@ -101,7 +101,7 @@ class DeliveryClient:
                                               sock_connect=timeout, sock_read=timeout)
         self._extensions = {"timeout": {"connect": timeout, "read": timeout,
                                         "write": timeout, "pool": timeout}}
-        self._proxy, self._proxy_headers = _proxy(settings.egress_proxy)
+        self._proxy, self._proxy_auth = _proxy(settings.egress_proxy)
 
     async def post(self, url: str, body: bytes, headers: dict[str, str],
                    keep: int) -> Answer:
@@ -121,7 +121,7 @@ class DeliveryClient:
                 _parsed(url), data=body, headers={"User-Agent": USER_AGENT, **headers},
                 allow_redirects=False, auto_decompress=False, compress=None,
                 timeout=self._timeout, proxy=self._proxy,
-                proxy_headers=self._proxy_headers) as response:
+                proxy_auth=self._proxy_auth) as response:
             kept = b""
             seen = 0
             # Read to the end (within a limit) so the connection goes back to the pool.
@@ -182,15 +182,16 @@ def _wire(settings: Settings) -> Wire:
                 refused=_refused)
 
 
-def _proxy(url: str | None) -> tuple[str | None, dict[str, str] | None]:
-    """The egress proxy's URL without credentials, and the headers that carry them."""
+def _proxy(url: str | None) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The egress proxy's URL without credentials, and the credentials (percent-decoded).
+
+    As `proxy_auth`, not a Proxy-Authorization in `proxy_headers`: aiohttp sends those
+    headers only on a CONNECT, so plain-HTTP deliveries reached the proxy without them
+    (tests/integration/test_egress_proxy.py)."""
     if not url:
         return None, None
     proxy = httpx.Proxy(url)
-    headers = {k: v for k, v in proxy.headers.items()}
-    if proxy.auth is not None:
-        headers["Proxy-Authorization"] = aiohttp.BasicAuth(*proxy.auth).encode()
-    return str(proxy.url), headers or None
+    return str(proxy.url), aiohttp.BasicAuth(*proxy.auth) if proxy.auth else None
 
 
 def _session(settings: Settings) -> aiohttp.ClientSession:
