@@ -26,9 +26,7 @@ import yarl
 from streams.delivery.client import DeliveryClient
 from streams.settings import Settings
 
-from .test_wire import _always, _Receiver, _self_signed
-
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+from ..support.raw_receivers import OK, ScriptedReceiver, always, self_signed
 
 
 class _Proxy:
@@ -101,7 +99,7 @@ def test_a_delivery_through_the_proxy_reaches_the_receiver_with_the_proxy_s_cred
         ) -> None:
     async def main() -> Any:
         async with _Proxy().running() as proxy, \
-                _Receiver(_always(OK), closes=True).running() as receiver:
+                ScriptedReceiver(always(OK), closes=True).running() as receiver:
             client = _client(proxy)
             try:
                 async with asyncio.timeout(10):
@@ -123,13 +121,13 @@ def test_a_delivery_through_the_proxy_reaches_the_receiver_with_the_proxy_s_cred
 
 
 def test_an_https_delivery_is_tunnelled_and_verified_end_to_end(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
 
     async def main() -> Any:
         async with _Proxy().running() as proxy, \
-                _Receiver(_always(OK)).running(server_tls) as receiver:
+                ScriptedReceiver(always(OK)).running(server_tls) as receiver:
             client = _client(proxy)
             try:
                 # The client's own trust store does not know this certificate: the tunnel

@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
 import yarl
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,55 +39,7 @@ from streams.delivery.wire import (
 )
 from streams.settings import Settings
 
-#: (the request's number, from 0, over all connections; its bytes) -> bytes to send
-#: back, or None to close the connection without answering.
-Script = Callable[[int, bytes], Awaitable[bytes | None]]
-
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-class _Receiver:
-    """A raw HTTP/1.1 server: reads each request whole (by Content-Length), answers what
-    the script says, and closes after the first answer if `closes`. Counts connections
-    and requests."""
-
-    def __init__(self, script: Script, closes: bool = False) -> None:
-        self._script = script
-        self._closes = closes
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.url = ""
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
-                request = head + await reader.readexactly(length)
-                self.requests.append(request)
-                answer = await self._script(len(self.requests) - 1, request)
-                if answer is None:
-                    break
-                writer.write(answer)
-                await writer.drain()
-                if self._closes:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    @contextlib.asynccontextmanager
-    async def running(self, tls: ssl.SSLContext | None = None) -> AsyncIterator[_Receiver]:
-        server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
-        scheme = "https" if tls else "http"
-        self.url = f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
-        try:
-            yield self
-        finally:
-            server.close()
+from ..support.raw_receivers import OK, Script, ScriptedReceiver, always, self_signed
 
 
 def _client() -> DeliveryClient:
@@ -118,10 +64,10 @@ def loop_kind(request: pytest.FixtureRequest) -> Iterator[None]:
 _loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
 
 
-def _run(script: Script, body: Callable[[DeliveryClient, _Receiver], Awaitable[Any]],
+def _run(script: Script, body: Callable[[DeliveryClient, ScriptedReceiver], Awaitable[Any]],
          closes: bool = False) -> Any:
     async def main() -> Any:
-        async with _Receiver(script, closes).running() as receiver:
+        async with ScriptedReceiver(script, closes).running() as receiver:
             client = _client()
             try:
                 return await body(client, receiver)
@@ -132,10 +78,7 @@ def _run(script: Script, body: Callable[[DeliveryClient, _Receiver], Awaitable[A
         return runner.run(main())
 
 
-def _always(answer: bytes | None) -> Script:
-    async def script(n: int, request: bytes) -> bytes | None:
-        return answer
-    return script
+
 
 
 @pytest.mark.parametrize("answer, status, body", [
@@ -154,10 +97,10 @@ def _always(answer: bytes | None) -> Script:
 ])
 def test_every_framing_of_an_answer_reads_the_same(answer: bytes, status: int,
                                                    body: bytes) -> None:
-    async def twice(client: DeliveryClient, receiver: _Receiver) -> list[Answer]:
+    async def twice(client: DeliveryClient, receiver: ScriptedReceiver) -> list[Answer]:
         return [await _post(client, receiver.url), await _post(client, receiver.url)]
 
-    answers = _run(_always(answer), twice)
+    answers = _run(always(answer), twice)
     assert [(a.status, a.body) for a in answers] == [(status, body)] * 2
     if status == 429:
         assert answers[0].retry_after == "7"  # the first, as sent
@@ -171,20 +114,20 @@ def test_every_framing_of_an_answer_reads_the_same(answer: bytes, status: int,
     b"HTTP/1.1 429 Slow Down\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nRetry-After: 99\r\n\r\n",
 ])
 def test_only_the_final_answer_s_own_headers_set_its_retry_after(answer: bytes) -> None:
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Answer:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Answer:
         return await _post(client, receiver.url)
 
-    assert _run(_always(answer), body) == Answer(429, b"", None)
+    assert _run(always(answer), body) == Answer(429, b"", None)
 
 
 def test_an_answer_framed_by_the_close_is_read_and_the_connection_not_reused() -> None:
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         answers = [await _post(client, receiver.url), await _post(client, receiver.url)]
         return [(a.status, a.body) for a in answers], receiver.connections
 
     # No length, not chunked: the body ends when the receiver closes the connection.
     unframed = b"HTTP/1.1 503 Busy\r\n\r\nunframed body"
-    assert _run(_always(unframed), body, closes=True) == ([(503, b"unframed body")] * 2, 2)
+    assert _run(always(unframed), body, closes=True) == ([(503, b"unframed body")] * 2, 2)
 
 
 def test_connections_are_reused_and_keep_only_what_was_asked() -> None:
@@ -195,7 +138,7 @@ def test_connections_are_reused_and_keep_only_what_was_asked() -> None:
     async def script(n: int, request: bytes) -> bytes | None:
         return answers.get(n, OK)
 
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         got = [await _post(client, receiver.url, keep=10) for _ in range(4)]
         return got, receiver.connections
 
@@ -210,7 +153,7 @@ def test_a_keep_alive_connection_closed_as_the_request_goes_out_is_retried_once(
     async def script(n: int, request: bytes) -> bytes | None:
         return OK if n != 1 else None  # the second request, on the first's connection
 
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         first = await _post(client, receiver.url)
         second = await _post(client, receiver.url)
         return first.status, second.status, receiver.connections, len(receiver.requests)
@@ -219,12 +162,12 @@ def test_a_keep_alive_connection_closed_as_the_request_goes_out_is_retried_once(
 
 
 def test_a_new_connection_closed_without_an_answer_is_an_error_not_a_retry() -> None:
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         with pytest.raises(ConnectionResetError, match="without answering"):
             await _post(client, receiver.url)
         return receiver.connections
 
-    assert _run(_always(None), body) == 1
+    assert _run(always(None), body) == 1
 
 
 @pytest.mark.parametrize("answer, reason", [
@@ -239,7 +182,7 @@ def test_what_is_not_an_answer_is_an_error_and_its_connection_is_dropped(
     async def script(n: int, request: bytes) -> bytes | None:
         return answer if n == 0 else OK
 
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         with pytest.raises(BadAnswer, match=reason):
             await _post(client, receiver.url)
         after = await _post(client, receiver.url)
@@ -255,7 +198,7 @@ def test_bytes_nobody_asked_for_drop_the_connection(late: bytes) -> None:
         # A second, unasked-for answer (whole, or its first half) rides behind the first.
         return OK + (late if n == 0 else b"")
 
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         answers = [await _post(client, receiver.url) for _ in range(3)]
         return [a.body for a in answers], receiver.connections
 
@@ -273,7 +216,7 @@ def test_a_request_cut_short_by_its_timeout_never_lends_its_connection() -> None
             return b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow"
         return OK
 
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.3):
                 await client.post(receiver.url, b'"slow"', {}, 100)
@@ -294,12 +237,12 @@ def test_a_request_cut_short_by_its_timeout_never_lends_its_connection() -> None
 ])
 def test_a_header_that_would_split_the_request_is_refused_before_connecting(
         headers: dict[str, str]) -> None:
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         with pytest.raises(ValueError):
             await client.post(receiver.url, b"{}", headers, 10)
         return receiver.connections
 
-    assert _run(_always(OK), body) == 0
+    assert _run(always(OK), body) == 0
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -311,7 +254,7 @@ def test_a_header_that_would_split_the_request_is_refused_before_connecting(
                               b"ffffffffffffffffff", b"Connection: close"]),
              max_size=30).map(b"".join)))
 def test_any_bytes_from_a_receiver_end_as_an_answer_or_an_oserror(junk: bytes) -> None:
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         outcomes: list[int | str] = []
         for _ in range(2):
             try:
@@ -322,33 +265,13 @@ def test_any_bytes_from_a_receiver_end_as_an_answer_or_an_oserror(junk: bytes) -
                 outcomes.append(type(exc).__name__)
         return outcomes
 
-    outcomes = _run(_always(junk), body, closes=True)
+    outcomes = _run(always(junk), body, closes=True)
     for outcome in outcomes:
         assert isinstance(outcome, str) or 100 <= outcome <= 999
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that no public store trusts, and its key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hookstream test receiver")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_tls_receivers_are_verified_and_spoken_to(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
     trusting = ssl.create_default_context(cafile=str(cert))
@@ -356,7 +279,7 @@ def test_tls_receivers_are_verified_and_spoken_to(tmp_path: Path) -> None:
     async def main() -> Any:
         client = _client()  # the delivery client's own trust store: not this certificate
         wire = Wire(limit=4, tls=trusting, admit=None, refused=OSError)
-        async with _Receiver(_always(OK)).running(server_tls) as receiver:
+        async with ScriptedReceiver(always(OK)).running(server_tls) as receiver:
             try:
                 with pytest.raises(ssl.SSLCertVerificationError):
                     await _post(client, receiver.url)
@@ -378,11 +301,11 @@ def test_tls_receivers_are_verified_and_spoken_to(tmp_path: Path) -> None:
 def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wire, "IDLE_S", 0.0)  # every idle connection is already too old
 
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         statuses = [(await _post(client, receiver.url)).status for _ in range(3)]
         return statuses, receiver.connections
 
-    assert _run(_always(OK), body) == ([200] * 3, 3)
+    assert _run(always(OK), body) == ([200] * 3, 3)
 
 
 @pytest.mark.parametrize("answer", [
@@ -391,7 +314,7 @@ def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatc
     b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * (HEAD_LIMIT // 11 + 1) + b"\r\n",
 ])
 def test_a_head_past_its_limit_is_an_error_at_once_not_at_the_timeout(answer: bytes) -> None:
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         with pytest.raises(BadAnswer, match="head is over"):
             await _post(client, receiver.url)  # bounded at 10 s; the client's timeout is 5
         after = await _post(client, receiver.url)
@@ -407,10 +330,10 @@ def test_a_head_just_under_its_limit_is_read() -> None:
     pad = b"X-Pad: " + b"p" * (HEAD_LIMIT - 200) + b"\r\n"
     answer = b"HTTP/1.1 200 OK\r\n" + pad + b"Content-Length: 2\r\n\r\nok"
 
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Answer:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Answer:
         return await _post(client, receiver.url)
 
-    assert _run(_always(answer), body) == Answer(200, b"ok", None)
+    assert _run(always(answer), body) == Answer(200, b"ok", None)
 
 
 def test_endless_trailers_end_the_answer_and_its_connection() -> None:
@@ -420,7 +343,7 @@ def test_endless_trailers_end_the_answer_and_its_connection() -> None:
     async def script(n: int, request: bytes) -> bytes | None:
         return answer if n == 0 else OK
 
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         first = await _post(client, receiver.url)
         second = await _post(client, receiver.url)
         return first, second.status, receiver.connections
@@ -438,7 +361,7 @@ def test_a_receiver_that_answers_early_and_never_reads_is_not_waited_on(
     size = 32 * 1024 * 1024  # far more than loopback's socket buffers
     server_tls = client_tls = None
     if tls:
-        cert, key = _self_signed(tmp_path)
+        cert, key = self_signed(tmp_path)
         server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_tls.load_cert_chain(cert, key)
         client_tls = ssl.create_default_context(cafile=str(cert))
@@ -500,7 +423,7 @@ def _silent_address() -> Iterator[tuple[str, int]]:
 
 
 def test_a_silent_address_or_one_no_socket_can_reach_costs_a_moment_not_the_attempt() -> None:
-    async def body(client: DeliveryClient, receiver: _Receiver) -> Any:
+    async def body(client: DeliveryClient, receiver: ScriptedReceiver) -> Any:
         live = yarl.URL(receiver.url)
         with _silent_address() as silent:
             unreachable: AddrInfo = (255, socket.SOCK_STREAM, 0, "", ("nowhere", 0))
@@ -522,7 +445,7 @@ def test_a_silent_address_or_one_no_socket_can_reach_costs_a_moment_not_the_atte
                 await wire.aclose()
         return answer.status, receiver.requests[0].split(b"\r\n")[1]
 
-    assert _run(_always(OK), body) == (200, b"Host: receiver.test:443")
+    assert _run(always(OK), body) == (200, b"Host: receiver.test:443")
 
 
 @pytest.mark.parametrize("tls", [False, True])
@@ -532,7 +455,7 @@ def test_a_receiver_that_closes_at_once_is_an_error_not_a_wait(tls: bool,
     before it is written, and must then fail at once rather than wait for an answer."""
     server_tls = client_tls = None
     if tls:
-        cert, key = _self_signed(tmp_path)
+        cert, key = self_signed(tmp_path)
         server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_tls.load_cert_chain(cert, key)
         client_tls = ssl.create_default_context(cafile=str(cert))
