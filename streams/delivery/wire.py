@@ -163,7 +163,6 @@ class _Connection(asyncio.Protocol):
         self._maybe_unsent = False
         self._retry_after: str | None = None
         self._status = 0
-        self._heard = False
         self.closed = False
         #: Whether the connection can carry another request once the waiter is answered.
         self.reusable = False
@@ -177,7 +176,7 @@ class _Connection(asyncio.Protocol):
             raise _Unanswered("the receiver closed the connection before the request")
         self._maybe_unsent = len(request) > UNSEEN_UNSENT
         self._keep, self._kept, self._seen, self._fed, self._head = keep, bytearray(), 0, 0, 0
-        self._retry_after, self._status, self._heard = None, 0, False
+        self._retry_after, self._status = None, 0
         self.reusable = False
         self._waiter = asyncio.get_running_loop().create_future()
         self._transport.write(request)
@@ -210,7 +209,6 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None:  # bytes nobody asked for: never reuse this connection
             self.drop()
             return
-        self._heard = True
         self._fed += len(data)
         try:
             self._parser.feed_data(data)
@@ -244,7 +242,7 @@ class _Connection(asyncio.Protocol):
             # Headers came: the status stands, the body is what came (a body framed by
             # the connection's close ends here too).
             self._answer()
-        elif not self._heard:
+        elif not self._fed:  # not a byte of the answer came
             self._fail(_Unanswered("the receiver closed the connection without answering"))
         else:
             self._fail(BadAnswer("the connection closed in the middle of the answer's head"))

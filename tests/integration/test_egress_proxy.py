@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -121,13 +120,11 @@ def test_a_delivery_through_the_proxy_reaches_the_receiver_with_the_proxy_s_cred
 
 
 def test_an_https_delivery_is_tunnelled_and_verified_end_to_end(tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert, key)
+    tls = self_signed(tmp_path)
 
     async def main() -> Any:
         async with _Proxy().running() as proxy, \
-                ScriptedReceiver(always(OK)).running(server_tls) as receiver:
+                ScriptedReceiver(always(OK)).running(tls.server) as receiver:
             client = _client(proxy)
             try:
                 # The client's own trust store does not know this certificate: the tunnel

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,21 @@ from streams.delivery.wire import (
     AddrInfo,
     Answer,
     BadAnswer,
+    Origin,
     Wire,
     frame,
     route,
 )
 from streams.settings import Settings
 
-from ..support.raw_receivers import OK, Script, ScriptedReceiver, always, self_signed
+from ..support.raw_receivers import (
+    OK,
+    Script,
+    ScriptedReceiver,
+    SelfSignedTLS,
+    always,
+    self_signed,
+)
 
 
 def _client() -> DeliveryClient:
@@ -271,15 +279,12 @@ def test_any_bytes_from_a_receiver_end_as_an_answer_or_an_oserror(junk: bytes) -
 
 
 def test_tls_receivers_are_verified_and_spoken_to(tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert, key)
-    trusting = ssl.create_default_context(cafile=str(cert))
+    tls = self_signed(tmp_path)
 
     async def main() -> Any:
         client = _client()  # the delivery client's own trust store: not this certificate
-        wire = Wire(limit=4, tls=trusting, admit=None, refused=OSError)
-        async with ScriptedReceiver(always(OK)).running(server_tls) as receiver:
+        wire = Wire(limit=4, tls=tls.trusting, admit=None, refused=OSError)
+        async with ScriptedReceiver(always(OK)).running(tls.server) as receiver:
             try:
                 with pytest.raises(ssl.SSLCertVerificationError):
                     await _post(client, receiver.url)
@@ -351,6 +356,28 @@ def test_endless_trailers_end_the_answer_and_its_connection() -> None:
     assert _run(script, body) == (Answer(200, b"ok", None), 200, 2)
 
 
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def _wire_to(handler: Handler, tls: SelfSignedTLS | None,
+                   ) -> AsyncIterator[tuple[Wire, Origin, bytes]]:
+    """A loopback server running `handler` (over TLS if given), and a Wire that trusts it:
+    the wire, the server's origin and a request head for it."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0,
+                                        ssl=tls.server if tls else None)
+    client = Wire(limit=4, tls=tls.trusting if tls else ssl.create_default_context(),
+                  admit=None, refused=OSError)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        origin, head = route(yarl.URL(f"{'https' if tls else 'http'}://127.0.0.1:{port}/"),
+                             "hookstream/test")
+        yield client, origin, head
+    finally:
+        await client.aclose()
+        server.close()
+
+
 @pytest.mark.parametrize("tls", [False, True])
 def test_a_receiver_that_answers_early_and_never_reads_is_not_waited_on(
         tls: bool, tmp_path: Path) -> None:
@@ -359,12 +386,7 @@ def test_a_receiver_that_answers_early_and_never_reads_is_not_waited_on(
     close would wait on that receiver for ever, holding the socket) or lent again. Over
     TLS the unsent bytes sit below the TLS layer, where its buffer size does not show them."""
     size = 32 * 1024 * 1024  # far more than loopback's socket buffers
-    server_tls = client_tls = None
-    if tls:
-        cert, key = self_signed(tmp_path)
-        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server_tls.load_cert_chain(cert, key)
-        client_tls = ssl.create_default_context(cafile=str(cert))
+    contexts = self_signed(tmp_path) if tls else None
 
     async def main() -> Any:
         answered = asyncio.Event()
@@ -385,20 +407,11 @@ def test_a_receiver_that_answers_early_and_never_reads_is_not_waited_on(
             read_after.set_result(received)
             writer.close()
 
-        server = await asyncio.start_server(never_reads, "127.0.0.1", 0, ssl=server_tls)
-        wire = Wire(limit=4, tls=client_tls or ssl.create_default_context(), admit=None,
-                    refused=OSError)
-        try:
-            port = server.sockets[0].getsockname()[1]
-            origin, head = route(yarl.URL(f"{'https' if tls else 'http'}://127.0.0.1:{port}/"),
-                                 "hookstream/test")
-            async with asyncio.timeout(20):
-                answer = await wire.post(origin, frame(head, {}, b"x" * size), 10)
-                answered.set()
-                return answer.status, await read_after
-        finally:
-            await wire.aclose()
-            server.close()
+        async with _wire_to(never_reads, contexts) as (wire, origin, head), \
+                asyncio.timeout(20):
+            answer = await wire.post(origin, frame(head, {}, b"x" * size), 10)
+            answered.set()
+            return answer.status, await read_after
 
     with asyncio.Runner(loop_factory=_loop_factory) as runner:
         status, received = runner.run(main())
@@ -453,24 +466,13 @@ def test_a_receiver_that_closes_at_once_is_an_error_not_a_wait(tls: bool,
                                                                 tmp_path: Path) -> None:
     """Closed straight after the handshake: the request may find its connection closed
     before it is written, and must then fail at once rather than wait for an answer."""
-    server_tls = client_tls = None
-    if tls:
-        cert, key = self_signed(tmp_path)
-        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server_tls.load_cert_chain(cert, key)
-        client_tls = ssl.create_default_context(cafile=str(cert))
+    contexts = self_signed(tmp_path) if tls else None
 
     async def main() -> Any:
         async def closes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writer.close()
 
-        server = await asyncio.start_server(closes, "127.0.0.1", 0, ssl=server_tls)
-        wire = Wire(limit=4, tls=client_tls or ssl.create_default_context(), admit=None,
-                    refused=OSError)
-        try:
-            port = server.sockets[0].getsockname()[1]
-            origin, head = route(yarl.URL(f"{'https' if tls else 'http'}://127.0.0.1:{port}/"),
-                                 "hookstream/test")
+        async with _wire_to(closes, contexts) as (wire, origin, head):
             outcomes = []
             for _ in range(3):
                 try:
@@ -480,9 +482,6 @@ def test_a_receiver_that_closes_at_once_is_an_error_not_a_wait(tls: bool,
                 except OSError as exc:
                     outcomes.append(type(exc).__name__)
             return outcomes
-        finally:
-            await wire.aclose()
-            server.close()
 
     with asyncio.Runner(loop_factory=_loop_factory) as runner:
         outcomes = runner.run(main())

@@ -11,6 +11,7 @@ import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -74,8 +75,17 @@ def always(answer: bytes | None) -> Script:
     return script
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that no public store trusts, and its key."""
+class SelfSignedTLS(NamedTuple):
+    """TLS for a loopback receiver whose certificate no public store trusts."""
+
+    #: The receiver's side: the certificate for 127.0.0.1 and its key.
+    server: ssl.SSLContext
+    #: A client's side that trusts that certificate, and only it.
+    trusting: ssl.SSLContext
+
+
+def self_signed(directory: Path) -> SelfSignedTLS:
+    """A fresh certificate for 127.0.0.1 (written to `directory`), on both sides."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hookstream test receiver")])
     now = datetime.datetime.now(datetime.UTC)
@@ -91,4 +101,6 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
-    return cert_path, key_path
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_path, key_path)
+    return SelfSignedTLS(server, ssl.create_default_context(cafile=str(cert_path)))
