@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.core.payload import MAX_DEPTH, NotRepresentable, dumps, webhook_body
 
@@ -132,3 +134,28 @@ def test_deeper_nesting_is_not_representable(depth: int) -> None:
     # A NotRepresentable, never a RecursionError, however deep.
     with pytest.raises(NotRepresentable, match=f"nested more than {MAX_DEPTH} levels"):
         dumps(_nested(depth))
+
+
+@settings(max_examples=300)
+@given(st.text(), st.text(), st.text(), st.text())
+def test_body_head_is_what_dumps_writes(event_id: str, event_type: str, timestamp: str,
+                                        webhook_id: str) -> None:
+    """Differential: the head's fast encoder and the general serializer agree on any
+    text, lone surrogates included (both refuse those)."""
+    fields = {"id": event_id, "event": event_type, "timestamp": timestamp,
+              "webhook_id": webhook_id}
+    try:
+        expected: bytes | None = f'{dumps(fields)[:-1]},"data":{{}}}}'.encode()
+    except NotRepresentable:
+        expected = None
+    if expected is None:
+        with pytest.raises(NotRepresentable, match="surrogate"):
+            webhook_body(event_id, event_type, timestamp, webhook_id, "{}")
+    else:
+        assert webhook_body(event_id, event_type, timestamp, webhook_id, "{}") == expected
+        assert _roundtrip(expected) == expected
+
+
+def test_lone_surrogate_in_the_head_is_refused() -> None:
+    with pytest.raises(NotRepresentable, match="surrogate"):
+        webhook_body("evt_\ud800", "task.created", "2025-01-01T00:00:00Z", "wh_1", "{}")
