@@ -145,14 +145,23 @@ class PartitionTail(Protocol):
 TailFactory: TypeAlias = Callable[[Settings], PartitionTail]
 
 
+#: How long the broker may hold a tail's fetch that finds nothing: short, because the
+#: broker answers a connection's requests in turn, and the next partition's offsets were
+#: asked behind the long poll of the last one (aiokafka's 500 ms by default; a fresh
+#: worker's duplicate guard took 450 ms a partition, and its first jobs waited for it).
+TAIL_FETCH_WAIT_MS = 20
+
+
 class KafkaTail:
     """PartitionTail on an aiokafka consumer without a group (assign, seek, read to the end
-    offset taken at the start)."""
+    offset taken at the start). The partition is paused once read: between calls the
+    consumer fetches nothing."""
 
     def __init__(self, settings: Settings) -> None:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers, group_id=None,
-            enable_auto_commit=False, auto_offset_reset="earliest")
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            fetch_max_wait_ms=TAIL_FETCH_WAIT_MS)
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -163,14 +172,17 @@ class KafkaTail:
     async def newest(self, topic: str, partition: int, count: int) -> list[Record]:
         tp = TopicPartition(topic, partition)
         self._consumer.assign([tp])
-        end = (await self._consumer.end_offsets([tp]))[tp]
-        first = (await self._consumer.beginning_offsets([tp]))[tp]
-        self._consumer.seek(tp, max(first, end - count))
-        found: list[Record] = []
-        while await self._consumer.position(tp) < end:
-            batch = await self._consumer.getmany(tp, timeout_ms=1000)
-            found.extend(r for r in batch.get(tp, ()) if r.offset < end)
-        return found
+        try:
+            end = (await self._consumer.end_offsets([tp]))[tp]
+            first = (await self._consumer.beginning_offsets([tp]))[tp]
+            self._consumer.seek(tp, max(first, end - count))
+            found: list[Record] = []
+            while await self._consumer.position(tp) < end:
+                batch = await self._consumer.getmany(tp, timeout_ms=1000)
+                found.extend(r for r in batch.get(tp, ()) if r.offset < end)
+            return found
+        finally:
+            self._consumer.pause(tp)
 
 
 def kafka_tail(settings: Settings) -> PartitionTail:
