@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,18 @@ class Deployment:
 
     def start_workers(self, envs: list[dict[str, str]]) -> list[WorkerProcess]:
         """One worker per entry of `envs` (its own settings), started together (they join
-        the groups at once), then each ready."""
+        the groups at once); returns once all are ready at the same time. Each ready in
+        turn was not enough: the first could be ready before a later one's join, and in a
+        rebalance again when the last was ready (a /readyz 503 on worker 1 in a make test)."""
         started = [self.start_worker(wait=False, env=env) for env in envs]
-        for worker in started:
-            worker.wait_ready()
-        return started
+        deadline = time.monotonic() + 90.0
+        while True:
+            for worker in started:
+                worker.wait_ready()
+            if all((worker.readiness() or {}).get("ready") for worker in started):
+                return started
+            if time.monotonic() > deadline:
+                raise AssertionError("the workers were never all ready at once")
 
     def reader(self, topic: str) -> TopicReader:
         reader = TopicReader(self.settings.bootstrap_servers, self.settings.topic(topic))
