@@ -95,13 +95,16 @@ class DeliveryClient:
         self._settings = settings
         self._transport = transport
         self._session: aiohttp.ClientSession | None = None
-        self._wire: Wire | None = None
+        self._proxy, self._proxy_auth = _proxy(settings.egress_proxy)
+        # Built now, not at the first post: its certificate store takes 50-75 ms to load,
+        # and the first deliveries after a start waited behind it (`make bench` (b)).
+        self._wire: Wire | None = (_wire(settings) if transport is None and self._proxy is None
+                                   else None)
         timeout = settings.delivery_timeout
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout,
                                               sock_connect=timeout, sock_read=timeout)
         self._extensions = {"timeout": {"connect": timeout, "read": timeout,
                                         "write": timeout, "pool": timeout}}
-        self._proxy, self._proxy_auth = _proxy(settings.egress_proxy)
 
     async def post(self, url: str, body: bytes, headers: dict[str, str],
                    keep: int) -> Answer:
@@ -110,10 +113,8 @@ class DeliveryClient:
         response came."""
         if self._transport is not None:
             return await self._post_through(self._transport, url, body, headers, keep)
-        if self._proxy is None:
+        if self._wire is not None:
             origin, head = _routed(url)
-            if self._wire is None:
-                self._wire = _wire(self._settings)
             return await self._wire.post(origin, frame(head, headers, body), keep)
         if self._session is None:
             self._session = _session(self._settings)

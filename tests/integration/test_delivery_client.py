@@ -4,9 +4,12 @@ what skipping httpx.AsyncClient must not lose, and what it must not gain."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
+import pytest
 from aiohttp import web
 
 from streams.delivery.client import USER_AGENT, Answer, DeliveryClient
@@ -51,6 +54,25 @@ def test_posts_body_and_headers_and_returns_status() -> None:
     assert (method, sent) == ("POST", b'{"a":1}')
     assert headers["X-Webhook-ID"] == "wh_1"
     assert headers["User-Agent"] == USER_AGENT
+
+
+def test_the_first_post_loads_no_certificates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TLS context (50-75 ms of certificate loading) is built with the client, at the
+    worker's start: a first delivery that built it held the event loop, and every other
+    delivery behind it."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def body(client: DeliveryClient, base: str) -> Answer:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a TLS context built at a post")
+
+        monkeypatch.setattr(httpx, "create_ssl_context", refuse)
+        monkeypatch.setattr(ssl, "create_default_context", refuse)
+        return await client.post(f"{base}/hook", b"{}", {}, keep=0)
+
+    assert _with_server(handler, body).status == 200
 
 
 def test_the_answers_retry_after_comes_back_as_sent() -> None:
