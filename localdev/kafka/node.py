@@ -26,8 +26,8 @@ from .config import (
 POLL = 0.25
 #: The garbage collector's settings Kafka's own start scripts give a broker
 #: (kafka-run-class.sh's KAFKA_JVM_PERFORMANCE_OPTS). Without the 20 ms pause goal, G1
-#: aims at 200 ms: on two shared cores its young collections took 50-63 ms (jstat), every
-#: produce and fetch waited for them, and they made most of `make bench` (b)'s p99.
+#: aims at 200 ms: on two shared cores its young collections took up to 63 ms (jstat), every
+#: produce and fetch waited for them, and `make bench` (b)'s worst clusters began at them.
 GC_OPTIONS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
               "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent")
 
