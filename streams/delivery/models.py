@@ -237,21 +237,16 @@ class AttemptRecord:
     @classmethod
     def decode(cls, payload: bytes) -> AttemptRecord:
         """Raises SchemaError and nothing else."""
-        if len(payload) > MAX_ATTEMPT_RECORD_BYTES:
-            raise SchemaError(f"attempt record is {len(payload)} bytes, over "
-                              f"{MAX_ATTEMPT_RECORD_BYTES}")
-        r = registry().decode(DELIVERY_ATTEMPT, payload)
+        return _from_record(lambda fields: cls(**fields), _attempt_fields(payload),
+                            "attempt record")
 
-        def build(r: dict[str, Any]) -> AttemptRecord:
-            r["attempted_at"] = to_ms(r["attempted_at"])
-            if r["next_attempt_at"] is not None:
-                r["next_attempt_at"] = to_ms(r["next_attempt_at"])
-            return cls(**r)
-
-        record = _from_record(build, r, "attempt record")
-        if not record.webhook_id:
-            raise SchemaError("attempt record: field 'webhook_id' is empty")
-        return record
+    @staticmethod
+    def webhook_of(payload: bytes) -> str:
+        """The webhook of an attempt record that `decode` accepts (SchemaError, the same,
+        when it would not), without building the record: the history's feeder keeps the
+        bytes and needs only this, and building it was 40% of its decode."""
+        webhook: str = _attempt_fields(payload)["webhook_id"]
+        return webhook
 
 
 @dataclass(frozen=True)
@@ -305,6 +300,26 @@ def check_job(job: DeliveryJob) -> DeliveryJob:
         # It is spliced into the body as it is (payload.webhook_body): it must be an object.
         raise InvalidJob("field 'data_json' is not a JSON object")
     return job
+
+
+def _attempt_fields(payload: bytes) -> dict[str, Any]:
+    """An attempt record's fields, checked (times in epoch ms); raises SchemaError and
+    nothing else."""
+    if len(payload) > MAX_ATTEMPT_RECORD_BYTES:
+        raise SchemaError(f"attempt record is {len(payload)} bytes, over "
+                          f"{MAX_ATTEMPT_RECORD_BYTES}")
+    r = registry().decode(DELIVERY_ATTEMPT, payload)
+
+    def times(r: dict[str, Any]) -> dict[str, Any]:
+        r["attempted_at"] = to_ms(r["attempted_at"])
+        if r["next_attempt_at"] is not None:
+            r["next_attempt_at"] = to_ms(r["next_attempt_at"])
+        return r
+
+    fields = _from_record(times, r, "attempt record")
+    if not fields["webhook_id"]:
+        raise SchemaError("attempt record: field 'webhook_id' is empty")
+    return fields
 
 
 def _from_record(build: Callable[[Any], T], record: Any, what: str) -> T:

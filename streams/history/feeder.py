@@ -282,7 +282,7 @@ class HistoryFeeder:
         for record in records:
             value = record.value or b""
             try:
-                decoded.append((record, Attempt(AttemptRecord.decode(value), value,
+                decoded.append((record, Attempt(AttemptRecord.webhook_of(value), value,
                                                 tp.partition)))
             except Exception as exc:  # the decoder's error, or any other: nothing may stop us
                 detail = (str(exc) if isinstance(exc, ValueError)

@@ -74,7 +74,8 @@ class Page:
 class Attempt(NamedTuple):
     """An attempt record to keep, as read from the delivery log."""
 
-    record: AttemptRecord
+    #: Its webhook: whose ring of slots it goes in.
+    webhook_id: str
     #: Its bytes as logged: what the slot keeps.
     value: bytes
     #: Its partition of the log, which is its slot's partition of the changelog.
@@ -117,8 +118,7 @@ class History:
         # would push real attempts out of the ring.
         newest: dict[str, int] = {}
         slots: dict[bytes, tuple[bytes, int]] = {}
-        for record, value, partition in attempts:
-            webhook = record.webhook_id
+        for webhook, value, partition in attempts:
             seq = (newest[webhook] if webhook in newest else self.newest_seq(webhook)) + 1
             newest[webhook] = seq
             slots[_slot(webhook, seq)] = (_SEQ.pack(seq) + value, partition)

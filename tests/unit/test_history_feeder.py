@@ -154,7 +154,7 @@ class _History:
         self.entered: asyncio.Event | None = None
 
     async def record(self, attempts: list[Attempt], _producer: Any) -> None:
-        webhooks = [a.record.webhook_id for a in attempts]
+        webhooks = [a.webhook_id for a in attempts]
         self.calls.append(webhooks)
         if self.gate is not None and self.entered is not None:
             self.entered.set()

@@ -178,6 +178,26 @@ def test_decoders_raise_only_schema_error_whatever_the_bytes(payload: bytes) -> 
             assert str(exc)
 
 
+@settings(max_examples=500, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(hostile.hostile_bytes(), st.builds(
+    lambda webhook, at, due: AttemptRecord("dlv_x", webhook, "ws", "user.added", "evt", 1,
+                                           RETRYING, 404, 3, None, at, due).encode(),
+    st.sampled_from(["", "wh_1", "wh é"]), st.integers(-2**62, 2**62),
+    st.none() | st.integers(-2**62, 2**62))))
+def test_the_feeders_check_refuses_what_decode_refuses(payload: bytes) -> None:
+    """webhook_of (the history's feeder) against decode: the same records refused, with
+    the same reason, and the same webhook of the others."""
+    try:
+        record = AttemptRecord.decode(payload)
+    except SchemaError as refused:
+        with pytest.raises(SchemaError) as also:
+            AttemptRecord.webhook_of(payload)
+        assert str(also.value) == str(refused)
+    else:
+        assert AttemptRecord.webhook_of(payload) == record.webhook_id
+
+
 @pytest.mark.parametrize(
     ("forged", "fragment"),
     [
