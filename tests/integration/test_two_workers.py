@@ -92,11 +92,19 @@ def test_history_keeps_the_last_1000_attempts_newest_first_from_any_worker(
                                  "timestamp": "2025-10-14T10:30:00Z", "data": {"id": "u"}})
     dep.publisher.flush()
 
-    def newest_is_complete() -> bool:
-        first = _attempts(dep, dep.workers[0].port, wh, limit=1000)
-        return len(first["data"]) == 1000
+    # Paged once the history holds every attempt: pages read while the last ones land
+    # would see the ring move under the cursor (the oldest page short by as many). It
+    # records the log in order, so it holds them all once its newest is the log's last.
+    log = dep.reader(topics.DELIVERY_LOG)
+    logged = log.wait_for(lambda ms: sum(1 for m in ms if m.key() == wh.encode()) >= total,
+                          timeout=90, what="every attempt in the log")
+    in_log = [AttemptRecord.decode(m.value()) for m in logged if m.key() == wh.encode()]
 
-    wait_until(newest_is_complete, timeout=90, what="1,000 attempts in the history")
+    def holds_every_attempt() -> bool:
+        newest = _attempts(dep, dep.workers[0].port, wh, limit=1)["data"]
+        return bool(newest) and newest[0]["delivery_id"] == in_log[-1].delivery_id
+
+    wait_until(holds_every_attempt, timeout=90, what="every attempt in the history")
     pages: list[list[dict]] = []
     cursor = None
     while True:
@@ -111,10 +119,6 @@ def test_history_keeps_the_last_1000_attempts_newest_first_from_any_worker(
     assert [len(p) for p in pages] == [300, 300, 300, 100]
     assert all(r["status"] == "success" and r["webhook_id"] == wh for r in records)
     # Newest first means the reverse of the log's order (attempts finish out of order).
-    log = dep.reader(topics.DELIVERY_LOG)
-    logged = log.wait_for(lambda ms: sum(1 for m in ms if m.key() == wh.encode()) >= total,
-                          what="every attempt in the log")
-    in_log = [AttemptRecord.decode(m.value()) for m in logged if m.key() == wh.encode()]
     assert [r["delivery_id"] for r in records] == [a.delivery_id for a in in_log][::-1][:1000]
     assert {r["event_id"] for r in records} <= set(event_ids)
 
