@@ -96,7 +96,7 @@ class DeliveryClient:
         self._transport = transport
         self._session: aiohttp.ClientSession | None = None
         self._proxy, self._proxy_auth = _proxy(settings.egress_proxy)
-        # Built now, not at the first post: its certificate store takes 50-75 ms to load,
+        # Built now, not at the first post: its certificate store took 48-75 ms to load,
         # and the first deliveries after a start waited behind it (`make bench` (b)).
         self._wire: Wire | None = (_wire(settings) if transport is None and self._proxy is None
                                    else None)

@@ -244,7 +244,7 @@ class AttemptRecord:
     def webhook_of(payload: bytes) -> str:
         """The webhook of an attempt record that `decode` accepts (SchemaError, the same,
         when it would not), without building the record: the history's feeder keeps the
-        bytes and needs only this, and building it was 40% of its decode."""
+        bytes and needs only this, and building it was 30% of its decode (11.4 -> 8.0 us)."""
         webhook: str = _attempt_fields(payload)["webhook_id"]
         return webhook
 
