@@ -69,10 +69,9 @@ class Registry:
         self._plain: dict[str, Any] = {}
         for stem in _FILES:
             raw = json.loads((directory / f"{stem}.avsc").read_text())
-            parsed: Any = parse_schema(raw, named_schemas=named)
+            parsed: Any = _parse_own(raw, named)
             self.by_name[parsed["name"]] = parsed
-            self._plain[parsed["name"]] = parse_schema(_without_logical_types(raw),
-                                                       named_schemas=plain_named)
+            self._plain[parsed["name"]] = _parse_own(_without_logical_types(raw), plain_named)
         self.named = named
         self.fingerprints: dict[str, bytes] = {}
         self.by_fingerprint: dict[bytes, Any] = {}
@@ -138,6 +137,23 @@ class Registry:
         if buf.tell() != len(payload) - 10:
             raise SchemaError("trailing bytes after the Avro body")
         return record
+
+
+def _parse_own(raw: Any, named: dict[str, Any]) -> Any:
+    """`raw` parsed with a table of only the named types it needs, which `named` (the types
+    of the files before it) then takes in as well.
+
+    fastavro copies a parsed schema's table of named types on every read and write
+    (parse_schema, before any byte is read). Parsed with the table of every type the
+    registry knows, 16 of them, a delivery job's or an attempt record's read or write took
+    1.2-1.7 us longer (timeit: 10.2-11.5 us against 8.6-10.2), and a delivery makes four.
+    """
+    try:
+        own = parse_schema(raw, named_schemas={})
+    except UnknownType:  # it names types of the files before it (event: the data records)
+        own = parse_schema(raw, named_schemas=dict(named))
+    parse_schema(raw, named_schemas=named)
+    return own
 
 
 def _without_logical_types(schema: Any) -> Any:

@@ -156,6 +156,21 @@ def test_every_avsc_file_is_loaded() -> None:
     assert set(reg.fingerprints) == set(reg.by_name)
 
 
+def test_the_delivery_schemas_carry_only_their_own_named_types() -> None:
+    """fastavro copies a parsed schema's table of named types on each read and write: the
+    two a delivery reads and writes hold just theirs, not all 16 the registry knows."""
+    reg = registry()
+    for name, own in ((DELIVERY_JOB, {DELIVERY_JOB, "io.hookstream.delivery.AttemptOutcome"}),
+                      (DELIVERY_ATTEMPT, {DELIVERY_ATTEMPT})):
+        for parsed in (reg.by_name[name], reg._plain[name]):
+            assert set(parsed["__named_schemas"]) == own
+    # A schema that names types of the files before it still has them (and only those).
+    event_types = set(reg.by_name[EVENT]["__named_schemas"])
+    assert event_types >= {EVENT, *FAMILY_DATA.values()}
+    assert DELIVERY_JOB not in event_types
+    assert len(reg.named) > len(event_types)
+
+
 def test_fingerprints_are_distinct() -> None:
     fps = list(registry().fingerprints.values())
     assert len(set(fps)) == len(fps)
