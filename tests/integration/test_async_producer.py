@@ -6,6 +6,7 @@ breaks nothing for the others."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 
 import pytest
@@ -59,6 +60,30 @@ def test_every_awaited_send_is_on_the_topic_where_javas_partitioner_puts_it(
         assert message.partition() == partitioner(message.key(), list(range(PARTITIONS)), [])
         assert message.value() == b"v" + message.key()
         assert dict(message.headers())["n"] == str(keys.index(message.key())).encode()
+
+
+def test_acknowledgements_are_served_on_the_loop_by_no_thread_of_ours(
+        kafka_bootstrap: str) -> None:
+    """Sends one at a time, the first from idle, then a burst: each is acknowledged, and
+    the producer started no Python thread (a thread blocked in poll() took the GIL back
+    from the loop for every report)."""
+    topic = _topic(kafka_bootstrap)
+
+    async def main() -> None:
+        before = set(threading.enumerate())
+        producer = _producer(kafka_bootstrap)
+        await producer.start()
+        try:
+            for n in range(3):
+                await producer.send_and_wait(topic, value=b"one %d" % n, key=b"k")
+            await asyncio.gather(*(producer.send(topic, value=b"burst %d" % n, key=b"k")
+                                   for n in range(500)))
+            assert set(threading.enumerate()) == before
+        finally:
+            await producer.stop()
+
+    asyncio.run(main())
+    assert len(read_to_end(kafka_bootstrap, topic)) == 503
 
 
 def test_a_record_the_broker_refuses_raises_and_the_producer_goes_on(
