@@ -164,7 +164,9 @@ class AsyncProducer:
         log.error("the Kafka producer hit a fatal error; starting a new one")
         self._producer = Producer(self._config, logger=logging.getLogger("hookstream.kafka"))
         old.purge()
-        old.poll(0)  # the purged records' reports: their futures fail now
+        old.poll(0)  # the purged records' reports: their futures fail at the pump's next turn
+        if self._sent is not None:
+            self._sent.set()  # which is now, if it was idle
 
     # -- the pump and the way back ------------------------------------------------------
     async def _pump(self) -> None:
