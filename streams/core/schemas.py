@@ -146,7 +146,8 @@ def _parse_own(raw: Any, named: dict[str, Any]) -> Any:
     fastavro copies a parsed schema's table of named types on every read and write
     (parse_schema, before any byte is read). Parsed with the table of every type the
     registry knows, 16 of them, a delivery job's or an attempt record's read or write took
-    1.2-1.7 us longer (timeit: 10.2-11.5 us against 8.6-10.2), and a delivery makes four.
+    1.2-1.8 us longer (timeit, alternated: 8.8-11.5 us a call against 7.5-10.2), and a
+    delivery makes four.
     """
     try:
         own = parse_schema(raw, named_schemas={})
