@@ -57,7 +57,7 @@ def test_posts_body_and_headers_and_returns_status() -> None:
 
 
 def test_the_first_post_loads_no_certificates(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The TLS context (50-75 ms of certificate loading) is built with the client, at the
+    """The TLS context (48-75 ms of certificate loading) is built with the client, at the
     worker's start: a first delivery that built it held the event loop, and every other
     delivery behind it."""
 

@@ -6,7 +6,8 @@ tests/integration/test_async_producer.py.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -72,12 +73,21 @@ async def _settled(future: Awaitable[Any]) -> None:
     await asyncio.wait_for(future, timeout=5)
 
 
+@contextlib.asynccontextmanager
+async def _started() -> AsyncIterator[AsyncProducer]:
+    """A started producer on the fake, stopped after the test's body."""
+    producer = AsyncProducer({})
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
 def test_reports_reach_their_senders_from_idle_and_under_load() -> None:
     async def main() -> None:
-        producer = AsyncProducer({})
-        await producer.start()
-        fake = FakeProducer.made[0]
-        try:
+        async with _started() as producer:
+            fake = FakeProducer.made[0]
             first = producer.send("t", value=b"first")
             fake.acknowledge()
             await _settled(first)  # sent to an idle pump
@@ -86,18 +96,14 @@ def test_reports_reach_their_senders_from_idle_and_under_load() -> None:
             await _settled(asyncio.gather(*burst))
             # One poll serves many reports: far fewer polls than records.
             assert fake.polls < 100
-        finally:
-            await producer.stop()
 
     asyncio.run(main())
 
 
 def test_a_fatal_error_fails_the_old_producers_records_and_sends_go_to_a_new_one() -> None:
     async def main() -> None:
-        producer = AsyncProducer({})
-        await producer.start()
-        old = FakeProducer.made[0]
-        try:
+        async with _started() as producer:
+            old = FakeProducer.made[0]
             waiting = producer.send("t", value=b"sent before")  # never answered by old
             old.broken = True
             with pytest.raises(ProduceFailed, match="sequence broken"):
@@ -110,8 +116,6 @@ def test_a_fatal_error_fails_the_old_producers_records_and_sends_go_to_a_new_one
             assert [value for value, _ in new.queued] == [b"after"]
             new.acknowledge()
             await _settled(after)
-        finally:
-            await producer.stop()
 
     asyncio.run(main())
 
