@@ -88,7 +88,7 @@ class LocalKafka:
             raise LocalKafkaError(f"--brokers must be between 1 and {MAX_BROKERS}, got {brokers}")
         self.home, self.brokers = home, brokers
         self.heap = heap or ("512m" if brokers == 1 else "384m")
-        mb = heap_mb(self.heap)
+        heap_mb(self.heap)  # one clear error now rather than a JVM that will not start
         env_pom = os.environ.get("HOOKSTREAM_KAFKA_POM")
         repo_pom = Path(__file__).resolve().parents[2] / "deploy/kafka/pom.xml"
         self.pom = (pom or (Path(env_pom) if env_pom else repo_pom)).resolve()
@@ -106,7 +106,7 @@ class LocalKafka:
         # Three JVMs starting at once on two shared cores: without C2 (the optimising JIT,
         # little use to a local test cluster) they come up in about half the time.
         jvm = () if brokers == 1 else ("-XX:TieredStopAtLevel=1",)
-        self.nodes = [KafkaNode(i, d, self.libs, b, c, self.heap, mb, jvm)
+        self.nodes = [KafkaNode(i, d, self.libs, b, c, self.heap, jvm)
                       for i, d, b, c in layout]
         self.voters = quorum_voters([n.controller_port for n in self.nodes])
         first = self.nodes[0]

@@ -73,6 +73,12 @@ def render_server_properties(port: int, controller_port: int, data_dir: Path,
         "auto.create.topics.enable=false",  # topics are created explicitly; a typo must fail
         "log.retention.hours=24",  # local dev: bound disk use
         "log.retention.check.interval.ms=60000",
+        # The log cleaner's dedupe buffer is one array on the heap, 128 MB by default: a
+        # quarter of a local node's 512 MB, so G1's old generation stayed above its marking
+        # threshold and marked again every few seconds (a Remark pause of 10-30 ms each,
+        # then mixed collections). 32 MB still holds 1.3 million keys a pass (24 bytes a
+        # key, 0.9 full): a million subscriptions compact in one.
+        "log.cleaner.dedupe.buffer.size=33554432",
         # Kafka 4.0 refuses to re-register a restarted node until its old session expires
         # (KAFKA-19130, fixed in 4.1): 9 s by default, most of a restart. Raise if it fences.
         # It is also how long a killed node's partitions wait for a new leader.
@@ -102,7 +108,7 @@ def render_log4j2_properties(log_dir: Path) -> str:
 
 
 def heap_mb(heap: str) -> int:
-    """Parse 512m / 1g up front, so -Xms never exceeds -Xmx (the JVM refuses to start)."""
+    """Parse 512m / 1g up front: a heap the JVM would refuse is one clear error here."""
     h = heap.strip().lower()
     if len(h) >= 2 and h[:-1].isdigit() and h[-1] in "mg":
         return int(h[:-1]) * (1024 if h[-1] == "g" else 1)

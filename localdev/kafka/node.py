@@ -46,11 +46,10 @@ class KafkaNode:
     """Start, stop and kill one node; whether it runs is judged by its pid file only."""
 
     def __init__(self, node_id: int, directory: Path, libs: Path, port: int,
-                 controller_port: int, heap: str, heap_mb: int,
+                 controller_port: int, heap: str,
                  jvm_options: tuple[str, ...] = ()) -> None:
         self.id, self.dir, self.libs = node_id, directory, libs
-        self.port, self.controller_port, self.heap, self._heap_mb = (
-            port, controller_port, heap, heap_mb)
+        self.port, self.controller_port, self.heap = port, controller_port, heap
         self.data, self.logs = directory / "data", directory / "logs"
         self.props, self.log4j = directory / "server.properties", directory / "log4j2.properties"
         self.pid_file = directory / "kafka.pid"
@@ -109,7 +108,9 @@ class KafkaNode:
                          "-c", str(self.props), jvm=self.jvm_options)
 
     def broker_command(self) -> list[str]:
-        jvm = (f"-Xmx{self.heap}", f"-Xms{min(256, self._heap_mb)}m", *GC_OPTIONS,
+        # -Xms as -Xmx, as Kafka's own scripts and docs run a broker: a heap that starts at
+        # half its size keeps G1's young generation small, so it collected more often.
+        jvm = (f"-Xmx{self.heap}", f"-Xms{self.heap}", *GC_OPTIONS,
                *self.jvm_options, f"-Dkafka.logs.dir={self.logs}")
         return self.java("kafka.Kafka", str(self.props), jvm=jvm)
 

@@ -40,6 +40,18 @@ def test_single_node_safe_defaults() -> None:
     assert p["auto.create.topics.enable"] == "false"
 
 
+def test_the_cleaners_dedupe_buffer_fits_a_small_heap_and_a_million_keys() -> None:
+    """The dedupe buffer is one array on the heap for the node's life: a tenth at most of
+    the smallest heap a local node gets (384 MB, in a cluster), so G1's old generation is
+    not kept near its marking threshold; and one pass still compacts a million
+    subscriptions (a SkimpyOffsetMap entry is a 16-byte hash and an 8-byte offset, filled
+    to `log.cleaner.io.buffer.load.factor`, 0.9)."""
+    p = _props(render_server_properties(9092, 9093, Path("d")))
+    dedupe = int(p["log.cleaner.dedupe.buffer.size"])
+    assert dedupe <= 384 * 2**20 // 10
+    assert dedupe // 24 * 0.9 >= 1_000_000
+
+
 def test_layout_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOOKSTREAM_HOME", str(tmp_path))
     monkeypatch.setenv("HOOKSTREAM_KAFKA_PORT", "29092")
