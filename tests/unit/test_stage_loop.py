@@ -368,6 +368,25 @@ class _SlowAnswer(LocalConsumer):
             await self.answer.wait()
 
 
+async def _commit_left_unanswered(broker: LocalBroker,
+                                  partition: int) -> tuple[Probe, _SlowAnswer]:
+    """A started probe on a _SlowAnswer member, once the loop's commit after handling
+    `partition`@0 is stored and its answer held back (until `answer` is set)."""
+    members: list[_SlowAnswer] = []
+
+    def slow_answers(settings: Settings, group_id: str, drain_timeout: float) -> _SlowAnswer:
+        members.append(_SlowAnswer(broker, group_id))
+        return members[-1]
+
+    probe = Probe(broker, consumer_factory=slow_answers)
+    await probe.start()
+    (consumer,) = members
+    await probe.until(lambda: (partition, 0) in probe.calls)
+    consumer.slow_next = True
+    await consumer.waiting.wait()
+    return probe, consumer
+
+
 def test_a_partition_revoked_while_its_commit_is_answered_does_not_stop_the_loop() -> None:
     """The loop's commit of P1 is stored, and while its answer is on the way P1 is revoked,
     drained and forgotten: when the answer comes there is no tracker left to mark, and the
@@ -375,18 +394,7 @@ def test_a_partition_revoked_while_its_commit_is_answered_does_not_stop_the_loop
     async def main() -> None:
         broker = _broker()
         broker.append(TOPIC, b"ok", partition=1)
-        members: list[_SlowAnswer] = []
-
-        def slow_answers(settings: Settings, group_id: str, drain_timeout: float) -> _SlowAnswer:
-            members.append(_SlowAnswer(broker, group_id))
-            return members[-1]
-
-        probe = Probe(broker, consumer_factory=slow_answers)
-        await probe.start()
-        (consumer,) = members
-        await probe.until(lambda: (1, 0) in probe.calls)
-        consumer.slow_next = True
-        await consumer.waiting.wait()  # the loop's commit of P1 is stored, not yet answered
+        probe, consumer = await _commit_left_unanswered(broker, partition=1)
         assert broker.committed(GROUP, P1) == 1
 
         other = _member(broker)
@@ -411,18 +419,7 @@ def test_records_are_read_and_handled_while_a_commit_is_answered() -> None:
     async def main() -> None:
         broker = _broker()
         broker.append(TOPIC, b"ok", partition=0)
-        members: list[_SlowAnswer] = []
-
-        def slow_answers(settings: Settings, group_id: str, drain_timeout: float) -> _SlowAnswer:
-            members.append(_SlowAnswer(broker, group_id))
-            return members[-1]
-
-        probe = Probe(broker, consumer_factory=slow_answers)
-        await probe.start()
-        (consumer,) = members
-        await probe.until(lambda: (0, 0) in probe.calls)
-        consumer.slow_next = True
-        await consumer.waiting.wait()  # the loop's commit of offset 1 is stored, unanswered
+        probe, consumer = await _commit_left_unanswered(broker, partition=0)
         assert broker.committed(GROUP, P0) == 1
 
         broker.append(TOPIC, b"ok", partition=0)
