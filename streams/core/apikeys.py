@@ -69,15 +69,22 @@ def new_key(workspace_id: str, now_ms: int, description: str | None = None) -> t
 
 
 def key_id_of(key: str) -> str | None:
+    """The id part of something shaped like our keys (ids are hex: `new_key`), else None;
+    never a caller's odd text, which the failure log would repeat."""
     if not key.startswith(PREFIX):
         return None
     key_id, sep, _ = key[len(PREFIX):].partition("_")
-    return key_id if sep and key_id else None
+    return key_id if sep and key_id and key_id.isascii() and key_id.isalnum() else None
 
 
 def authenticate(key: str, stored: dict[str, ApiKey], admin_key: str | None) -> Principal | None:
     """The caller of `key`, or None. Comparisons are constant-time."""
-    if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
+    try:
+        offered = key.encode()
+    except UnicodeEncodeError:
+        # A header's non-UTF-8 byte arrives as a lone surrogate: no key has one.
+        return None
+    if admin_key and hmac.compare_digest(offered, admin_key.encode()):
         return Principal("admin", None)
     key_id = key_id_of(key)
     record = stored.get(key_id) if key_id else None

@@ -7,6 +7,8 @@ import hashlib
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.core.apikeys import (
     PREFIX,
@@ -66,6 +68,9 @@ def test_record_stores_only_the_hash() -> None:
     ("abc123_secret", None),
     ("HSK_abc123_secret", None),
     ("", None),
+    ("hsk_\udce9_secret", None),  # a header's non-UTF-8 byte, as the server decodes it
+    ("hsk_ab\u0663_secret", None),  # a non-ASCII digit
+    ("hsk_a.b_secret", None),
 ])
 def test_key_id_of(key: str, key_id: str | None) -> None:
     assert key_id_of(key) == key_id
@@ -127,10 +132,20 @@ def test_revoked_key() -> None:
     assert authenticate(key, _stored(revoked), ADMIN) is None
 
 
-@pytest.mark.parametrize("key", ["", "garbage", "hsk_", "hsk__", "Bearer x", "hsk_é_ü", "\x00"])
+@pytest.mark.parametrize("key", ["", "garbage", "hsk_", "hsk__", "Bearer x", "hsk_é_ü", "\x00",
+                                 "\udce9", "hsk_\udce9_x", ADMIN + "\udce9"])
 def test_malformed_keys(key: str) -> None:
     _, record = new_key("ws_1", NOW_MS)
     assert authenticate(key, _stored(record), ADMIN) is None
+
+
+@given(st.text(st.characters(exclude_categories=())))  # surrogates too
+def test_any_text_is_a_caller_or_none_never_an_error(key: str) -> None:
+    # Lone surrogates included: what an Authorization header's non-UTF-8 bytes become.
+    real, record = new_key("ws_1", NOW_MS)
+    assert authenticate(key, _stored(record), ADMIN) is None
+    assert authenticate(real + key, _stored(record), ADMIN) in (
+        None, Principal(record.key_id, "ws_1"))
 
 
 def test_admin_key() -> None:
