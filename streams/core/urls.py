@@ -112,7 +112,13 @@ def parse_target(url: str) -> Target:
     if parts.query:
         rest += "?" + quote(parts.query, safe=_QUERY_SAFE)
     # The fragment is dropped: it is never sent.
-    return Target(scheme, host, address, port, rest)
+    target = Target(scheme, host, address, port, rest)
+    if len(target.url) > MAX_URL_LENGTH:
+        # Escaping and IDNA lengthen a URL (é is %C3%A9): the bound holds for the form we
+        # store and send, or that form would be refused when checked again (a stored URL
+        # is: by the control agent, on every delivery).
+        raise UrlPolicyError(f"longer than {MAX_URL_LENGTH} characters once escaped")
+    return target
 
 
 def _ipv6(text: str) -> tuple[str, Address]:

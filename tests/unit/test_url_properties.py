@@ -13,6 +13,7 @@ import ipaddress
 import socket
 
 import httpx
+import pytest
 import yarl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -88,6 +89,30 @@ def _check(url: str, *, insecure: bool) -> None:
 def test_what_the_policy_accepts_is_what_the_client_connects_to(url: str) -> None:
     _check(url, insecure=False)
     _check(url, insecure=True)
+
+
+@given(st.one_of(hostile_url(), st.builds(
+    lambda head, tail: head + tail, hostile_url(),
+    # Letters and digits of any script: each escapes to up to 12 characters.
+    st.text(st.characters(categories=("L", "N")), min_size=150, max_size=2100))))
+@settings(max_examples=EXAMPLES // 4, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+def test_what_the_policy_returns_it_accepts_again_unchanged(url: str) -> None:
+    # The control agent and every delivery check the stored form again: a form the
+    # policy would refuse (escaping made it too long, say) must be refused up front.
+    for insecure in (True, False):
+        try:
+            stored = check_url(url, allow_insecure=insecure)
+        except UrlPolicyError:
+            continue
+        assert check_url(stored, allow_insecure=insecure) == stored
+
+
+@pytest.mark.parametrize("insecure", [True, False])
+def test_a_url_that_escaping_makes_too_long_is_refused_up_front(insecure: bool) -> None:
+    url = "https://1.1.1.1/" + "é" * 1000  # 1,016 characters; 6,016 escaped
+    with pytest.raises(UrlPolicyError, match="longer than 2048 characters once escaped"):
+        check_url(url, allow_insecure=insecure)
 
 
 @settings(max_examples=500, derandomize=True, deadline=None,
