@@ -13,7 +13,7 @@ from ..core import catalog
 from ..core.headers import MASK, MAX_HEADERS, MAX_TOTAL_BYTES
 from ..delivery.models import DEAD_LETTER_REASONS, FAILED, GONE, STATUSES, SUCCESS
 from ..settings import MAX_RATE_LIMIT
-from ..subscriptions.commands import MAX_DESCRIPTION, SCHEMES
+from ..subscriptions.commands import MAX_DESCRIPTION, MAX_REASON, SCHEMES
 from ..subscriptions.model import MIN_SECRET_LENGTH
 
 EVENT_PATTERNS = sorted(catalog.ALL_EVENT_TYPES) + [f"{f}.*" for f in catalog.EVENT_TYPES] + ["*"]
@@ -211,7 +211,11 @@ def document() -> dict[str, Any]:
                 "Disable: events are dead-lettered, not sent", "Webhook",
                 {"required": False, "content": {"application/json": {"schema": {
                     "type": "object", "additionalProperties": False,
-                    "properties": {"reason": {"type": "string"}}}}}}),
+                    "properties": {"reason": {
+                        "type": "string", "maxLength": MAX_REASON,
+                        # One line: no control character (not an anchored pattern, whose $
+                        # Python's re matches before a final newline).
+                        "not": {"pattern": "[\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]"}}}}}}}),
             "/v1/webhooks/{webhook_id}/rotate-secret": _action(
                 "New secret; the old one signs too for the grace period", "WebhookWithSecret"),
             "/v1/webhooks/{webhook_id}/test": _action(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import unicodedata
 from typing import Any
 
 from ..core import catalog, strictjson
@@ -12,7 +13,7 @@ from ..core.filters import FilterError, parse_filter
 from ..core.headers import HeaderError, check_custom_headers
 from ..core.urls import UrlPolicyError, check_url
 from ..settings import MAX_RATE_LIMIT
-from ..subscriptions.commands import MAX_DESCRIPTION, SCHEMES
+from ..subscriptions.commands import MAX_DESCRIPTION, MAX_REASON, SCHEMES
 from ..subscriptions.model import MIN_SECRET_LENGTH
 
 MAX_BODY = 1024 * 1024
@@ -88,6 +89,21 @@ def events(value: Any) -> list[str]:
         if not isinstance(pattern, str) or not catalog.is_valid_pattern(pattern):
             raise invalid("events", f"unknown event type {pattern!r}")
     return list(dict.fromkeys(value))
+
+
+def reason(value: Any) -> str | None:
+    """A disable's `reason` (None or empty: the default one)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_REASON:
+        raise invalid("reason", f"must be a string of at most {MAX_REASON} characters")
+    if any(unicodedata.category(c) in _CONTROL for c in value):
+        raise invalid("reason", "must be one line without control characters")
+    return value
+
+
+#: Unicode's control characters (C0, DEL, C1) and the line and paragraph separators.
+_CONTROL = {"Cc", "Zl", "Zp"}
 
 
 def _description(value: Any) -> str | None:

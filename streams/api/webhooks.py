@@ -125,9 +125,7 @@ class Disable(Endpoint):
         await self.ctx.current(principal, webhook_id)
         body = await body_of(request, required=False)
         v.reject_unknown(body, {"reason"})
-        reason = body.get("reason")
-        if reason is not None and not isinstance(reason, str):
-            raise v.invalid("reason", "must be a string")
+        reason = v.reason(body.get("reason"))
         await self.ctx.command("disable", webhook_id,
                                reason=reason or f"disabled by API key {principal.key_id}")
         return 200, shown(self.ctx.visible(principal, webhook_id))

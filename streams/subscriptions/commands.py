@@ -25,6 +25,9 @@ WEBHOOK_FIELDS = ("url", "events", "secret", "active", "description", "signature
 #: The documented X-Webhook-Signature, or the Standard Webhooks spec (opt-in).
 SCHEMES = ("hookstream", "standard-webhooks")
 MAX_DESCRIPTION = 500
+#: An operator's reason for disabling a webhook: one line, shown in every read of it, in
+#: `hookstream webhooks list` and in the console (hookstream's own reasons are shorter).
+MAX_REASON = 500
 MAX_COMMAND_BYTES = 64 * 1024
 #: A webhook id travels in every delivery's X-Webhook-ID header and keys its topics, so it
 #: is visible ASCII: a space, CR/LF or non-ASCII character there would make every delivery

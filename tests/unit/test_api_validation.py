@@ -11,7 +11,7 @@ import pytest
 
 from streams.api import validation as v
 from streams.api.validation import MAX_BODY, ApiError, create_body, parse_json, patch_body
-from streams.subscriptions.commands import MAX_DESCRIPTION, generate_secret
+from streams.subscriptions.commands import MAX_DESCRIPTION, MAX_REASON, generate_secret
 
 URL = "https://example.com/hooks"
 BASE: dict[str, Any] = {"url": URL, "events": ["task.created"]}
@@ -382,3 +382,24 @@ def test_idempotency_keys_accepted(raw: str) -> None:
 @pytest.mark.parametrize("raw", ["k" * 256, "a\x7fb", "a\nb", "a\x00b"])
 def test_idempotency_keys_refused(raw: str) -> None:
     _raises("Idempotency-Key", lambda: v.idempotency_key(raw))
+
+
+# --- a disable's reason -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_no_reason_is_the_default_one(value: object) -> None:
+    assert v.reason(value) is None
+
+
+@pytest.mark.parametrize("value", ["maintenance", "é" * MAX_REASON, "fix: 502s from LB \u202e"])
+def test_a_reason_of_one_line_is_kept_as_given(value: str) -> None:
+    assert v.reason(value) == value
+
+
+@pytest.mark.parametrize("value", [
+    "r" * (MAX_REASON + 1), 1, ["x"], {"a": 1}, True,  # a million characters went to the
+    "a\r\nb", "a\x00b", "\x1b[2J", "a\x85b", "a\u2028b", "a\x7fb",  # control topic before
+])
+def test_a_reason_too_long_or_not_one_line_is_refused(value: object) -> None:
+    _raises("reason", lambda: v.reason(value))

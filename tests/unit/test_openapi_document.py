@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
-from streams.api import openapi
+from streams.api import openapi, validation
 from streams.core import catalog
 from streams.core.urls import UrlPolicyError, check_url
 from streams.subscriptions.commands import SCHEMES
@@ -254,3 +256,21 @@ def test_random_out_of_range_ports_are_rejected_by_both(seed: int) -> None:
         assert not _matches(url), url
         with pytest.raises(UrlPolicyError, match=r"port|host"):
             check_url(url, allow_insecure=True)
+
+
+@given(st.one_of(st.text(st.characters(exclude_categories=("Cs",)), max_size=600),
+                 st.text(alphabet="ab\r\n\x00\x1b\x7f\x85\u2028\u2029é ", max_size=8)))
+def test_the_documented_reason_is_the_one_the_api_accepts(reason: str) -> None:
+    # Differential: schemathesis (and any client generated from the document) sends what
+    # the schema allows; the API must take exactly that, and refuse the rest with a 400.
+    schema = (_doc()["paths"]["/v1/webhooks/{webhook_id}/disable"]["post"]["requestBody"]
+              ["content"]["application/json"]["schema"]["properties"]["reason"])
+    documented = (len(reason) <= schema["maxLength"]
+                  and re.search(schema["not"]["pattern"], reason) is None)
+    try:
+        validation.reason(reason)
+    except validation.ApiError as exc:
+        assert exc.field == "reason"
+        assert not documented, reason
+    else:
+        assert documented, reason
