@@ -49,14 +49,13 @@ class Webhooks(Endpoint):
         if not isinstance(workspace, str) or not workspace:
             raise v.invalid("workspace_id", "is required with the admin key")
         fields = v.create_body(body, allow_insecure=ctx.settings.allow_insecure_targets)
-        await ctx.rt.subscriptions.sync()
-        ctx.room_for_one_more(workspace)
         await ctx.resolves_publicly(fields["url"])
         secret = fields.get("secret") or generate_secret()
         fields["secret"] = ctx.rt.secrets.seal(secret)
         _seal_headers(ctx.rt.secrets, fields)
         webhook_id = f"wh_{uuid.uuid4().hex[:20]}"
-        await ctx.command("create", webhook_id, workspace_id=workspace, fields=fields)
+        async with ctx.room_for_one_more(workspace):
+            await ctx.command("create", webhook_id, workspace_id=workspace, fields=fields)
         return 201, shown(ctx.visible(principal, webhook_id), secret)
 
     @api

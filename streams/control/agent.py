@@ -64,6 +64,18 @@ class Written:
         if len(self.states) >= WRITTEN_PRUNE_AT:
             self.states = {w: s for w, s in self.states.items() if view.get(w) != s}
 
+    def unseen_change_in(self, workspace_id: str, view: SubscriptionIndex) -> int:
+        """How many webhooks the workspace has beyond what the view counts: those this
+        agent created or deleted that the view does not show yet."""
+        change = 0
+        for webhook_id, state in self.states.items():
+            shown = view.get(webhook_id)
+            if state is not None and shown is None and state.workspace_id == workspace_id:
+                change += 1
+            elif state is None and shown is not None and shown.workspace_id == workspace_id:
+                change -= 1
+        return change
+
     def get(self, webhook_id: str, view: SubscriptionIndex) -> Subscription | None:
         """The webhook's state: this agent's last write until the view shows it."""
         if webhook_id not in self.states:
@@ -119,10 +131,14 @@ def install(rt: Runtime, agents: Agents) -> None:
                 f"message key {key!r} must be the command's webhook_id {command.webhook_id!r}")
         current = await current_state(command.webhook_id)
         if command.op == "create" and current is None and command.workspace_id is not None:
-            # Every worker's view counts the whole workspace; creates on several partitions
-            # at once may pass together before it shows them, so this bound is approximate.
+            # Every worker's view counts the whole workspace, and this agent adds what it
+            # wrote that the view does not show yet (back-to-back creates passed together
+            # before). Creates on partitions of other workers at once may still pass
+            # together: there the bound is approximate.
+            index = rt.subscriptions.index
             why = over_limit(command.workspace_id,
-                             rt.subscriptions.index.count_in_workspace(command.workspace_id),
+                             index.count_in_workspace(command.workspace_id)
+                             + written.unseen_change_in(command.workspace_id, index),
                              settings.max_webhooks_per_workspace)
             if why is not None:
                 raise InvalidCommand(why)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from streams.core.signing import verify
 from streams.delivery.models import DeadLetter
 from streams.kafka import topics
+from streams.subscriptions.commands import Command
 
 from ..support.api import Answer, call
 from ..support.pipeline import Deployment
@@ -72,6 +74,36 @@ def test_a_workspace_has_at_most_its_webhooks(dep: Deployment) -> None:
     gone = _on(dep, "DELETE", f"/v1/webhooks/{made[0].body['id']}", key)
     assert gone.status == 204
     assert _create(dep, key).status == 201
+
+
+def test_creates_at_once_stop_at_the_bound(dep: Deployment) -> None:
+    """Creates sent together each saw room before any of them landed: 20 at once with room
+    for 9 made 11 webhooks, and the ones the control agent refused waited 10 s for a 504."""
+    key = _key(dep, "ws_burst")
+    with ThreadPoolExecutor(3 * MAX_WEBHOOKS) as pool:
+        answers = list(pool.map(lambda _: _create(dep, key), range(3 * MAX_WEBHOOKS)))
+    statuses = sorted(a.status for a in answers)
+    assert statuses == [201] * MAX_WEBHOOKS + [409] * (2 * MAX_WEBHOOKS), statuses
+    listed = _on(dep, "GET", "/v1/webhooks?limit=100", key).body["data"]
+    assert len(listed) == MAX_WEBHOOKS
+    # Straight to the control topic, back to back: the agent counts what it applied
+    # before its view reads it back.
+    dep.command("delete", listed[0]["id"])
+    wait_until(lambda: len(_on(dep, "GET", "/v1/webhooks?limit=100", key).body["data"])
+               == MAX_WEBHOOKS - 1, what="the delete applied")
+    direct = [f"wh_burst_{n}_{uuid.uuid4().hex[:6]}" for n in range(3)]
+    for webhook_id in direct:
+        dep.publisher.send_command(Command(
+            op="create", webhook_id=webhook_id, workspace_id="ws_burst",
+            webhook={"url": dep.receiver.url("/burst"), "events": ["task.created"]}))
+    dep.publisher.flush()
+    invalid = dep.reader(topics.INVALID)
+    refused = invalid.wait_for(
+        lambda ms: sum(m.key() in {w.encode() for w in direct} for m in ms) >= 2,
+        what="two of the creates refused")
+    assert sum(m.key() in {w.encode() for w in direct} for m in refused) == 2
+    wait_until(lambda: len(_on(dep, "GET", "/v1/webhooks?limit=100", key).body["data"])
+               == MAX_WEBHOOKS, what="the third applied")
 
 
 def test_idempotent_answers_are_given_again(dep: Deployment) -> None:

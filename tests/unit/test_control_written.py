@@ -50,3 +50,24 @@ def test_past_the_bound_only_writes_the_view_shows_are_forgotten(
         written.put(sub.id, sub, view)
     assert {"wh_1", "wh_3", "wh_5"} <= set(written.states)  # never dropped unseen
     assert all(written.get(sub.id, view) == sub for sub in subs)
+
+
+def test_the_workspace_count_includes_what_the_view_does_not_show_yet() -> None:
+    # Back-to-back creates of one workspace, applied before the view read any of them back,
+    # each counted the view alone and passed the limit together.
+    view, written = SubscriptionIndex(), Written()
+    shown, other = replace(SUB, id="wh_0"), replace(SUB, id="wh_x", workspace_id="ws_2")
+    view.put(shown)
+    view.put(other)
+    assert written.unseen_change_in("ws_1", view) == 0
+    for n in range(1, 4):
+        written.put(f"wh_{n}", replace(SUB, id=f"wh_{n}"), view)
+    written.put("wh_x", replace(other, description="an update is no new webhook"), view)
+    written.put("wh_y", replace(other, id="wh_y"), view)  # another workspace's
+    assert written.unseen_change_in("ws_1", view) == 3
+    written.put("wh_0", None, view)  # a delete the view has not seen
+    assert written.unseen_change_in("ws_1", view) == 2
+    view.put(replace(SUB, id="wh_1"))
+    view.delete("wh_0")
+    assert written.unseen_change_in("ws_1", view) == 2  # wh_2, wh_3: the others are shown
+    assert view.count_in_workspace("ws_1") + written.unseen_change_in("ws_1", view) == 3
