@@ -137,10 +137,12 @@ class Api:
                            f"{APPLY_TIMEOUT_S:g}s; it may still take effect")
 
     # -- Idempotency-Key ---------------------------------------------------------------------
-    async def remember(self, key: str, status: int, body: Any) -> None:
-        """Kept sealed: a create or rotate answer holds the webhook's plaintext secret."""
+    async def remember(self, key: str, request: str, status: int, body: Any) -> None:
+        """Kept sealed: a create or rotate answer holds the webhook's plaintext secret.
+        `request` is what the key stood for (streams.api.endpoint.request_fingerprint)."""
         sealed = self.answers.seal(json.dumps(body))
-        value = json.dumps({"status": status, "sealed": sealed, "at": now_ms()}).encode()
+        value = json.dumps({"status": status, "sealed": sealed, "request": request,
+                            "at": now_ms()}).encode()
         await (await self.idempotency_topic.send(key=key.encode(), value=value, force=True))
 
     def opened(self, stored: dict[str, Any]) -> Any:

@@ -8,6 +8,7 @@ each its Api when `streams.api.install` puts it on the app, so nothing is built 
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -68,12 +69,21 @@ def api(handler: Handler) -> ViewMethod:
                 raise unauthorized()
             key = v.idempotency_key(request.headers.get("Idempotency-Key")
                                     if request.method == "POST" else None)
+            asked = await request_fingerprint(request) if key else ""
             if key:
                 # The first answer was stored before it was returned: catching up with the
                 # topic makes a retry on any worker find it.
                 await ctx.idempotency.sync()
                 stored = ctx.idempotency.get(f"{principal.key_id}:{key}")
                 if stored is not None:
+                    if stored.get("request", asked) != asked:
+                        # Another request under a used key (IETF's Idempotency-Key draft:
+                        # 422): answering with the first one's result would tell a caller
+                        # that a rotate or a disable was done when nothing was.
+                        raise ApiError(422, "idempotency_key_reused",
+                                       "this Idempotency-Key was used for another request "
+                                       "(method, path or body): use a new key",
+                                       "Idempotency-Key")
                     return self.json(ctx.opened(stored), status=stored["status"])
             status: int
             body: Any
@@ -81,7 +91,7 @@ def api(handler: Handler) -> ViewMethod:
             # Only what was done is remembered (as Stripe does): a refused request may be
             # sent again, corrected, with the same key.
             if key and 200 <= status < 300:
-                await ctx.remember(f"{principal.key_id}:{key}", status, body)
+                await ctx.remember(f"{principal.key_id}:{key}", asked, status, body)
         except ApiError as exc:
             return self.json(exc.body(), status=exc.status, headers=exc.headers)
         except TooManyFailures as exc:
@@ -95,8 +105,21 @@ def api(handler: Handler) -> ViewMethod:
 
 async def body_of(request: Request, required: bool = True) -> dict[str, Any]:
     """The request's JSON object, or a 400 naming `body`."""
+    return v.parse_json(await _raw_body(request), required=required)
+
+
+async def request_fingerprint(request: Request) -> str:
+    """What an Idempotency-Key stands for: method, path (and query) and body, as sent (a
+    client's retry sends the same bytes)."""
+    digest = hashlib.sha256(
+        f"{request.method} {request.url.raw_path_qs}\n".encode(errors="backslashreplace"))
+    digest.update(await _raw_body(request))
+    return digest.hexdigest()
+
+
+async def _raw_body(request: Request) -> bytes:
     try:
-        raw = await request.read()
+        raw: bytes = await request.read()  # read once: aiohttp keeps it for the next call
     except HTTPRequestEntityTooLarge:
         raise v.invalid("body", f"larger than {v.MAX_BODY} bytes") from None
-    return v.parse_json(raw, required=required)
+    return raw

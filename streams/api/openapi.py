@@ -37,6 +37,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Invalid request: the error names the field", 401: "No or bad API key",
             404: "No such webhook in your workspace",
             409: "The workspace has as many webhooks as it may",
+            422: "The Idempotency-Key was used for another request (method, path or body)",
             503: "The webhook's history is being loaded after a rebalance: retry (Retry-After)",
             504: "Written but not applied in time"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
@@ -46,7 +47,8 @@ _WEBHOOK_ID = {"name": "webhook_id", "in": "path", "required": True,
                "schema": {"type": "string"}}
 _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                 "schema": {"type": "string", "maxLength": 255},
-                "description": "Repeats within 24 h return the original response."}
+                "description": "Repeats within 24 h return the original response; the same "
+                               "key with another method, path or body is a 422."}
 _NO_BODY = {"required": False, "content": {"application/json": {"schema": {
     "type": "object", "additionalProperties": False}}}}
 
@@ -55,7 +57,8 @@ def _action(summary: str, response: str, body: dict[str, Any] | None = None) -> 
     return {"post": {
         "summary": summary, "parameters": [_WEBHOOK_ID, _IDEMPOTENCY],
         "requestBody": body or _NO_BODY,
-        "responses": {"200": _json(_ref(response), "Done"), **_errors(400, 401, 404, 504)},
+        "responses": {"200": _json(_ref(response), "Done"),
+                      **_errors(400, 401, 404, 422, 504)},
     }}
 
 
@@ -189,7 +192,7 @@ def document() -> dict[str, Any]:
                          "requestBody": {"required": True, "content": {"application/json": {
                              "schema": _ref("WebhookCreate")}}},
                          "responses": {"201": _json(_ref("WebhookWithSecret"), "Created"),
-                                       **_errors(400, 401, 409, 504)}},
+                                       **_errors(400, 401, 409, 422, 504)}},
             },
             "/v1/webhooks/{webhook_id}": {
                 "parameters": [_WEBHOOK_ID],

@@ -3,6 +3,7 @@ listings that page one workspace's letters. (Secrets at rest: test_secrets_at_re
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -132,6 +133,30 @@ def test_idempotent_answers_are_given_again(dep: Deployment) -> None:
                   rotated.body["secret"])
     assert verify(delivery.body, delivery.headers["x-webhook-signature-previous"],
                   created.body["secret"])
+
+
+def test_a_used_idempotency_key_stands_for_its_own_request_only(dep: Deployment) -> None:
+    """The same key on another route or with another body got the first answer back: a
+    rotate under a create's key answered with the created webhook and its secret, and
+    rotated nothing."""
+    key = _key(dep, "ws_idem_other")
+    headers = {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+    created = _on(dep, "POST", "/v1/webhooks", key,
+                  {"url": dep.receiver.url("/io"), "events": ["task.created"]}, headers)
+    assert created.status == 201
+    hook = created.body["id"]
+    for method, path, body in [
+            ("POST", f"/v1/webhooks/{hook}/rotate-secret", None),
+            ("POST", f"/v1/webhooks/{hook}/disable", {"reason": "maintenance"}),
+            ("POST", "/v1/webhooks", {"url": dep.receiver.url("/io2"), "events": ["*"]})]:
+        reused = _on(dep, method, path, key, body, headers)
+        assert reused.status == 422, (path, reused.body)
+        assert reused.body["error"]["code"] == "idempotency_key_reused"
+        assert reused.body["error"]["field"] == "Idempotency-Key"
+        assert created.body["secret"] not in json.dumps(reused.body)
+    shown = _on(dep, "GET", f"/v1/webhooks/{hook}", key).body
+    assert shown["active"] is True and shown["updated_at"] == created.body["updated_at"]
+    assert [w["id"] for w in _on(dep, "GET", "/v1/webhooks", key).body["data"]] == [hook]
 
 
 @pytest.mark.parametrize(("value", "status"), [("k" * 255, 201), ("k" * 256, 400)])
