@@ -26,7 +26,7 @@ from ..kafka.compacted import KeyedView
 from ..settings import Settings
 from ..subscriptions.view import SubscriptionsView
 from ..telemetry import metrics
-from .throttle import FailureLimiter
+from .throttle import WindowLimiter
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Authenticator:
         self._admin_key = settings.admin_key
         self._api_keys = api_keys
         self._subscriptions = subscriptions
-        self._limiter = FailureLimiter()
+        self._limiter = WindowLimiter()
         self.proxies = TrustedProxies(settings.trusted_proxies)
         self._forwarding = secrets.derive("hookstream forwarding v1")
 
@@ -97,7 +97,7 @@ class Authenticator:
         return self._limiter.retry_after(client, time.monotonic())
 
     def _failed(self, client: str, surface: str, what: str) -> None:
-        self._limiter.failed(client, time.monotonic())
+        self._limiter.record(client, time.monotonic())
         metrics.AUTH_FAILURES.labels(surface=surface).inc()
         # Never the key itself: the id names a key without being one.
         log.warning("authentication failed on the %s from %s: %s", surface, client, what)

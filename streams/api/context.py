@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from ..subscriptions.commands import Command, over_limit
 from ..subscriptions.model import Subscription
 from . import validation as v
 from .auth import FORWARDED_PRINCIPAL, Authenticator
+from .throttle import TESTS_LIMIT, WindowLimiter
 from .validation import ApiError
 
 #: Seconds a write waits for this worker's table to apply it before answering 504.
@@ -55,6 +57,10 @@ class Api:
     _client: DeliveryClient | None = field(default=None, repr=False)
     #: workspace -> its creates' turn on this worker, and how many hold or wait for it.
     _creating: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict, repr=False)
+    #: /test: the webhooks being tested on this worker, and each one's recent tests.
+    _testing: set[str] = field(default_factory=set, repr=False)
+    _tests: WindowLimiter = field(default_factory=lambda: WindowLimiter(TESTS_LIMIT),
+                                  repr=False)
 
     @property
     def settings(self) -> Any:
@@ -103,6 +109,27 @@ class Api:
                 del self._creating[workspace]
             else:
                 self._creating[workspace] = (lock, users - 1)
+
+    @contextlib.contextmanager
+    def test_turn(self, webhook_id: str) -> Iterator[None]:
+        """A test is a real request to the tenant's endpoint, sent now, outside the webhook's
+        rate limit: one at a time per webhook on this worker (40 at once made 40 requests
+        in 0.2 s), and past TESTS_LIMIT a minute the caller waits (429, Retry-After)."""
+        if webhook_id in self._testing:
+            raise ApiError(429, "too_many_requests", "a test of this webhook is under way: "
+                           "send the next one after its answer", headers={"Retry-After": "1"})
+        now = time.monotonic()
+        wait = self._tests.retry_after(webhook_id, now)
+        if wait > 0:
+            raise ApiError(429, "too_many_requests",
+                           f"more than {TESTS_LIMIT} tests of this webhook in a minute; "
+                           f"retry in {wait:.0f}s", headers={"Retry-After": str(int(wait) + 1)})
+        self._tests.record(webhook_id, now)
+        self._testing.add(webhook_id)
+        try:
+            yield
+        finally:
+            self._testing.discard(webhook_id)
 
     async def resolves_publicly(self, url: str) -> None:
         """Secure mode: every address the host resolves to must be public (checked again at

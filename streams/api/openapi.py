@@ -38,6 +38,7 @@ def _errors(*codes: int) -> dict[str, Any]:
             404: "No such webhook in your workspace",
             409: "The workspace has as many webhooks as it may",
             422: "The Idempotency-Key was used for another request (method, path or body)",
+            429: "Too many at once or in a minute: retry after Retry-After seconds",
             503: "The webhook's history is being loaded after a rebalance: retry (Retry-After)",
             504: "Written but not applied in time"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
@@ -53,12 +54,13 @@ _NO_BODY = {"required": False, "content": {"application/json": {"schema": {
     "type": "object", "additionalProperties": False}}}}
 
 
-def _action(summary: str, response: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _action(summary: str, response: str, body: dict[str, Any] | None = None,
+            errors: tuple[int, ...] = ()) -> dict[str, Any]:
     return {"post": {
         "summary": summary, "parameters": [_WEBHOOK_ID, _IDEMPOTENCY],
         "requestBody": body or _NO_BODY,
         "responses": {"200": _json(_ref(response), "Done"),
-                      **_errors(400, 401, 404, 422, 504)},
+                      **_errors(400, 401, 404, 422, 504, *errors)},
     }}
 
 
@@ -223,9 +225,10 @@ def document() -> dict[str, Any]:
                 "New secret; the old one signs too for the grace period", "WebhookWithSecret"),
             "/v1/webhooks/{webhook_id}/test": _action(
                 "Send a signed webhook.test now, once (works when disabled); with `event`, "
-                "that type's example from /v1/event-types", "TestResult",
+                "that type's example from /v1/event-types. One at a time per webhook, "
+                "at most 60 a minute", "TestResult",
                 {"required": False, "content": {"application/json": {"schema": _ref(
-                    "TestRequest")}}}),
+                    "TestRequest")}}}, errors=(429,)),
             "/v1/webhooks/{webhook_id}/replay": _action(
                 "Re-queue dead letters with their original delivery ids", "ReplayResult",
                 {"required": False, "content": {"application/json": {"schema": {

@@ -160,9 +160,10 @@ class Test(Endpoint):
             workspace_id=sub.workspace_id, event_id=event_id, event_type=event_type,
             event_timestamp=iso_from_ms(now_ms()), data_json=data_json,
             attempt=1, created_at=now_ms())
-        outcome = await attempt(ctx.client(), sub, job, timeout=settings.delivery_timeout,
-                                allow_insecure=settings.allow_insecure_targets,
-                                box=ctx.rt.secrets)
+        with ctx.test_turn(sub.id):
+            outcome = await attempt(ctx.client(), sub, job, timeout=settings.delivery_timeout,
+                                    allow_insecure=settings.allow_insecure_targets,
+                                    box=ctx.rt.secrets)
         status = SUCCESS if outcome.ok else FAILED
         metrics.DELIVERIES.labels(outcome=status, stage="test").inc()
         record = AttemptRecord.of(job, outcome, status)

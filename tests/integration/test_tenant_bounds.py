@@ -107,6 +107,26 @@ def test_creates_at_once_stop_at_the_bound(dep: Deployment) -> None:
                == MAX_WEBHOOKS, what="the third applied")
 
 
+def test_a_webhook_is_tested_once_at_a_time(dep: Deployment) -> None:
+    """Each test is a real request to the tenant's endpoint, outside its rate limit: 40 at
+    once made 40 requests in 0.2 s."""
+    key = _key(dep, "ws_tests")
+    path = f"/slow-test/{uuid.uuid4().hex[:6]}"
+    dep.receiver.delay[path] = 3.0  # the endpoint is slow, so the tests overlap
+    hook = _on(dep, "POST", "/v1/webhooks", key, {"url": dep.receiver.url(path),
+                                                   "events": ["task.created"]}).body["id"]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(
+            lambda _: _on(dep, "POST", f"/v1/webhooks/{hook}/test", key), range(8)))
+    assert sorted(a.status for a in answers) == [200] + [429] * 7, answers
+    for refused in (a for a in answers if a.status == 429):
+        assert refused.body["error"]["code"] == "too_many_requests"
+        assert int(refused.headers["Retry-After"]) >= 1
+    assert len(dep.receiver.at(path)) == 1
+    dep.receiver.delay[path] = 0.0
+    assert _on(dep, "POST", f"/v1/webhooks/{hook}/test", key).status == 200  # its turn again
+
+
 def test_idempotent_answers_are_given_again(dep: Deployment) -> None:
     """A create or rotate sent again with its Idempotency-Key gets the first answer, secret
     included, and changes nothing (that the remembered answer rests sealed is checked by
