@@ -65,7 +65,8 @@ class Webhooks(Endpoint):
         workspace = request.query.get("workspace_id")
         if not principal.is_admin:
             if workspace not in (None, principal.workspace_id):
-                return 200, {"data": [], "next_cursor": None}
+                # As the dead letters' list and a create answer it.
+                raise v.invalid("workspace_id", "a workspace key sees its own workspace only")
             workspace = principal.workspace_id
         subscriptions = self.ctx.rt.subscriptions
         await subscriptions.sync()

@@ -171,6 +171,9 @@ def test_tenant_isolation(api: Api) -> None:
         assert answer.status == 404, (method, path, answer.body)
     assert theirs not in [w["id"] for w in
                           api.on(0, "GET", "/v1/webhooks?limit=100", api.key_a).body["data"]]
+    for listing in ("/v1/webhooks", "/v1/dead-letters"):  # naming theirs: one answer for both
+        named = api.on(0, "GET", f"{listing}?workspace_id=ws_b", api.key_a)
+        assert named.status == 400 and named.body["error"]["field"] == "workspace_id", listing
     assert api.on(0, "GET", f"/v1/webhooks/{theirs}", api.admin).status == 200
     for internal in (f"/internal/subscriptions/{theirs}", f"/internal/webhooks/{theirs}/summary",
                      f"/internal/webhooks/{theirs}/attempts"):
