@@ -11,6 +11,7 @@ deliveries      a webhook's attempts, on the worker that holds its history
 dead_letters    /v1/dead-letters and replay
 event_types     /v1/event-types: the catalog with schemas and examples; what /test sends
 meta            probes, metrics, the OpenAPI document (openapi)
+serverlog       requests the web server cannot parse: one warning line, not a traceback
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..history.table import History
 from ..kafka.compacted import ExpiringView
 from ..kafka.topics import CONTROL, DELIVERY_LOG, DLQ, DLQ_REPLAYED, IDEMPOTENCY
 from ..runtime.context import Runtime
+from . import serverlog
 from .auth import Authenticator
 from .context import Api
 from .dead_letters import DeadLetters, Replay
@@ -78,6 +80,7 @@ def install(rt: Runtime, history: History,
               control_topic=rt.topic(CONTROL),
               log_topic=rt.topic(DELIVERY_LOG),
               idempotency_topic=rt.topic(IDEMPOTENCY), readiness=readiness)
+    serverlog.install()
     for path, view in ROUTES:
         mount(rt.app, path, view, ctx)
     for path, page in (("/healthz", Health), ("/openapi.json", OpenApi)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -89,6 +90,30 @@ def test_keys_are_required_and_checked(api: Api) -> None:
     listed = json.loads(_cli(api.dep, "apikeys", "list", "--json"))
     assert {"ws_a", "ws_b"} <= {row["workspace_id"] for row in listed}
     assert not any("hash" in row or "key" in row for row in listed)
+
+
+def _raw_exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_what_the_server_cannot_read_is_a_4xx_and_one_log_line(api: Api) -> None:
+    """A non-UTF-8 byte in a key answered 500; an unreadable request logged a traceback."""
+    worker = api.dep.workers[0]
+    odd_key = _raw_exchange(worker.port, b"GET /v1/webhooks HTTP/1.1\r\nHost: x\r\n"
+                            b"Authorization: Bearer hsk_\xe9_x\r\nConnection: close\r\n\r\n")
+    assert odd_key.split(b"\r\n", 1)[0].split(b" ")[1] == b"401", odd_key[:200]
+    before = len(worker.log_text())
+    long_line = _raw_exchange(worker.port, b"GET /v1/webhooks?cursor=" + b"x" * 10_000
+                              + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert long_line.split(b"\r\n", 1)[0].split(b" ")[1] == b"400", long_line[:200]
+    wait_until(lambda: "bad request" in worker.log_text()[before:], what="the warning")
+    logged = worker.log_text()[before:]
+    assert "Traceback" not in logged and "x" * 300 not in logged, logged[-2000:]
 
 
 def test_create_read_update_delete_across_workers(api: Api) -> None:
