@@ -175,6 +175,10 @@ class _Compiler:
     def filter(self, obj: Any, where: str, nesting: int) -> Predicate:
         if not isinstance(obj, dict):
             raise FilterError(where, "a filter must be an object")
+        if not obj:
+            # Matches everything, but each is still a predicate to call for every event:
+            # `{"$and": [{}, {}, ...]}` would pass the bound uncounted (up to the 4 KiB cap).
+            self._count(where)
         parts = [self._entry(key, value, where, nesting) for key, value in obj.items()]
         return _all(parts)
 

@@ -166,6 +166,15 @@ def test_nesting_and_node_limits() -> None:
         parse_filter({f"data.f{i}": i for i in range(MAX_NODES + 1)})
 
 
+def test_empty_filters_inside_logic_count_towards_the_bound() -> None:
+    # Each is a predicate called for every event: 1,000 of them passed uncounted.
+    parse_filter({"$and": [{}] * (MAX_NODES - 1)})  # and the $and itself: 64
+    for op in ("$and", "$or"):
+        with pytest.raises(FilterError, match=rf"more than {MAX_NODES} predicates"):
+            parse_filter({op: [{}] * MAX_NODES})
+    assert parse_filter({}).matches({"data": {}})  # alone, {} still matches everything
+
+
 def test_hostile_depth_is_refused_without_recursing() -> None:
     deep: Any = 1
     for _ in range(10_000):
