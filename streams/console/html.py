@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from html import escape
 from typing import Any
-from urllib.parse import quote
+
+from ..core.urls import path_segment
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -52,7 +53,7 @@ def login_form() -> str:
 def secret_card(webhook_id: str, secret: str, what: str, note: str = "") -> str:
     """A webhook's secret, shown once in the page body. Never put a secret in a URL (a flash
     redirect, a link): URLs end up in history, access logs and Referer headers."""
-    link = f"/console/webhooks/{quote(webhook_id)}"
+    link = f"/console/webhooks/{path_segment(webhook_id)}"
     return (f'<div class="card"><p>Webhook <a href="{e(link)}">{e(webhook_id)}</a> {e(what)}.'
             f'</p><p>Its signing secret, shown only now: <code id=secret>{e(secret)}</code></p>'
             + (f'<p class="muted">{e(note)}</p>' if note else "") + "</div>")

@@ -15,6 +15,7 @@ from faust.web import Request
 
 from ..core import catalog
 from ..core.timeutil import now_ms
+from ..core.urls import path_segment
 from ..delivery.models import STATUSES, SUCCESS
 from ..telemetry import metrics
 from . import session
@@ -110,9 +111,9 @@ class Webhooks(Page):
                 if (state == "active" and not w["active"]) or (state == "disabled" and w["active"]):
                     continue
                 _, stats = await self.ctx.call(
-                    key, "GET", f"/internal/webhooks/{quote(w['id'])}/summary")
+                    key, "GET", f"/internal/webhooks/{path_segment(w['id'])}/summary")
                 rows.append([
-                    f'<a href="/console/webhooks/{e(quote(w["id"]))}">{e(w["id"])}</a>',
+                    f'<a href="/console/webhooks/{e(path_segment(w["id"]))}">{e(w["id"])}</a>',
                     e(w["workspace_id"]), e(w["url"]), e(", ".join(w["events"])),
                     '<span class="ok">active</span>' if w["active"]
                     else f'<span class="bad">disabled</span> <span class="muted">'
@@ -214,15 +215,15 @@ class Detail(Page):
     @guarded
     async def get(self, request: Request, key: str, csrf: str, who: str,
                   webhook_id: str) -> aioweb.Response:
-        status, w = await self.ctx.call(key, "GET", f"/v1/webhooks/{quote(webhook_id)}")
+        status, w = await self.ctx.call(key, "GET", f"/v1/webhooks/{path_segment(webhook_id)}")
         if status != 200:
             return html_answer(page("Not found", f"<p>{e(error_text(w))}</p>", who, csrf), status)
         wanted = request.query.get("status") or None
         history_status, history = await self.ctx.call(
-            key, "GET", f"/v1/webhooks/{quote(webhook_id)}/deliveries",
+            key, "GET", f"/v1/webhooks/{path_segment(webhook_id)}/deliveries",
             params={"limit": 50, **({"status": wanted} if wanted else {})})
         flash = request.query.get("flash")
-        base = f"/console/webhooks/{quote(webhook_id)}"
+        base = f"/console/webhooks/{path_segment(webhook_id)}"
         settings_rows = [[e(k), e(_setting(k, v))] for k, v in w.items()]
         actions = " ".join([
             form(f"{base}/test", csrf, _test_choice() + " " + button("Send test")),
@@ -265,7 +266,7 @@ class Action(Page):
     @guarded
     async def post(self, request: Request, key: str, csrf: str, who: str, webhook_id: str,
                    action: str, form: Any) -> aioweb.Response:
-        path = f"/v1/webhooks/{quote(webhook_id)}"
+        path = f"/v1/webhooks/{path_segment(webhook_id)}"
         if action == "delete":
             status, body = await self.ctx.call(key, "DELETE", path)
             return redirect("/console") if status == 204 else redirect(
@@ -291,7 +292,7 @@ class Action(Page):
             message = f"Replayed {body['replayed']} dead letter(s)"
         else:
             message = f"Webhook {action}d"
-        return redirect(f"/console/webhooks/{quote(webhook_id)}?flash={quote(message)}")
+        return redirect(f"/console/webhooks/{path_segment(webhook_id)}?flash={quote(message)}")
 
 
 def _rotated(webhook_id: str, secret: str, who: str, csrf: str) -> aioweb.Response:
@@ -318,7 +319,7 @@ class DeadLetters(Page):
             f'Webhook <input name=webhook value="{e(query.get("webhook_id", ""))}"> Reason '
             f'<input name=reason value="{e(query.get("reason", ""))}"> ' + button("Filter")),
             method="get")
-        rows = [[f'<a href="/console/webhooks/{e(quote(d["webhook_id"]))}">'
+        rows = [[f'<a href="/console/webhooks/{e(path_segment(d["webhook_id"]))}">'
                  f'{e(d["webhook_id"])}</a>', e(d["delivery_id"]), e(d["event"]),
                  e(d["reason"]), e(d["attempts"]), e(d["error"] or ""), e(d["dead_at"]),
                  "yes" if d["replayed"] else ""] for d in body["data"]]  # newest first

@@ -239,3 +239,11 @@ def check_url(url: str, *, allow_insecure: bool) -> str:
         # A single label is completed from the resolver's search domains: internal names.
         raise UrlPolicyError(f"{target.host} is not a fully qualified host name")
     return target.url
+
+
+def path_segment(text: str) -> str:
+    """`text` as one segment of a URL path, whatever it holds: `a/../b` or `..` cannot reach
+    another path once a client or server normalizes it (the CLI and the console call the
+    API with webhook ids as given)."""
+    segment = quote(text, safe="", errors="backslashreplace")
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment

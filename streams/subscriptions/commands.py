@@ -35,6 +35,15 @@ MAX_COMMAND_BYTES = 64 * 1024
 MAX_WEBHOOK_ID = 256
 
 
+#: The rule `is_valid_webhook_id` applies, in words.
+WEBHOOK_ID_RULE = (f"1 to {MAX_WEBHOOK_ID} visible ASCII characters (it is sent in the "
+                   "X-Webhook-ID header)")
+
+
+def is_valid_webhook_id(webhook_id: str) -> bool:
+    return 0 < len(webhook_id) <= MAX_WEBHOOK_ID and all("!" <= c <= "~" for c in webhook_id)
+
+
 class InvalidCommand(ValueError):
     """A command that does not decode, validate or apply; the message is the reason."""
 
@@ -199,9 +208,8 @@ def validate_command(record: Any) -> Command:
     webhook_id = _opt_str(record, "webhook_id")
     if webhook_id is None:
         raise InvalidCommand("field 'webhook_id' is required")
-    if len(webhook_id) > MAX_WEBHOOK_ID or not all("!" <= c <= "~" for c in webhook_id):
-        raise InvalidCommand(f"field 'webhook_id' must be 1 to {MAX_WEBHOOK_ID} visible ASCII "
-                             "characters (it is sent in the X-Webhook-ID header)")
+    if not is_valid_webhook_id(webhook_id):
+        raise InvalidCommand(f"field 'webhook_id' must be {WEBHOOK_ID_RULE}")
     webhook = record.get("webhook") or {}
     if not isinstance(webhook, dict):
         raise InvalidCommand("field 'webhook' must be an object")
