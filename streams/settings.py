@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .core.secretbox import SecretBox
 
@@ -108,6 +110,48 @@ def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[
     return items
 
 
+#: What Kafka allows in a topic name; a family is one dot-free part of `domain.<family>` and
+#: of its event types (`<family>.<action>`).
+_TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]*")
+_FAMILY = re.compile(r"[A-Za-z0-9_-]+")
+#: Room left for our longest topic name under Kafka's 249 characters.
+MAX_TOPIC_PREFIX = 200
+LOG_LEVELS = ("info", "debug", "warning", "warn", "error", "critical")
+
+
+def _topic_prefix(env: Mapping[str, str]) -> str:
+    raw = env.get("HOOKSTREAM_TOPIC_PREFIX", "").strip()
+    if len(raw) > MAX_TOPIC_PREFIX or not _TOPIC_CHARS.fullmatch(raw):
+        raise SettingsError("HOOKSTREAM_TOPIC_PREFIX must be at most "
+                            f"{MAX_TOPIC_PREFIX} of A-Z a-z 0-9 . _ -, got {raw[:80]!r}")
+    return raw
+
+
+def _families(env: Mapping[str, str]) -> tuple[str, ...]:
+    families = _list(env, "HOOKSTREAM_EVENT_FAMILIES", DEFAULT_FAMILIES)
+    for family in families:
+        if len(family) > 100 or not _FAMILY.fullmatch(family):
+            raise SettingsError("HOOKSTREAM_EVENT_FAMILIES must list names of A-Z a-z 0-9 _ -"
+                                f" (they name topics and event types), got {family[:80]!r}")
+    return families
+
+
+def _proxy_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("HOOKSTREAM_EGRESS_PROXY", "").strip()
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError on a port that is none
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        # Not quoted back: the URL may carry the proxy's password.
+        raise SettingsError("HOOKSTREAM_EGRESS_PROXY must be an http(s)://[user:password@]"
+                            "host[:port] URL")
+    return raw
+
+
 def _delays(env: Mapping[str, str]) -> tuple[float, ...]:
     raw = env.get("HOOKSTREAM_RETRY_DELAYS", "").strip()
     if not raw:
@@ -203,13 +247,13 @@ class Settings:
                                 f"HOOKSTREAM_REPLICATION_FACTOR={replicas}")
         return cls(
             bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or "127.0.0.1:9092",
-            topic_prefix=env.get("HOOKSTREAM_TOPIC_PREFIX", "").strip(),
+            topic_prefix=_topic_prefix(env),
             home=Path(env.get("HOOKSTREAM_HOME", "").strip() or ".hookstream"),
             web_host=env.get("HOOKSTREAM_WEB_HOST", "").strip() or "127.0.0.1",
             web_port=_int(env, "HOOKSTREAM_WEB_PORT", 6066, maximum=65535),
             delivery_timeout=_float(env, "HOOKSTREAM_DELIVERY_TIMEOUT", 10.0),
             allow_insecure_targets=_bool(env, "HOOKSTREAM_ALLOW_INSECURE_TARGETS"),
-            families=_list(env, "HOOKSTREAM_EVENT_FAMILIES", DEFAULT_FAMILIES),
+            families=_families(env),
             delivery_concurrency=concurrency,
             per_workspace_concurrency=_int(env, "HOOKSTREAM_PER_WORKSPACE_CONCURRENCY",
                                            max(1, concurrency // 2)),
@@ -227,11 +271,11 @@ class Settings:
             partitions=_int(env, "HOOKSTREAM_PARTITIONS", 6),
             replication_factor=replicas,
             min_insync_replicas=min_insync,
-            log_level=env.get("HOOKSTREAM_LOG_LEVEL", "").strip().lower() or "info",
+            log_level=_choice(env, "HOOKSTREAM_LOG_LEVEL", LOG_LEVELS),
             log_format=_choice(env, "HOOKSTREAM_LOG_FORMAT", ("json", "text")),
             sample_interval=_float(env, "HOOKSTREAM_SAMPLE_INTERVAL", 10.0),
             rotation_grace=_float(env, "HOOKSTREAM_ROTATION_GRACE", 24 * 3600.0),
-            egress_proxy=env.get("HOOKSTREAM_EGRESS_PROXY", "").strip() or None,
+            egress_proxy=_proxy_url(env),
             console_secure_cookies=_auto_bool(env, "HOOKSTREAM_CONSOLE_SECURE_COOKIES"),
             trusted_proxies=_networks(env, "HOOKSTREAM_TRUSTED_PROXIES"),
             master_key=env.get("HOOKSTREAM_MASTER_KEY", "").strip() or None,

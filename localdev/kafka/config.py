@@ -29,11 +29,13 @@ class LocalKafkaError(Exception):
 def cluster_ports(base: int, brokers: int) -> list[tuple[int, int]]:
     """(broker, controller) ports of each node of a cluster whose first node listens on
     `base`; LocalKafkaError when the last one would not be a TCP port."""
-    ports = [(base + CLUSTER_PORT_STEP * i, base + CLUSTER_PORT_STEP * i + 1)
-             for i in range(brokers)]
-    if base < 1 or ports[-1][1] > 65535:
+    if brokers < 1:
+        raise LocalKafkaError(f"a cluster needs at least 1 broker, not {brokers}")
+    # Checked before the list is built: `--brokers 10**40` must not build it.
+    if base < 1 or base + CLUSTER_PORT_STEP * (brokers - 1) + 1 > 65535:
         raise LocalKafkaError(f"cluster ports from {base} for {brokers} brokers run past 65535")
-    return ports
+    return [(base + CLUSTER_PORT_STEP * i, base + CLUSTER_PORT_STEP * i + 1)
+            for i in range(brokers)]
 
 
 def quorum_voters(controller_ports: list[int]) -> str:

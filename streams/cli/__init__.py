@@ -6,11 +6,13 @@ webhooks, deliveries and event-types talk to the HTTP API (HOOKSTREAM_URL, HOOKS
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import typer
 
-from .common import CliError
+from .common import CliError, shown
 from .kafka import kafka_cli, topics_cli
 from .operators import apikeys_cli, dlq_cli, status
 from .processes import register
@@ -31,17 +33,33 @@ cli.command("status")(status)
 register(cli)
 
 def main() -> None:
+    # Library logs (librdkafka's retries while a broker is down, hundreds of lines) are not
+    # for a terminal: errors reach the commands as exceptions. A worker's logging still
+    # gets them (its handlers are on the root logger).
+    logging.getLogger("hookstream").addHandler(logging.NullHandler())
     try:
         code = cli(standalone_mode=False)
     except typer.Abort:
         sys.stderr.write("aborted\n")
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors: typer vendors click's under it
-        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}\n")
+        message = " ".join(exc.format_message().split())
+        if message:  # no command at all: the help was printed, and says it
+            _error(message)
         sys.exit(exc.exit_code or 2)
     except CliError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        _error(str(exc))
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        # A bug, or an input no command foresaw: still one line, and a way to see more.
+        if os.environ.get("HOOKSTREAM_DEBUG"):
+            raise
+        _error(f"{type(exc).__name__}: {exc} (HOOKSTREAM_DEBUG=1 prints where)")
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"error: {shown(message)}\n")

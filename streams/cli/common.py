@@ -18,10 +18,39 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console, RenderableType
 from rich.progress import Progress
+from rich.table import Table as RichTable
 
 from ..settings import Settings, SettingsError
 
-out = Console()
+#: What we print holds text anyone may have set (a webhook's description, a workspace id, a
+#: receiver's error): never read as rich markup or emoji codes (a `[/bold]` in a disable
+#: reason made `webhooks list` and `status` fail for every webhook).
+out = Console(markup=False, emoji=False, highlight=False)
+
+#: Characters of one value shown in a table or message (--json gives them all): rich lays
+#: out long cells in time that grows with the square of their length.
+SHOWN_CHARS = 1000
+
+
+def shown(text: str) -> str:
+    """`text` as a terminal may show it: one line, its control characters escaped."""
+    if len(text) > SHOWN_CHARS:
+        text = text[:SHOWN_CHARS] + "…"
+    if text.isprintable():
+        return text
+    # What Python does not call printable (control and format characters, bidi overrides,
+    # line separators, unassigned code points) is shown escaped: stored text cannot drive
+    # the terminal (ESC sequences) or reorder a line.
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+class Table(RichTable):
+    """rich's Table, whose text cells are `shown`."""
+
+    def add_row(self, *renderables: RenderableType | None, **kwargs: Any) -> None:
+        super().add_row(*(shown(r) if isinstance(r, str) else r for r in renderables),
+                        **kwargs)
 
 #: The one `--json` flag: every command that answers has it (worker and dev run until
 #: stopped; the worker's output is JSON lines already).
@@ -54,7 +83,7 @@ def emit(as_json: bool, result: Any, *human: RenderableType) -> None:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
     for part in human:
-        out.print(part)
+        out.print(shown(part) if isinstance(part, str) else part)
 
 
 def progress(as_json: bool, hidden: bool = False) -> Progress:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from .common import CliError, JsonOption, emit, group, settings
+from .common import CliError, JsonOption, Table, emit, group, settings
 
 if TYPE_CHECKING:
     from localdev.kafka import KafkaStatus

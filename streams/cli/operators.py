@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from .common import CliError, JsonOption, emit, group, progress, quiet_kafka_logger, settings
+from .common import (
+    CliError,
+    JsonOption,
+    Table,
+    emit,
+    group,
+    progress,
+    quiet_kafka_logger,
+    settings,
+)
 
 dlq_cli = group("Inspect and replay dead letters.")
 apikeys_cli = group("API keys of workspaces (stored as hashes).")
@@ -105,13 +113,18 @@ def _stored_keys() -> dict[str, Any]:
 
 
 def _store_key(record: Any) -> None:
+    from ..core.schemas import SchemaError
     from ..kafka.producer import Publisher, PublishError
     from ..kafka.topics import API_KEYS
 
     current = settings()
+    try:
+        value = record.encode()
+    except SchemaError as exc:  # a lone surrogate in --workspace, say
+        raise CliError(f"cannot store this key: {exc}") from None
     publisher = Publisher(current, logger=quiet_kafka_logger())
     try:
-        publisher.publish_raw(current.topic(API_KEYS), record.key_id, record.encode())
+        publisher.publish_raw(current.topic(API_KEYS), record.key_id, value)
         publisher.flush()
     except PublishError as exc:
         raise CliError(str(exc)) from None

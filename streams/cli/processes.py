@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import uuid
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..core import strictjson
 from .common import CliError, JsonOption, emit, progress, quiet_kafka_logger, settings
 
 if TYPE_CHECKING:
@@ -53,9 +53,11 @@ def publish(
         if event is None or workspace is None:
             raise CliError("give EVENT and --workspace, or --file")
         try:
-            payload = json.loads(data)
+            payload = strictjson.loads(data)
         except ValueError as exc:
             raise CliError(f"--data is not JSON: {exc}") from None
+        except RecursionError:
+            raise CliError("--data is nested too deep") from None
         records = [{"id": event_id, "event": event, "workspace_id": workspace,
                     "timestamp": timestamp or iso_from_ms(now_ms()), "data": payload}]
     for number, record in enumerate(records, 1):
@@ -93,17 +95,22 @@ def publish(
 
 def _read_events(file: Path) -> list[dict[str, Any]]:
     try:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text()
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
     except OSError as exc:
         raise CliError(f"--file: {exc.strerror}: {file}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"--file is not UTF-8 text (byte {exc.start})") from None
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines end at \n only: JSON text may hold U+2028 and the like, which splitlines() splits at.
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = strictjson.loads(line)
         except ValueError as exc:
             raise CliError(f"line {number}: not JSON: {exc}") from None
+        except RecursionError:
+            raise CliError(f"line {number}: nested too deep") from None
         if not isinstance(record, dict):
             raise CliError(f"line {number}: must be a JSON object")
         records.append(record)
@@ -125,12 +132,15 @@ def worker() -> None:
 
 
 def dev(
-    receiver_port: Annotated[int, typer.Option(help="Port of the demo receiver.")] = 8787,
-    events: Annotated[int, typer.Option(help="How many demo events to publish.")] = 5,
+    receiver_port: Annotated[int, typer.Option(
+        help="Port of the demo receiver.", min=1, max=65535)] = 8787,
+    events: Annotated[int, typer.Option(
+        help="How many demo events to publish.", min=0, max=1_000_000)] = 5,
 ) -> None:
     """Local Kafka + worker + a verifying demo receiver + a demo webhook and events."""
     from localdev.demo.run import run_demo
 
+    settings()  # a bad setting is one line now, not after Kafka and a worker started
     run_demo(receiver_port=receiver_port, events=events)
 
 

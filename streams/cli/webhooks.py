@@ -10,37 +10,60 @@ from __future__ import annotations
 import json
 import os
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import httpx
 import typer
 from rich.json import JSON
-from rich.table import Table
 
 from ..core import catalog, strictjson
 from ..core.filters import parse_filter
 from ..core.headers import HeaderError, check_custom_headers
-from ..core.urls import UrlPolicyError, check_url
-from .common import CliError, JsonOption, emit, group, settings
+from ..core.urls import UrlPolicyError, check_url, path_segment
+from ..subscriptions.commands import WEBHOOK_ID_RULE, is_valid_webhook_id
+from .common import CliError, JsonOption, Table, emit, group, settings
 
 webhooks_cli = group("Manage webhooks through the HTTP API.")
 
-IdArgument = Annotated[str, typer.Argument(help="Webhook id.")]
+def _webhook_id(value: str) -> str:
+    if not is_valid_webhook_id(value):
+        raise typer.BadParameter(f"a webhook id is {WEBHOOK_ID_RULE}")
+    return value
+
+
+IdArgument = Annotated[str, typer.Argument(help="Webhook id.", callback=_webhook_id)]
+
+
+def _webhook(webhook_id: str, action: str = "") -> str:
+    """The API path of a webhook, or of one of its actions."""
+    return f"/v1/webhooks/{path_segment(webhook_id)}" + (f"/{action}" if action else "")
 
 
 def _call(method: str, path: str, body: dict[str, Any] | None = None,
           params: dict[str, Any] | None = None) -> Any:
     s = settings()
     base = os.environ.get("HOOKSTREAM_URL", "").strip() or f"http://127.0.0.1:{s.web_port}"
+    try:
+        where = httpx.URL(base)
+    except httpx.InvalidURL as exc:
+        raise CliError(f"HOOKSTREAM_URL is not a URL: {exc}") from None
+    if where.scheme not in ("http", "https") or not where.host:
+        raise CliError("HOOKSTREAM_URL must be an http(s) URL with a host")
+    shown_base = str(where.copy_with(username=None, password=None))  # never its password
+    named = "HOOKSTREAM_API_KEY" if os.environ.get("HOOKSTREAM_API_KEY", "").strip() else (
+        "HOOKSTREAM_ADMIN_KEY")
     key = (os.environ.get("HOOKSTREAM_API_KEY", "").strip() or s.admin_key or "")
     if not key:
         raise CliError("set HOOKSTREAM_API_KEY (create one with `hookstream apikeys create`)")
+    if not (key.isascii() and key.isprintable()):
+        raise CliError(f"{named} holds characters no key has (keys are printable ASCII)")
     try:
         response = httpx.request(method, f"{base.rstrip('/')}{path}", json=body,
                                  params={k: v for k, v in (params or {}).items() if v is not None},
                                  headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    except httpx.InvalidURL as exc:
+        raise CliError(f"cannot make a request of that: {exc}") from None
     except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the API at {base}: {exc}") from None
+        raise CliError(f"cannot reach the API at {shown_base}: {exc}") from None
     if response.status_code == 204:
         return None
     try:
@@ -90,10 +113,11 @@ def _headers(raw: list[str] | None) -> dict[str, str] | None:
     if not raw:
         return None
     pairs: dict[str, str] = {}
-    for item in raw:
+    for number, item in enumerate(raw, 1):
         name, colon, value = item.partition(":")
         if not colon:
-            raise CliError(f"--header {item!r}: write it as 'Name: value'")
+            # Not quoted back: a header's value is often a credential.
+            raise CliError(f"--header number {number} has no ':'; write it as 'Name: value'")
         pairs[name.strip()] = value.lstrip(" \t")
     try:
         return check_custom_headers(pairs)
@@ -163,7 +187,7 @@ def list_(
 @webhooks_cli.command("show")
 def show(webhook_id: IdArgument, as_json: JsonOption = False) -> None:
     """One webhook's settings (never its secret)."""
-    _show(_call("GET", f"/v1/webhooks/{webhook_id}"), as_json)
+    _show(_call("GET", _webhook(webhook_id)), as_json)
 
 
 @webhooks_cli.command("create")
@@ -220,13 +244,13 @@ def update(
     if not body:
         raise CliError("nothing to update: give --url, --events, --description, --header, "
                        "--filter or --rate-limit")
-    _show(_call("PATCH", f"/v1/webhooks/{webhook_id}", body), as_json)
+    _show(_call("PATCH", _webhook(webhook_id), body), as_json)
 
 
 @webhooks_cli.command("delete")
 def delete(webhook_id: IdArgument, as_json: JsonOption = False) -> None:
     """Delete a webhook."""
-    _call("DELETE", f"/v1/webhooks/{webhook_id}")  # answers once the deletion is applied
+    _call("DELETE", _webhook(webhook_id))  # answers once the deletion is applied
     emit(as_json, {"webhook_id": webhook_id, "deleted": True},
          f"webhook {webhook_id} deleted")
 
@@ -234,7 +258,7 @@ def delete(webhook_id: IdArgument, as_json: JsonOption = False) -> None:
 @webhooks_cli.command("enable")
 def enable(webhook_id: IdArgument, as_json: JsonOption = False) -> None:
     """Re-enable a webhook (after fixing and testing its endpoint)."""
-    webhook = _call("POST", f"/v1/webhooks/{webhook_id}/enable")
+    webhook = _call("POST", _webhook(webhook_id, "enable"))
     emit(as_json, {"webhook_id": webhook_id, "enabled": True, "active": webhook["active"]},
          f"webhook {webhook_id} enabled")
 
@@ -244,7 +268,7 @@ def disable(webhook_id: IdArgument,
             reason: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
             as_json: JsonOption = False) -> None:
     """Disable a webhook: its events are dead-lettered (replayable), not sent."""
-    webhook = _call("POST", f"/v1/webhooks/{webhook_id}/disable",
+    webhook = _call("POST", _webhook(webhook_id, "disable"),
                     {"reason": reason} if reason else None)
     emit(as_json, {"webhook_id": webhook_id, "disabled": True, "active": webhook["active"],
                    "reason": webhook["disabled_reason"]},
@@ -260,7 +284,7 @@ def test(webhook_id: IdArgument,
     """Send a signed webhook.test now (works on a disabled webhook); non-zero if it failed."""
     if event is not None and not catalog.is_known(event):
         raise CliError(f"--event: unknown event type {event!r} (see `hookstream event-types`)")
-    result = _call("POST", f"/v1/webhooks/{webhook_id}/test",
+    result = _call("POST", _webhook(webhook_id, "test"),
                    {"event": event} if event is not None else None)
     emit(as_json, result, f"{result['status']}: {result['response_code'] or result['error']} "
                           f"in {result['response_time_ms']} ms")
@@ -271,7 +295,7 @@ def test(webhook_id: IdArgument,
 @webhooks_cli.command("rotate-secret")
 def rotate_secret(webhook_id: IdArgument, as_json: JsonOption = False) -> None:
     """New secret (printed once); the old one also signs for the grace period."""
-    _show(_call("POST", f"/v1/webhooks/{webhook_id}/rotate-secret"), as_json)
+    _show(_call("POST", _webhook(webhook_id, "rotate-secret")), as_json)
 
 
 def deliveries(
@@ -282,7 +306,7 @@ def deliveries(
     as_json: JsonOption = False,
 ) -> None:
     """A webhook's recent attempts, newest first."""
-    page = _call("GET", f"/v1/webhooks/{webhook_id}/deliveries",
+    page = _call("GET", _webhook(webhook_id, "deliveries"),
                  params={"status": status, "limit": limit})
     table = Table("delivery", "event", "time", "attempt", "status", "code", "ms", "error")
     for d in page["data"]:
@@ -299,7 +323,7 @@ def event_types(
 ) -> None:
     """The event types webhooks can subscribe to, and what each means."""
     if event_type is not None:
-        entry = _call("GET", f"/v1/event-types/{quote(event_type, safe='')}")
+        entry = _call("GET", f"/v1/event-types/{path_segment(event_type)}")
         emit(as_json, entry, f"{entry['type']}: {entry['description']}", "data schema:",
              JSON.from_data(entry["schema"]), "example data:", JSON.from_data(entry["example"]))
         return

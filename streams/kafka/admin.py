@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 
@@ -32,8 +33,14 @@ class MissingTopic(AdminError):
 
 
 def partitions_of(bootstrap: str, name: str) -> list[int]:
-    """The partition numbers of topic `name`, or MissingTopic. Blocking (a metadata call)."""
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(name, timeout=30)
+    """The partition numbers of topic `name`, or MissingTopic (AdminError if the broker
+    cannot be reached). Blocking (a metadata call)."""
+    try:
+        metadata = AdminClient({"bootstrap.servers": bootstrap},
+                               logger=logging.getLogger("hookstream.kafka")
+                               ).list_topics(name, timeout=30)
+    except KafkaException as exc:
+        raise AdminError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
     found = metadata.topics.get(name)
     if found is None or found.error is not None or not found.partitions:
         raise MissingTopic(f"topic {name} does not exist; run `hookstream topics create`")

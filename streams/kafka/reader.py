@@ -6,10 +6,10 @@ import logging
 import uuid
 from collections.abc import Iterator
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from ..settings import Settings
-from .admin import partitions_of
+from .admin import AdminError, partitions_of
 
 Record = tuple[int, int, bytes | None, bytes | None]
 
@@ -36,23 +36,31 @@ def _read(settings: Settings, name: str,
         "logger": logging.getLogger("hookstream.kafka"),
     })
     try:
-        starts, ends = {}, {}
-        for p, (start, end) in ranges.items():
-            low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)
-            starts[p], ends[p] = max(start, low), high if end is None else min(end, high)
-            if starts[p] >= ends[p]:
-                del ends[p]
-        consumer.assign([TopicPartition(name, p, starts[p]) for p in ends])
-        while ends:
-            message = consumer.poll(5.0)
-            if message is None:
-                raise RuntimeError(f"reading {name} stalled; is Kafka up?")
-            if message.error() is not None:
-                continue
-            partition, offset = message.partition() or 0, message.offset() or 0
-            if offset < ends.get(partition, 0):
-                yield partition, offset, message.key(), message.value()
-            if offset + 1 >= ends.get(partition, 0):
-                ends.pop(partition, None)
+        yield from _records(consumer, name, ranges)
+    except KafkaException as exc:
+        raise AdminError(f"cannot read {name} from Kafka at {settings.bootstrap_servers}: "
+                         f"{exc}") from None
     finally:
         consumer.close()
+
+
+def _records(consumer: Consumer, name: str,
+             ranges: dict[int, tuple[int, int | None]]) -> Iterator[Record]:
+    starts, ends = {}, {}
+    for p, (start, end) in ranges.items():
+        low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)
+        starts[p], ends[p] = max(start, low), high if end is None else min(end, high)
+        if starts[p] >= ends[p]:
+            del ends[p]
+    consumer.assign([TopicPartition(name, p, starts[p]) for p in ends])
+    while ends:
+        message = consumer.poll(5.0)
+        if message is None:
+            raise RuntimeError(f"reading {name} stalled; is Kafka up?")
+        if message.error() is not None:
+            continue
+        partition, offset = message.partition() or 0, message.offset() or 0
+        if offset < ends.get(partition, 0):
+            yield partition, offset, message.key(), message.value()
+        if offset + 1 >= ends.get(partition, 0):
+            ends.pop(partition, None)

@@ -9,6 +9,7 @@ import mode.loop
 
 from .. import api, console
 from ..control import agent as control
+from ..core.secretbox import SecretBoxError
 from ..dlq import agent as dead_letters
 from ..history.feeder import HistoryFeeder
 from ..history.table import History
@@ -26,10 +27,11 @@ def run_worker(settings: Settings) -> None:
     # The replication our topics get (from the cluster's size unless set) is settled before
     # the app exists: faust gives it to the one topic it creates itself (its assignor's).
     settings = with_replication(settings)
-    # An unusable HOOKSTREAM_HOME is one line and exit 1, the form of the CLI's errors.
+    # An unusable HOOKSTREAM_HOME or master key is one line and exit 1, the form of the
+    # CLI's errors.
     try:
         rt = build_runtime(settings)
-    except DatadirError as exc:
+    except (DatadirError, SecretBoxError) as exc:
         sys.exit(f"error: {exc}")
     # uvloop: the event loop's own bookkeeping (timers, callbacks, epoll) was a fifth of a
     # loaded worker's CPU under asyncio's loop. Set before faust creates its loop.

@@ -82,6 +82,14 @@ def api_env(dep: Deployment) -> dict[str, str]:
     (["webhooks", "test", "wh_1", "--event"], "Option '--event' requires an argument"),
     (["webhooks", "frobnicate"], "No such command 'frobnicate'"),
     (["kafka", "up", "--timeout", "soon"], "Invalid value for '--timeout'"),
+    # Each of these printed a traceback of 40-70 lines, or hung.
+    (["kafka", "up", "--brokers", "9" * 40], "brokers run past 65535"),
+    (["publish", "task.created", "--workspace", "w", "--data", "[" * 100_000],
+     "--data is nested too deep"),
+    (["apikeys", "create", "--workspace", "\udced\udca0\udc80"], "cannot store this key"),
+    (["webhooks", "show", "a\x1b[31m"], "a webhook id is 1 to 256 visible ASCII"),
+    (["webhooks", "delete", "x" * 300], "a webhook id is 1 to 256 visible ASCII"),
+    (["dev", "--receiver-port", "0"], "Invalid value for '--receiver-port'"),
 ])
 def test_bad_arguments_give_one_line_and_non_zero_exit(args: list[str], message: str) -> None:
     result = run(*args)
@@ -123,6 +131,31 @@ def test_errors_with_json_print_nothing_on_stdout(args: list[str], message: str)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"HOOKSTREAM_URL": "http://[::1"}, "HOOKSTREAM_URL is not a URL"),
+    ({"HOOKSTREAM_API_KEY": "ключ"}, "HOOKSTREAM_API_KEY holds characters no key has"),
+    ({"HOOKSTREAM_URL": "http://user:s3cr3tPW@127.0.0.1:9"}, "cannot reach the API at "
+     "http://127.0.0.1:9"),
+    ({"HOOKSTREAM_LOG_LEVEL": "garbage"}, "HOOKSTREAM_LOG_LEVEL must be one of"),
+])
+def test_bad_api_settings_are_one_line_without_secrets(env: dict[str, str],
+                                                       message: str) -> None:
+    result = run("webhooks", "list", env={**os.environ, "HOOKSTREAM_URL": "http://127.0.0.1:9",
+                                          "HOOKSTREAM_API_KEY": "hsk_x_y", **env})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "s3cr3tPW" not in result.stderr
+
+
+def test_an_unreachable_broker_is_one_line() -> None:
+    """librdkafka logged ~600 lines while it retried, then a traceback came."""
+    result = run("apikeys", "list", env={**os.environ,
+                                         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach Kafka at 127.0.0.1:1")
 
 
 def test_bad_setting_is_one_line() -> None:
@@ -283,6 +316,36 @@ def test_webhook_commands_json_match_what_the_api_then_shows(dep: Deployment) ->
     assert gone.returncode != 0 and gone.stdout == ""
     assert gone.stderr.startswith("error: 404"), gone.stderr
     assert run_json(env, "webhooks", "list", "--workspace", ws) == []
+
+
+def test_text_a_tenant_set_is_shown_as_it_is(dep: Deployment) -> None:
+    """A `[/bold]` in one webhook's description made `webhooks list` fail for all, and an
+    ESC sequence in it reached the operator's terminal."""
+    env = {**api_env(dep), "COLUMNS": "400"}  # wide enough that no cell is cut
+    ws = f"ws_[/bold]{_uid()}"
+    hostile = "[/bold] [link=https://evil.example]x[/link] \x1b]0;pwned\x07\x1b[2J \u202eevil"
+    wh = run_json(env, "webhooks", "create", "--workspace", ws, "--url",
+                  dep.receiver.url(f"/cli/{_uid()}"), "--events", "task.created",
+                  "--description", hostile)["id"]
+    listed = run("webhooks", "list", "--workspace", ws, env=env)
+    assert listed.returncode == 0 and ws in listed.stdout, listed.stderr
+    shown = run("webhooks", "show", wh, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "[/bold] [link=https://evil.example]x[/link]" in shown.stdout
+    assert "\x1b" not in shown.stdout and "\u202e" not in shown.stdout
+    assert "\\x1b]0;pwned\\x07\\x1b[2J \\u202eevil" in shown.stdout
+
+
+def test_a_webhook_id_names_that_webhook_only(dep: Deployment) -> None:
+    """`webhooks delete a/../<id>` deleted <id>: the id went into the path unescaped."""
+    env = api_env(dep)
+    ws = f"ws_{_uid()}"
+    wh = run_json(env, "webhooks", "create", "--workspace", ws, "--url",
+                  dep.receiver.url(f"/cli/{_uid()}"), "--events", "task.created")["id"]
+    for crafted in (f"nope/../{wh}", "..", f"{wh}?x=1", f"{wh}#x"):
+        result = run("webhooks", "delete", crafted, env=env)
+        assert result.returncode == 1 and "404" in result.stderr, (crafted, result.stderr)
+    assert run_json(env, "webhooks", "show", wh)["id"] == wh
 
 
 def test_apikeys_json_create_list_revoke_as_the_api_sees_them(dep: Deployment) -> None:

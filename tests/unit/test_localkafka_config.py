@@ -75,6 +75,12 @@ def test_bad_env_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- a cluster (`kafka up --brokers 3`) ------------------------------------------------
 def test_cluster_ports_follow_one_documented_scheme() -> None:
     assert cluster_ports(CLUSTER_PORT, 3) == [(9192, 9193), (9292, 9293), (9392, 9393)]
+
+
+@pytest.mark.parametrize("brokers", [0, -1, 565, 10**40])
+def test_impossible_broker_counts_are_refused_before_any_list_is_built(brokers: int) -> None:
+    with pytest.raises(LocalKafkaError):  # 10**40 built a list of 10**40 ports, for ever
+        cluster_ports(CLUSTER_PORT, brokers)
     assert cluster_ports(29000, 2) == [(29000, 29001), (29100, 29101)]
     with pytest.raises(LocalKafkaError, match="past 65535"):
         cluster_ports(65400, 3)

@@ -138,12 +138,40 @@ def test_a_workspace_gets_half_of_the_workers_attempts_unless_set() -> None:
         ("HOOKSTREAM_MIN_INSYNC_REPLICAS", "2.5"),
         ("HOOKSTREAM_FAILURE_LIMIT", "-1"),
         ("HOOKSTREAM_FAILURE_LIMIT", "twenty"),
+        # Each of these started a worker that failed later, or not at all, without naming it.
+        ("HOOKSTREAM_LOG_LEVEL", "garbage"),
+        ("HOOKSTREAM_EGRESS_PROXY", "garbage"),
+        ("HOOKSTREAM_EGRESS_PROXY", "socks5://proxy:1080"),
+        ("HOOKSTREAM_EGRESS_PROXY", "http://proxy:99999"),
+        ("HOOKSTREAM_EGRESS_PROXY", "http://:8080"),
+        ("HOOKSTREAM_TOPIC_PREFIX", "bad prefix/"),
+        ("HOOKSTREAM_TOPIC_PREFIX", "é."),
+        ("HOOKSTREAM_TOPIC_PREFIX", "p" * 201),
+        ("HOOKSTREAM_EVENT_FAMILIES", "task,bogus fam"),
+        ("HOOKSTREAM_EVENT_FAMILIES", "task,a.b"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, raw: str) -> None:
     with pytest.raises(SettingsError) as info:
         Settings.from_env({name: raw})
     assert name in str(info.value)
+
+
+def test_a_refused_proxy_url_is_not_quoted_back() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"HOOKSTREAM_EGRESS_PROXY": "ftp://user:s3cr3t@proxy:21"})
+    assert "s3cr3t" not in str(info.value)
+
+
+@pytest.mark.parametrize(("name", "raw"), [
+    ("HOOKSTREAM_EGRESS_PROXY", "http://user:pass@proxy.internal:3128"),
+    ("HOOKSTREAM_EGRESS_PROXY", "https://[::1]:8443"),
+    ("HOOKSTREAM_TOPIC_PREFIX", "Prod_2-eu."),
+    ("HOOKSTREAM_EVENT_FAMILIES", "task,Project_x,user-v2"),
+    ("HOOKSTREAM_LOG_LEVEL", "WARN"),
+])
+def test_good_values_of_the_checked_variables_pass(name: str, raw: str) -> None:
+    Settings.from_env({name: raw})
 
 
 def test_min_insync_above_the_replication_factor_is_refused() -> None:

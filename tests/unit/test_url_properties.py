@@ -20,7 +20,15 @@ from hypothesis import strategies as st
 
 from streams.api.validation import ApiError
 from streams.api.validation import url as api_url
-from streams.core.urls import Address, Target, UrlPolicyError, check_url, is_public_ip, parse_target
+from streams.core.urls import (
+    Address,
+    Target,
+    UrlPolicyError,
+    check_url,
+    is_public_ip,
+    parse_target,
+    path_segment,
+)
 
 from ..support.hostile_urls import PRIVATE_HOST, hostile_url
 
@@ -135,3 +143,14 @@ def test_the_api_answers_a_bad_url_with_a_400_naming_it(value: object) -> None:
         api_url(value, allow_insecure=False)
     except ApiError as exc:
         assert exc.status == 400 and exc.field == "url", exc.body()
+
+
+@given(st.text(st.characters(exclude_categories=())))
+def test_any_text_is_one_path_segment(text: str) -> None:
+    # Webhook ids reach the API's paths from the CLI and the console: `a/../b` named b.
+    segment = path_segment(text)
+    assert segment.isascii() and "/" not in segment and "?" not in segment
+    assert "#" not in segment and segment not in (".", "..")
+    for base in ("http://h/v1/webhooks/", "https://h/console/webhooks/"):
+        url = httpx.URL(f"{base}{segment}/test")
+        assert url.path.count("/") == base.count("/") - 1 and url.path.endswith("/test")
