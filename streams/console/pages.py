@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web as aioweb
 from faust.web import Request
 
-from ..core import catalog
+from ..core import catalog, strictjson
 from ..core.timeutil import now_ms
 from ..core.urls import path_segment
 from ..delivery.models import STATUSES, SUCCESS
@@ -21,9 +21,12 @@ from ..telemetry import metrics
 from . import session
 from .base import (
     LOGOUT_APPLY_TIMEOUT_S,
+    SECURITY_HEADERS,
     Page,
     Refused,
+    cross_site,
     error_text,
+    form_of,
     guarded,
     html_answer,
     redirect,
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 
 class Style(Page):
     async def get(self, request: Request) -> aioweb.Response:
-        return aioweb.Response(text=STYLE, content_type="text/css")
+        return aioweb.Response(text=STYLE, content_type="text/css", headers=SECURITY_HEADERS)
 
 
 class Login(Page):
@@ -45,12 +48,23 @@ class Login(Page):
         return html_answer(page("Sign in", login_form(), None))
 
     async def post(self, request: Request) -> aioweb.Response:
+        if cross_site(request):
+            # Login CSRF: a page elsewhere could sign a browser in to its own workspace, and
+            # what the victim did next would happen there.
+            return html_answer(page("Sign in", '<p class="flash">Sign in from this page.</p>'
+                               + login_form(), None), 403)
         client = self.ctx.auth.client_of(request)
         wait = self.ctx.auth.retry_after(client)
         if wait > 0:
-            return html_answer(page("Sign in", f'<p class="flash">Too many failed sign-ins from '
-                              f'your address; try again in {int(wait) + 1} s.</p>', None), 429)
-        key = str((await request.post()).get("api_key", "")).strip()
+            refused = html_answer(page("Sign in", f'<p class="flash">Too many failed sign-ins '
+                                  f'from your address; try again in {int(wait) + 1} s.</p>',
+                                  None), 429)
+            refused.headers["Retry-After"] = str(int(wait) + 1)
+            return refused
+        try:
+            key = str((await form_of(request)).get("api_key", "")).strip()
+        except Refused as refused:
+            return refused.response
         if self.ctx.auth.check_key(client, key, "console") is None:
             return html_answer(page("Sign in", '<p class="flash">That key is not valid.</p>'
                               + login_form(), None), 401)
@@ -165,18 +179,23 @@ def _controls_from(form: Any) -> dict[str, Any]:
     """Headers, filter and rate limit as typed in the form; the API judges them (and its
     400 names the field), so what does not parse here is passed on as typed."""
     body: dict[str, Any] = {}
-    lines = [line for line in str(form.get("headers") or "").splitlines() if line.strip()]
+    # Lines end at a line feed only: splitlines() also split a value at U+2028 and the like.
+    lines = [line.rstrip("\r") for line in str(form.get("headers") or "").split("\n")
+             if line.strip()]
     if lines:
-        body["headers"] = {name.strip(): value.strip() for name, _, value in
-                           (line.partition(":") for line in lines)}
+        # A line without ':' is no header: sent as null, the API's 400 names it.
+        body["headers"] = {name.strip(): value.strip() if colon else None
+                           for name, colon, value in (line.partition(":") for line in lines)}
     if str(form.get("filter") or "").strip():
         try:
-            body["filter"] = json.loads(str(form["filter"]))
-        except ValueError:
+            body["filter"] = strictjson.loads(str(form["filter"]))  # NaN is not JSON
+        except (ValueError, RecursionError):
             body["filter"] = str(form["filter"])
     if str(form.get("rate_limit") or "").strip():
         raw = str(form["rate_limit"]).strip()
-        body["rate_limit"] = int(raw) if raw.isdigit() else raw
+        # ASCII digits only ('²' is a digit to str.isdigit, not to int()), and few of them.
+        body["rate_limit"] = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 \
+            else raw
     return body
 
 

@@ -98,4 +98,6 @@ def csrf_token(cookie: str) -> str:
 
 
 def csrf_ok(cookie: str, token: str | None) -> bool:
-    return bool(token) and hmac.compare_digest(csrf_token(cookie), token or "")
+    # As bytes: compare_digest refuses str with non-ASCII characters (a 500 before).
+    offered = (token or "").encode("utf-8", "backslashreplace")
+    return bool(token) and hmac.compare_digest(csrf_token(cookie).encode(), offered)

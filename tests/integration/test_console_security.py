@@ -168,6 +168,78 @@ def test_a_rotated_secret_is_shown_once_and_never_in_a_url(dep: Deployment) -> N
         assert not any(f in worker.log_text() for f in forms), worker.name
 
 
+# --- what a hostile browser or form sends ----------------------------------------------------
+
+
+def _raw_post(port: int, path: str, cookie: str, body: bytes,
+              content_type: str = "application/x-www-form-urlencoded") -> Reply:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers={
+            "Cookie": f"{session.COOKIE}={cookie}", "Content-Type": content_type})
+        response = conn.getresponse()
+        return Reply(response.status, response.headers, response.read().decode())
+    finally:
+        conn.close()
+
+
+def test_hostile_forms_and_paths_get_an_answer_not_a_500(dep: Deployment) -> None:
+    """Each of these answered 500 ('Server got itself in trouble'), and an id with a '/'
+    made the console act on another webhook."""
+    port = dep.workers[0].port
+    logged_before = {w.name: len(w.log_text()) for w in dep.workers}
+    created = call(port, "POST", "/v1/webhooks", _admin(dep), {
+        "workspace_id": "ws_hostile", "url": dep.receiver.url("/hostile"), "events": ["*"]})
+    webhook = created.body["id"]
+    cookie, _ = _sign_in(port, _admin(dep))
+    csrf = _csrf(_signed_in_page(port, cookie).body)
+    new = {"csrf": csrf, "workspace": "ws_hostile", "url": dep.receiver.url("/h2"),
+           "events": "*"}
+    for field, value in [("rate_limit", "²"), ("rate_limit", "9" * 5000),
+                         ("filter", '{"data.x": NaN}'), ("filter", "[" * 100_000),
+                         ("headers", "justaname"), ("headers", "X-A: 1\u2028X-B: 2")]:
+        reply = _http(port, "POST", "/console/webhooks/new", cookie=cookie,
+                      form={**new, field: value})
+        assert reply.status == 400, (field, value[:20], reply.status)
+    for path in (f"/console/webhooks/nope%2F..%2F{webhook}/disable",
+                 "/console/webhooks/..%2F..%2Fv1%2Fevent-types/disable"):
+        reply = _http(port, "POST", path, cookie=cookie, form={"csrf": csrf})
+        assert reply.status in (303, 404) and "disabled" not in (reply.location or ""), path
+    assert _webhook_state(dep, webhook)["active"] is True
+    for path in ("/console/webhooks/a%2Fb", f"/console/webhooks/{webhook}%2Fdeliveries",
+                 "/console/webhooks/..%2F..%2Fv1%2Fevent-types"):
+        assert _http(port, "GET", path, cookie=cookie).status == 404, path
+    assert _http(port, "POST", f"/console/webhooks/{webhook}/disable", cookie=cookie,
+                 form={"csrf": "é" * 32}).status == 403
+    detail = f"/console/webhooks/{webhook}/disable"
+    assert _raw_post(port, detail, cookie, f"csrf={csrf}&x=".encode() + b"\xff\xfe"
+                     ).status in (400, 403)
+    assert _raw_post(port, detail, cookie, f"csrf={csrf}".encode(),
+                     "application/x-www-form-urlencoded; charset=bogus").status == 400
+    assert _webhook_state(dep, webhook)["active"] is True
+    for worker in dep.workers:
+        logged = worker.log_text()[logged_before[worker.name]:]
+        assert "Traceback" not in logged, logged[-3000:]
+
+
+def test_a_sign_in_from_another_site_is_refused(dep: Deployment) -> None:
+    """A page elsewhere could sign a browser in to the attacker's workspace (login CSRF)."""
+    port = dep.workers[0].port
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": "https://evil.example"}, {"Origin": "null"}):
+        reply = _http(port, "POST", "/console/login", form={"api_key": _admin(dep)},
+                      headers=headers)
+        assert reply.status == 403 and reply.session_cookie() is None, headers
+    for headers in ({"Sec-Fetch-Site": "same-origin"}, {"Origin": f"http://127.0.0.1:{port}"},
+                    {}):
+        _, reply = _sign_in(port, _admin(dep), headers=headers)
+    for path in ("/console/login", "/console/style.css"):
+        got = _http(port, "GET", path)
+        assert got.headers.get("X-Content-Type-Options") == "nosniff", path
+    policy = _http(port, "GET", "/console/login").headers["Content-Security-Policy"]
+    assert "form-action 'self'" in policy and "frame-ancestors 'none'" in policy
+
+
 # --- the admin's sign-in, and forms whose CSRF token is present but wrong ------------------
 
 
