@@ -374,15 +374,15 @@ class Health(Page):
     @guarded
     async def get(self, request: Request, key: str, csrf: str, who: str) -> aioweb.Response:
         lag_rows, backlog_rows = [], []
+        prefix = self.ctx.settings.topic_prefix  # the deployment's, not the reader's concern
         for metric in metrics.LAG.collect():
             for s in metric.samples:
-                topic = s.labels["topic"].removeprefix(self.ctx.settings.topic_prefix)
-                prefix = self.ctx.settings.topic_prefix
                 lag_rows.append([e(s.labels["group"].removeprefix(prefix)),
-                                 e(topic), e(int(s.value))])
+                                 e(s.labels["topic"].removeprefix(prefix)), e(int(s.value))])
         for metric in metrics.RETRY_BACKLOG.collect():
             for s in metric.samples:
-                backlog_rows.append([e(s.labels["topic"]), e(int(s.value))])
+                backlog_rows.append([e(s.labels["topic"].removeprefix(prefix)),
+                                     e(int(s.value))])
         rates = metrics.THROUGHPUT.rates()
         charts = (sparkline([r[1] for r in rates], label="Deliveries per second (this worker)")
                   + sparkline([r[2] for r in rates], label="Success ratio"))
