@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -116,7 +117,9 @@ _TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]*")
 _FAMILY = re.compile(r"[A-Za-z0-9_-]+")
 #: Room left for our longest topic name under Kafka's 249 characters.
 MAX_TOPIC_PREFIX = 200
-LOG_LEVELS = ("info", "debug", "warning", "warn", "error", "critical")
+#: Python's level names, `info` (the default) first.
+LOG_LEVELS = ("info", *(name.lower() for name in logging.getLevelNamesMapping()
+                        if name != "INFO"))
 
 
 def _topic_prefix(env: Mapping[str, str]) -> str:

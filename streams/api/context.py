@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,7 +23,7 @@ from faust.types import TopicT
 from faust.web import Request, Response, View
 
 from ..core.apikeys import Principal
-from ..core.secretbox import SecretBox
+from ..core.secretbox import SecretBox, SecretBoxError
 from ..core.timeutil import iso_from_ms, now_ms
 from ..core.urls import parse_target
 from ..delivery.client import NOT_PUBLIC, DeliveryClient, resolves_publicly
@@ -33,7 +35,7 @@ from ..subscriptions.commands import Command, over_limit
 from ..subscriptions.model import Subscription
 from . import validation as v
 from .auth import FORWARDED_PRINCIPAL, Authenticator
-from .throttle import TESTS_LIMIT, WindowLimiter
+from .throttle import TESTS_LIMIT, WindowLimiter, webhook_tests_limiter
 from .validation import ApiError
 
 #: Seconds a write waits for this worker's table to apply it before answering 504.
@@ -59,8 +61,7 @@ class Api:
     _creating: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict, repr=False)
     #: /test: the webhooks being tested on this worker, and each one's recent tests.
     _testing: set[str] = field(default_factory=set, repr=False)
-    _tests: WindowLimiter = field(default_factory=lambda: WindowLimiter(TESTS_LIMIT),
-                                  repr=False)
+    _tests: WindowLimiter = field(default_factory=webhook_tests_limiter, repr=False)
 
     @property
     def settings(self) -> Any:
@@ -95,7 +96,15 @@ class Api:
         lock, users = self._creating.get(workspace, (asyncio.Lock(), 0))
         self._creating[workspace] = (lock, users + 1)
         try:
-            async with lock:
+            try:
+                # Bounded: behind a control agent that lags, creates must not queue for ever.
+                async with asyncio.timeout(APPLY_TIMEOUT_S):
+                    await lock.acquire()
+            except TimeoutError:
+                raise ApiError(503, "busy", "this workspace's creates are queued behind "
+                               "others not yet applied: retry", "workspace_id",
+                               headers={"Retry-After": str(int(APPLY_TIMEOUT_S))}) from None
+            try:
                 await self.rt.subscriptions.sync()
                 why = over_limit(workspace,
                                  self.rt.subscriptions.index.count_in_workspace(workspace),
@@ -103,6 +112,8 @@ class Api:
                 if why is not None:
                     raise ApiError(409, "limit_reached", why, "workspace_id")
                 yield
+            finally:
+                lock.release()
         finally:
             lock, users = self._creating[workspace]
             if users == 1:
@@ -116,14 +127,16 @@ class Api:
         rate limit: one at a time per webhook on this worker (40 at once made 40 requests
         in 0.2 s), and past TESTS_LIMIT a minute the caller waits (429, Retry-After)."""
         if webhook_id in self._testing:
+            # It answers within the delivery timeout.
             raise ApiError(429, "too_many_requests", "a test of this webhook is under way: "
-                           "send the next one after its answer", headers={"Retry-After": "1"})
+                           "send the next one after its answer", headers={
+                               "Retry-After": str(math.ceil(self.settings.delivery_timeout))})
         now = time.monotonic()
         wait = self._tests.retry_after(webhook_id, now)
         if wait > 0:
             raise ApiError(429, "too_many_requests",
-                           f"more than {TESTS_LIMIT} tests of this webhook in a minute; "
-                           f"retry in {wait:.0f}s", headers={"Retry-After": str(int(wait) + 1)})
+                           f"{TESTS_LIMIT} tests of this webhook in a minute already; retry in "
+                           f"{int(wait) + 1}s", headers={"Retry-After": str(int(wait) + 1)})
         self._tests.record(webhook_id, now)
         self._testing.add(webhook_id)
         try:
@@ -168,9 +181,22 @@ class Api:
         """Kept sealed: a create or rotate answer holds the webhook's plaintext secret.
         `request` is what the key stood for (streams.api.endpoint.request_fingerprint)."""
         sealed = self.answers.seal(json.dumps(body))
-        value = json.dumps({"status": status, "sealed": sealed, "request": request,
-                            "at": now_ms()}).encode()
+        # The request's digest sealed too: a plain hash of a body holding a secret or a
+        # header's credential could be tested against guesses by whoever reads the topic.
+        value = json.dumps({"status": status, "sealed": sealed,
+                            "request": self.answers.seal(request), "at": now_ms()}).encode()
         await (await self.idempotency_topic.send(key=key.encode(), value=value, force=True))
+
+    def same_request(self, stored: dict[str, Any], request: str) -> bool:
+        """Whether a remembered answer was given to this request (answers remembered before
+        requests were kept stand for any)."""
+        sealed = stored.get("request")
+        if sealed is None:
+            return True
+        try:
+            return hmac.compare_digest(self.answers.open(str(sealed)).encode(), request.encode())
+        except SecretBoxError:
+            return False
 
     def opened(self, stored: dict[str, Any]) -> Any:
         if "sealed" in stored:

@@ -76,7 +76,7 @@ def api(handler: Handler) -> ViewMethod:
                 await ctx.idempotency.sync()
                 stored = ctx.idempotency.get(f"{principal.key_id}:{key}")
                 if stored is not None:
-                    if stored.get("request", asked) != asked:
+                    if not ctx.same_request(stored, asked):
                         # Another request under a used key (IETF's Idempotency-Key draft:
                         # 422): answering with the first one's result would tell a caller
                         # that a rotate or a disable was done when nothing was.

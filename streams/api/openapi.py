@@ -39,7 +39,8 @@ def _errors(*codes: int) -> dict[str, Any]:
             409: "The workspace has as many webhooks as it may",
             422: "The Idempotency-Key was used for another request (method, path or body)",
             429: "Too many at once or in a minute: retry after Retry-After seconds",
-            503: "The webhook's history is being loaded after a rebalance: retry (Retry-After)",
+            503: "Busy for a moment (a webhook's history is loading after a rebalance, or a "
+                 "workspace's creates are queued): retry after Retry-After",
             504: "Written but not applied in time"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
@@ -194,7 +195,7 @@ def document() -> dict[str, Any]:
                          "requestBody": {"required": True, "content": {"application/json": {
                              "schema": _ref("WebhookCreate")}}},
                          "responses": {"201": _json(_ref("WebhookWithSecret"), "Created"),
-                                       **_errors(400, 401, 409, 422, 504)}},
+                                       **_errors(400, 401, 409, 422, 503, 504)}},
             },
             "/v1/webhooks/{webhook_id}": {
                 "parameters": [_WEBHOOK_ID],

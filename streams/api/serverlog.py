@@ -3,30 +3,34 @@
 aiohttp logs each one (a request line over 8 KB, a control character in a header, a body
 shorter than its Content-Length) as an error with its traceback: a dozen lines that say
 nothing about us, and a way for anyone who can reach the port to fill the log. This filter
-turns them into one warning line with aiohttp's reason, cut short; the client still gets
+turns them into one warning line with aiohttp's reason, without the excerpt of the request
+aiohttp quotes (a header line can be `Authorization: Bearer <key>`); the client still gets
 aiohttp's 400.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 from aiohttp.http_exceptions import HttpProcessingError
 
 #: aiohttp's logger for errors of the server's connections.
 SERVER_LOGGER = "aiohttp.server"
-#: Characters of aiohttp's reason kept (it can quote what the client sent).
+#: Characters of aiohttp's reason kept.
 REASON_CHARS = 200
+#: Where aiohttp's reason starts quoting the request: `...: b'<bytes>'` (or `: '<text>'`).
+_EXCERPT = re.compile(r":?\s*b?['\"]")
 
 
 class ClientErrorsInOneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
-            reason = repr(str(exc))
+            reason = repr(_EXCERPT.split(str(exc.message).split("\n", 1)[0], 1)[0])
             if len(reason) > REASON_CHARS:
                 reason = reason[:REASON_CHARS] + "…"
-            record.msg = f"{record.getMessage()}: bad request: {reason}"
+            record.msg = f"{record.getMessage()}: bad request ({type(exc).__name__}): {reason}"
             record.args = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info = record.exc_text = None

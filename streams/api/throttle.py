@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 
 #: Failures a key address may have in one window before it gets 429.
 LIMIT = 20
-#: Tests of one webhook in one window before the next gets 429.
+#: Tests of one webhook in one window; the next gets 429 (`webhook_tests_limiter`).
 TESTS_LIMIT = 60
 WINDOW_S = 60.0
 MAX_KEYS = 10_000
@@ -63,3 +63,9 @@ class WindowLimiter:
             times.popleft()
         if not times:
             del self._times[key]
+
+
+def webhook_tests_limiter() -> WindowLimiter:
+    """At most TESTS_LIMIT tests of a webhook a minute: a WindowLimiter lets one more event
+    through than its limit (the 21st failed sign-in is the one that makes a client wait)."""
+    return WindowLimiter(TESTS_LIMIT - 1)

@@ -62,4 +62,7 @@ def main() -> None:
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"error: {shown(message)}\n")
+    """One line; a message that brings more (a local broker's last log lines, when it did
+    not start) has them after it, each line inert too."""
+    first, *more = message.split("\n")
+    sys.stderr.write(f"error: {shown(first)}\n" + "".join(f"  {shown(m)}\n" for m in more))

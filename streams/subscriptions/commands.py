@@ -37,11 +37,13 @@ MAX_WEBHOOK_ID = 256
 
 #: The rule `is_valid_webhook_id` applies, in words.
 WEBHOOK_ID_RULE = (f"1 to {MAX_WEBHOOK_ID} visible ASCII characters (it is sent in the "
-                   "X-Webhook-ID header)")
+                   "X-Webhook-ID header), not . or ..")
 
 
 def is_valid_webhook_id(webhook_id: str) -> bool:
-    return 0 < len(webhook_id) <= MAX_WEBHOOK_ID and all("!" <= c <= "~" for c in webhook_id)
+    # `.` and `..` are path segments no browser keeps, however encoded (the console's links).
+    return (0 < len(webhook_id) <= MAX_WEBHOOK_ID and webhook_id not in (".", "..")
+            and all("!" <= c <= "~" for c in webhook_id))
 
 
 class InvalidCommand(ValueError):

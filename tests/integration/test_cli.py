@@ -342,9 +342,11 @@ def test_a_webhook_id_names_that_webhook_only(dep: Deployment) -> None:
     ws = f"ws_{_uid()}"
     wh = run_json(env, "webhooks", "create", "--workspace", ws, "--url",
                   dep.receiver.url(f"/cli/{_uid()}"), "--events", "task.created")["id"]
-    for crafted in (f"nope/../{wh}", "..", f"{wh}?x=1", f"{wh}#x"):
+    for crafted in (f"nope/../{wh}", f"{wh}?x=1", f"{wh}#x", f"{wh}/"):
         result = run("webhooks", "delete", crafted, env=env)
         assert result.returncode == 1 and "404" in result.stderr, (crafted, result.stderr)
+    refused = run("webhooks", "delete", "..", env=env)  # never an id: refused before a call
+    assert refused.returncode == 2 and "not . or .." in refused.stderr, refused.stderr
     assert run_json(env, "webhooks", "show", wh)["id"] == wh
 
 

@@ -225,14 +225,16 @@ def test_hostile_forms_and_paths_get_an_answer_not_a_500(dep: Deployment) -> Non
 def test_a_sign_in_from_another_site_is_refused(dep: Deployment) -> None:
     """A page elsewhere could sign a browser in to the attacker's workspace (login CSRF)."""
     port = dep.workers[0].port
-    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
-                    {"Origin": "https://evil.example"}, {"Origin": "null"}):
+    for site in ("cross-site", "same-site"):
         reply = _http(port, "POST", "/console/login", form={"api_key": _admin(dep)},
-                      headers=headers)
-        assert reply.status == 403 and reply.session_cookie() is None, headers
-    for headers in ({"Sec-Fetch-Site": "same-origin"}, {"Origin": f"http://127.0.0.1:{port}"},
-                    {}):
-        _, reply = _sign_in(port, _admin(dep), headers=headers)
+                      headers={"Sec-Fetch-Site": site, "Origin": "https://evil.example"})
+        assert reply.status == 403 and reply.session_cookie() is None, site
+    # Our own page's form: Origin is null behind our Referrer-Policy, and a proxy may have
+    # rewritten Host; an old browser sends no Sec-Fetch-Site at all.
+    for headers in ({"Sec-Fetch-Site": "same-origin", "Origin": "null"},
+                    {"Sec-Fetch-Site": "same-origin", "Origin": "https://hooks.example.com"},
+                    {"Origin": "null"}, {}):
+        _sign_in(port, _admin(dep), headers=headers)
     for path in ("/console/login", "/console/style.css"):
         got = _http(port, "GET", path)
         assert got.headers.get("X-Content-Type-Options") == "nosniff", path

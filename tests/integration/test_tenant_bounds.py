@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -111,20 +112,24 @@ def test_a_webhook_is_tested_once_at_a_time(dep: Deployment) -> None:
     """Each test is a real request to the tenant's endpoint, outside its rate limit: 40 at
     once made 40 requests in 0.2 s."""
     key = _key(dep, "ws_tests")
-    path = f"/slow-test/{uuid.uuid4().hex[:6]}"
-    dep.receiver.delay[path] = 3.0  # the endpoint is slow, so the tests overlap
+    path = f"/held-test/{uuid.uuid4().hex[:6]}"
+    released = dep.receiver.hold[path] = threading.Event()  # the endpoint hangs until let go
     hook = _on(dep, "POST", "/v1/webhooks", key, {"url": dep.receiver.url(path),
                                                    "events": ["task.created"]}).body["id"]
+    test = f"/v1/webhooks/{hook}/test"
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(
-            lambda _: _on(dep, "POST", f"/v1/webhooks/{hook}/test", key), range(8)))
-    assert sorted(a.status for a in answers) == [200] + [429] * 7, answers
-    for refused in (a for a in answers if a.status == 429):
+        first = pool.submit(_on, dep, "POST", test, key)
+        wait_until(lambda: dep.receiver.in_flight.get("held-test") == 1,
+                   what="the first test at the endpoint")
+        others = list(pool.map(lambda _: _on(dep, "POST", test, key), range(7)))
+        released.set()
+        assert first.result().status == 200, first.result()
+    assert [a.status for a in others] == [429] * 7, others
+    for refused in others:
         assert refused.body["error"]["code"] == "too_many_requests"
         assert int(refused.headers["Retry-After"]) >= 1
     assert len(dep.receiver.at(path)) == 1
-    dep.receiver.delay[path] = 0.0
-    assert _on(dep, "POST", f"/v1/webhooks/{hook}/test", key).status == 200  # its turn again
+    assert _on(dep, "POST", test, key).status == 200  # its turn again
 
 
 def test_idempotent_answers_are_given_again(dep: Deployment) -> None:

@@ -35,6 +35,9 @@ class Receiver:
         self.requests: list[Received] = []
         self.status: dict[str, int] = {}
         self.delay: dict[str, float] = {}
+        #: A path whose requests are held until its event is set (a hanging endpoint the
+        #: test lets go of when it has seen what it waits for).
+        self.hold: dict[str, threading.Event] = {}
         #: Answer 500 to the first N requests of a path, then `status` (or 200).
         self.fail_first: dict[str, int] = {}
         #: Answers (status, extra headers) to a path's first requests, in order; then the
@@ -62,6 +65,9 @@ class Receiver:
                 stall = receiver.delay.get(self.path, 0.0)
                 if stall:
                     time.sleep(stall)  # simulates a slow endpoint, not synchronisation
+                held = receiver.hold.get(self.path)
+                if held is not None:
+                    held.wait(60)
                 with receiver._lock:
                     receiver.in_flight[group] -= 1
                     seen = sum(1 for r in receiver.requests if r.path == self.path)

@@ -172,6 +172,8 @@ def test_decode_oversized() -> None:
         ({"op": "delete", "webhook_id": "wh_1\r\nX-Evil: 1"}, "visible ASCII"),
         ({"op": "delete", "webhook_id": "wh_é"}, "visible ASCII"),
         ({"op": "delete", "webhook_id": "w" * (MAX_WEBHOOK_ID + 1)}, "visible ASCII"),
+        ({"op": "delete", "webhook_id": ".."}, "not . or .."),  # no browser keeps the segment
+        ({"op": "delete", "webhook_id": "."}, "not . or .."),
         ({"op": "delete", "webhook_id": "wh_1", "colour": "red"}, "unknown field 'colour'"),
         ({"op": "update", "webhook_id": "wh_1", "webhook": {"colour": "red"}},
          "unknown field 'webhook.colour'"),

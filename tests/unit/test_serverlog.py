@@ -23,7 +23,11 @@ def _logged(exc: BaseException) -> logging.LogRecord:
 
 @pytest.mark.parametrize("exc", [
     LineTooLong("x" * 10_000, "8190"), BadHttpMessage("Invalid header value char \x01"),
-    BadHttpMessage("é\udce9" * 500)])
+    BadHttpMessage("é\udce9" * 500),
+    # As aiohttp's parser words it: the header line quoted, a key in it.
+    BadHttpMessage("Invalid header value char:\n\n    b'Authorization: Bearer "
+                   "hsk_abc123_TOPSECRETVALUE\\x01'\n ^"),
+    LineTooLong(b"GET /?key=hsk_abc123_TOPSECRETVALUE" + b"x" * 9000, "8190")])
 def test_a_client_error_is_one_warning_line(exc: Exception) -> None:
     record = _logged(exc)
     assert ClientErrorsInOneLine().filter(record)
@@ -31,10 +35,10 @@ def test_a_client_error_is_one_warning_line(exc: Exception) -> None:
     line = JsonFormatter().format(record)
     assert "\n" not in line and "Traceback" not in line
     message = record.getMessage()
-    assert message.startswith("Error handling request from 10.0.0.1: bad request: ")
-    assert len(message) <= len("Error handling request from 10.0.0.1: bad request: ") \
-        + REASON_CHARS + 1
-    assert "\x01" not in message
+    head = f"Error handling request from 10.0.0.1: bad request ({type(exc).__name__}): "
+    assert message.startswith(head)
+    assert len(message) <= len(head) + REASON_CHARS + 1
+    assert "\x01" not in message and "TOPSECRET" not in message and "xxxx" not in message
 
 
 def test_our_own_errors_keep_their_traceback() -> None:

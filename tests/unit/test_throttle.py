@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.api.throttle import WindowLimiter
+from streams.api.throttle import TESTS_LIMIT, WindowLimiter, webhook_tests_limiter
 
 
 def test_the_twenty_first_failure_in_a_minute_makes_a_client_wait() -> None:
@@ -50,3 +50,12 @@ def test_waits_exactly_while_more_than_the_limit_failed_in_the_window(
     if wait > 0:
         # Then, after waiting, it may try.
         assert limiter.retry_after("c", now + wait) == 0
+
+
+def test_a_webhook_is_tested_at_most_sixty_times_a_minute() -> None:
+    limiter = webhook_tests_limiter()
+    for n in range(TESTS_LIMIT):
+        assert limiter.retry_after("wh_1", float(n)) == 0, n
+        limiter.record("wh_1", float(n))
+    assert limiter.retry_after("wh_1", 59.5) > 0  # the 61st waits for the first to leave
+    assert limiter.retry_after("wh_1", 60.0) == 0
