@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,26 @@ LOG_LEVELS = ("info", *(name.lower() for name in logging.getLevelNamesMapping()
                         if name != "INFO"))
 
 
+#: Bind addresses that mean every interface: no other worker can reach us there.
+_EVERY_INTERFACE = ("0.0.0.0", "::")
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def _host(env: Mapping[str, str], name: str) -> str | None:
+    """An IP address or a host name (None if unset)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return str(ipaddress.ip_address(raw.strip("[]")))
+    except ValueError:
+        pass
+    if not _HOSTNAME.fullmatch(raw):
+        raise SettingsError(f"{name} must be an IP address or a host name, got {raw[:80]!r}")
+    return raw
+
+
 def _topic_prefix(env: Mapping[str, str]) -> str:
     raw = env.get("HOOKSTREAM_TOPIC_PREFIX", "").strip()
     if len(raw) > MAX_TOPIC_PREFIX or not _TOPIC_CHARS.fullmatch(raw):
@@ -178,7 +199,12 @@ class Settings:
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = ""
     home: Path = Path(".hookstream")
+    #: The address the web server binds to (HOOKSTREAM_WEB_HOST).
     web_host: str = "127.0.0.1"
+    #: The host other workers reach this one's web server at (the API forwards a history
+    #: read to the worker that holds it): HOOKSTREAM_WEB_ADVERTISED_HOST, else the bind
+    #: address, else (bound to every interface) this machine's name.
+    web_advertised_host: str = "127.0.0.1"
     web_port: int = 6066
     #: Seconds for one delivery attempt, connect to last byte.
     delivery_timeout: float = 10.0
@@ -248,11 +274,15 @@ class Settings:
         if replicas is not None and min_insync is not None and min_insync > replicas:
             raise SettingsError(f"HOOKSTREAM_MIN_INSYNC_REPLICAS={min_insync} is more than "
                                 f"HOOKSTREAM_REPLICATION_FACTOR={replicas}")
+        bind = _host(env, "HOOKSTREAM_WEB_HOST") or "127.0.0.1"
         return cls(
             bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or "127.0.0.1:9092",
             topic_prefix=_topic_prefix(env),
             home=Path(env.get("HOOKSTREAM_HOME", "").strip() or ".hookstream"),
-            web_host=env.get("HOOKSTREAM_WEB_HOST", "").strip() or "127.0.0.1",
+            web_host=bind,
+            web_advertised_host=(_host(env, "HOOKSTREAM_WEB_ADVERTISED_HOST")
+                                 or (socket.gethostname() if bind in _EVERY_INTERFACE
+                                     else bind)),
             web_port=_int(env, "HOOKSTREAM_WEB_PORT", 6066, maximum=65535),
             delivery_timeout=_float(env, "HOOKSTREAM_DELIVERY_TIMEOUT", 10.0),
             allow_insecure_targets=_bool(env, "HOOKSTREAM_ALLOW_INSECURE_TARGETS"),

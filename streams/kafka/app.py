@@ -60,7 +60,11 @@ def build_app(settings: Settings) -> faust.App:
         # rocksdb:// (rocksdict) keeps it on disk for large installs.
         store="memory://",
         datadir=str(settings.home / f"worker-{settings.web_port}"),
-        web_host=settings.web_host,
+        # faust binds to web_bind (every interface unless told) and advertises web_host
+        # to the other workers; HOOKSTREAM_WEB_HOST was passed as the latter alone, so the
+        # API listened on every interface whatever it said.
+        web_bind=settings.web_host,
+        web_host=settings.web_advertised_host,
         web_port=settings.web_port,
         web_in_thread=False,
         web="hookstream://",

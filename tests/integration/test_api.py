@@ -101,6 +101,15 @@ def _raw_exchange(port: int, request: bytes) -> bytes:
     return answer
 
 
+def test_the_api_listens_on_its_bind_address_only(api: Api) -> None:
+    """HOOKSTREAM_WEB_HOST (127.0.0.1 here, the default) reached faust as the host it
+    advertises, not the one it binds: the API listened on every interface."""
+    port = api.dep.workers[0].port
+    socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.2", port), timeout=10)  # loopback, another address
+
+
 def test_what_the_server_cannot_read_is_a_4xx_and_one_log_line(api: Api) -> None:
     """A non-UTF-8 byte in a key answered 500; an unreadable request logged a traceback."""
     worker = api.dep.workers[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,8 @@ def test_each_variable(name: str, raw: str, attribute: str, value: Any) -> None:
     s = Settings.from_env({name: raw})
     assert getattr(s, attribute) == value
     # Nothing else moves, but what is derived from it.
-    derived = {"delivery_concurrency": {"per_workspace_concurrency"}}.get(attribute, set())
+    derived = {"delivery_concurrency": {"per_workspace_concurrency"},
+               "web_host": {"web_advertised_host"}}.get(attribute, set())
     defaults = Settings()
     for other in defaults.__dataclass_fields__:
         if other != attribute and other not in derived:
@@ -149,12 +151,31 @@ def test_a_workspace_gets_half_of_the_workers_attempts_unless_set() -> None:
         ("HOOKSTREAM_TOPIC_PREFIX", "p" * 201),
         ("HOOKSTREAM_EVENT_FAMILIES", "task,bogus fam"),
         ("HOOKSTREAM_EVENT_FAMILIES", "task,a.b"),
+        ("HOOKSTREAM_WEB_HOST", "garbage host"),  # the API never listened, and nothing said
+        ("HOOKSTREAM_WEB_HOST", "http://0.0.0.0"),
+        ("HOOKSTREAM_WEB_ADVERTISED_HOST", "a_b.example"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, raw: str) -> None:
     with pytest.raises(SettingsError) as info:
         Settings.from_env({name: raw})
     assert name in str(info.value)
+
+
+@pytest.mark.parametrize(("env", "bind", "advertised"), [
+    ({}, "127.0.0.1", "127.0.0.1"),
+    ({"HOOKSTREAM_WEB_HOST": "10.1.2.3"}, "10.1.2.3", "10.1.2.3"),
+    ({"HOOKSTREAM_WEB_HOST": "0.0.0.0"}, "0.0.0.0", socket.gethostname()),
+    ({"HOOKSTREAM_WEB_HOST": "::"}, "::", socket.gethostname()),
+    ({"HOOKSTREAM_WEB_HOST": "0.0.0.0", "HOOKSTREAM_WEB_ADVERTISED_HOST": "10.0.0.7"},
+     "0.0.0.0", "10.0.0.7"),
+    ({"HOOKSTREAM_WEB_ADVERTISED_HOST": "worker-1.hookstream.svc"}, "127.0.0.1",
+     "worker-1.hookstream.svc"),
+])
+def test_the_api_binds_where_told_and_is_advertised_where_reachable(
+        env: dict[str, str], bind: str, advertised: str) -> None:
+    s = Settings.from_env(env)
+    assert (s.web_host, s.web_advertised_host) == (bind, advertised)
 
 
 def test_a_refused_proxy_url_is_not_quoted_back() -> None:
