@@ -242,6 +242,8 @@ class Detail(Page):
             key, "GET", f"/v1/webhooks/{path_segment(webhook_id)}/deliveries",
             params={"limit": 50, **({"status": wanted} if wanted else {})})
         flash = request.query.get("flash")
+        if flash and not session.flash_ok(csrf, flash, request.query.get("mac")):
+            flash = None  # not ours: words someone else put in a link
         base = f"/console/webhooks/{path_segment(webhook_id)}"
         settings_rows = [[e(k), e(_setting(k, v))] for k, v in w.items()]
         actions = " ".join([
@@ -289,7 +291,7 @@ class Action(Page):
         if action == "delete":
             status, body = await self.ctx.call(key, "DELETE", path)
             return redirect("/console") if status == 204 else redirect(
-                f"{path.replace('/v1', '/console')}?flash={quote(error_text(body))}")
+                _flashed(path.replace('/v1', '/console'), error_text(body), csrf))
         if action not in ("test", "enable", "disable", "rotate-secret", "replay"):
             return html_answer(page("Not found", "<p>No such action.</p>", who, csrf), 404)
         payload: dict[str, Any] = {}
@@ -311,7 +313,13 @@ class Action(Page):
             message = f"Replayed {body['replayed']} dead letter(s)"
         else:
             message = f"Webhook {action}d"
-        return redirect(f"/console/webhooks/{path_segment(webhook_id)}?flash={quote(message)}")
+        return redirect(_flashed(f"/console/webhooks/{path_segment(webhook_id)}", message, csrf))
+
+
+def _flashed(page_path: str, message: str, csrf: str) -> str:
+    """`page_path` showing `message` once, signed for this session (session.flash_mac)."""
+    return (f"{page_path}?flash={quote(message)}"
+            f"&mac={session.flash_mac(csrf, message)}")
 
 
 def _rotated(webhook_id: str, secret: str, who: str, csrf: str) -> aioweb.Response:

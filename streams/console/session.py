@@ -101,3 +101,16 @@ def csrf_ok(cookie: str, token: str | None) -> bool:
     # As bytes: compare_digest refuses str with non-ASCII characters (a 500 before).
     offered = (token or "").encode("utf-8", "backslashreplace")
     return bool(token) and hmac.compare_digest(csrf_token(cookie).encode(), offered)
+
+
+def flash_mac(csrf: str, message: str) -> str:
+    """A flash message's proof that this console wrote it, for this session: a link from
+    anywhere else cannot put its words ("session expired, sign in at evil.example") on
+    our page. Keyed by the session's CSRF token, which only our pages know."""
+    return hmac.new(csrf.encode(), message.encode("utf-8", "backslashreplace"),
+                    hashlib.sha256).hexdigest()[:32]
+
+
+def flash_ok(csrf: str, message: str, mac: str | None) -> bool:
+    return bool(mac) and hmac.compare_digest(
+        flash_mac(csrf, message).encode(), (mac or "").encode("utf-8", "backslashreplace"))

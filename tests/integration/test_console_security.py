@@ -222,6 +222,26 @@ def test_hostile_forms_and_paths_get_an_answer_not_a_500(dep: Deployment) -> Non
         assert "Traceback" not in logged, logged[-3000:]
 
 
+def test_a_flash_message_is_shown_only_when_the_console_wrote_it(dep: Deployment) -> None:
+    """Any link could put its words on our page: `?flash=Session expired, sign in at ...`."""
+    port = dep.workers[0].port
+    webhook = call(port, "POST", "/v1/webhooks", _admin(dep), {
+        "workspace_id": "ws_flash", "url": dep.receiver.url("/flash"), "events": ["*"]}
+                   ).body["id"]
+    cookie, _ = _sign_in(port, _admin(dep))
+    detail = f"/console/webhooks/{webhook}"
+    phishing = "Session expired. Sign in again at https://evil.example/login"
+    shown = _http(port, "GET", f"{detail}?flash={quote(phishing)}&mac={'0' * 32}",
+                  cookie=cookie)
+    assert shown.status == 200 and "evil.example" not in shown.body
+    csrf = _csrf(shown.body)
+    done = _http(port, "POST", f"{detail}/disable", cookie=cookie, form={"csrf": csrf})
+    assert done.status == 303 and done.location is not None
+    assert "Webhook disabled" in _http(port, "GET", done.location, cookie=cookie).body
+    other, _ = _sign_in(port, _admin(dep))  # the same link in another session: not shown
+    assert "Webhook disabled" not in _http(port, "GET", done.location, cookie=other).body
+
+
 def test_a_sign_in_from_another_site_is_refused(dep: Deployment) -> None:
     """A page elsewhere could sign a browser in to the attacker's workspace (login CSRF)."""
     port = dep.workers[0].port
