@@ -20,6 +20,7 @@ from rich.console import Console, RenderableType
 from rich.progress import Progress
 from rich.table import Table as RichTable
 
+from ..core.text import inert
 from ..settings import Settings, SettingsError
 
 #: What we print holds text anyone may have set (a webhook's description, a workspace id, a
@@ -36,13 +37,7 @@ def shown(text: str) -> str:
     """`text` as a terminal may show it: one line, its control characters escaped."""
     if len(text) > SHOWN_CHARS:
         text = text[:SHOWN_CHARS] + "…"
-    if text.isprintable():
-        return text
-    # What Python does not call printable (control and format characters, bidi overrides,
-    # line separators, unassigned code points) is shown escaped: stored text cannot drive
-    # the terminal (ESC sequences) or reorder a line.
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text)
+    return inert(text)  # stored text cannot drive the terminal or reorder a line
 
 
 class Table(RichTable):

@@ -12,6 +12,7 @@ import httpx
 from ..core import signing
 from ..core.payload import webhook_body
 from ..core.secretbox import SecretBox, SecretBoxError, is_sealed
+from ..core.text import inert
 from ..core.timeutil import now_ms
 from ..core.urls import UrlPolicyError, check_url
 from ..subscriptions.model import Subscription
@@ -96,4 +97,7 @@ async def attempt(
         # client would not build (a header it refuses), which no retry will change.
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     elapsed_ms = int((time.perf_counter() - started) * 1000)
-    return Outcome(job.attempt, started_ms, code, elapsed_ms, error, wait_s)
+    # The receiver wrote part of it (its body's first bytes): inert before it is stored,
+    # logged (the dead-letter agent's warning) or shown, so it forges no log line.
+    return Outcome(job.attempt, started_ms, code, elapsed_ms,
+                   inert(error) if error else error, wait_s)

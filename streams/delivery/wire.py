@@ -184,10 +184,15 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Closes an idle connection; one with a request under way or bytes unsent is
-        dropped instead (`close` would wait for a receiver that may never read them)."""
+        dropped instead (`close` would wait for a receiver that may never read them), and
+        so is every TLS one: a polite TLS close sends close_notify and waits up to 30 s
+        (uvloop's shutdown timeout) for the receiver's, holding the socket. A receiver that
+        never answers it kept one descriptor per delivery for 30 s (200 deliveries: 200
+        descriptors), so enough traffic to it would exhaust the worker's for every tenant;
+        the answer was read whole, so nothing is lost without the courtesy."""
         self.reusable = False
         if self._transport is not None and not self.closed:
-            if (self._waiter is None and not self._maybe_unsent
+            if (self._waiter is None and not self._maybe_unsent and not self.origin.tls
                     and not self._transport.get_write_buffer_size()):
                 self._transport.close()
             else:

@@ -1,14 +1,19 @@
-"""streams.delivery.sender.build_request: the signed body and headers (no HTTP)."""
+"""streams.delivery.sender: the signed body and headers (no HTTP), and what an attempt keeps
+of a receiver's answer."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.core import signing
 from streams.core.payload import webhook_body
 from streams.delivery.models import DeliveryJob, delivery_id_for
-from streams.delivery.sender import build_request
+from streams.delivery.sender import attempt, build_request
 from streams.subscriptions.model import Subscription
 
 SUB = Subscription(
@@ -70,3 +75,32 @@ def test_deterministic_across_retries() -> None:
     assert build_request(SUB, JOB, NOW_S)[0] == build_request(SUB, retry, NOW_S + 600)[0]
     assert (build_request(SUB, retry, NOW_S)[1]["X-Webhook-Delivery"]
             == build_request(SUB, JOB, NOW_S)[1]["X-Webhook-Delivery"])
+
+
+class _Answering:
+    """A DeliveryClient whose every post gets `answer`."""
+
+    def __init__(self, code: int, body: bytes) -> None:
+        self.code, self.body = code, body
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str],
+                   keep: int) -> tuple[int, bytes, str | None]:
+        return self.code, self.body[:keep], None
+
+
+@given(st.binary(max_size=300))
+def test_a_receivers_words_in_an_error_are_inert(body: bytes) -> None:
+    # Its body's first bytes go into the attempt record and the dead-letter agent's log
+    # line: raw CR/LF forged log lines in text logs; C1 controls and U+2028 passed JSON's.
+    outcome = asyncio.run(attempt(
+        _Answering(500, body), SUB, JOB, timeout=5, allow_insecure=False))  # type: ignore[arg-type]
+    assert outcome.error is not None and outcome.error.startswith("HTTP 500")
+    assert outcome.error.isprintable(), outcome.error
+
+
+def test_a_forged_log_line_stays_on_its_line() -> None:
+    outcome = asyncio.run(attempt(
+        _Answering(503, b"busy\r\nFAKE level=error \x1b]0;pwned\x07 \xc2\x85\xe2\x80\xa8"), SUB,
+        JOB, timeout=5, allow_insecure=False))  # type: ignore[arg-type]
+    assert outcome.error == ("HTTP 503: busy\\r\\nFAKE level=error \\x1b]0;pwned\\x07 "
+                             "\\x85\\u2028")

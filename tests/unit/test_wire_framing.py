@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import httptools
+import pytest
 import yarl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.delivery.wire import frame, route
+from streams.delivery.wire import Origin, _Connection, frame, route
 
 from ..support.hostile_urls import hostile_url
 
@@ -94,3 +95,33 @@ def test_the_default_port_is_left_out_of_host_and_any_other_kept() -> None:
     assert host("https://a.example:443/") == b"a.example"
     assert host("https://a.example:8443/") == b"a.example:8443"
     assert host("http://[2001:db8::1]:8080/") == b"[2001:db8::1]:8080"
+
+
+class _Transport:
+    """What _Connection.close may do to its transport, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return bool(self.calls)
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+    def abort(self) -> None:
+        self.calls.append("abort")
+
+
+@pytest.mark.parametrize(("tls", "done"), [(False, "close"), (True, "abort")])
+def test_an_idle_tls_connection_is_aborted_not_closed_politely(tls: bool, done: str) -> None:
+    # A polite TLS close waits up to 30 s for a close_notify a hostile receiver never sends,
+    # holding a descriptor per delivery: enough of them starve every tenant's deliveries.
+    connection = _Connection(Origin(tls, "receiver.example", 443))
+    transport = _Transport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    connection.close()
+    assert transport.calls == [done]
