@@ -52,8 +52,9 @@ class BadAnswer(ConnectionError):
     """The receiver's bytes are not an HTTP/1.x response we can read."""
 
 
-class _Unanswered(ConnectionResetError):
-    """The connection closed before a byte of the answer came."""
+class NoAnswer(ConnectionResetError):
+    """The connection closed before a byte of the answer came. (Its name is in the
+    attempt's error, which the webhook's owner reads.)"""
 
 
 #: Response bytes read past what is kept, so a keep-alive connection can be reused; a
@@ -173,7 +174,7 @@ class _Connection(asyncio.Protocol):
         if self.closed or self._transport.is_closing():
             # Closed since it was made or idled (a TLS peer may close straight after the
             # handshake): a write would be dropped and the answer never come.
-            raise _Unanswered("the receiver closed the connection before the request")
+            raise NoAnswer("the receiver closed the connection before the request")
         self._maybe_unsent = len(request) > UNSEEN_UNSENT
         self._keep, self._kept, self._seen, self._fed, self._head = keep, bytearray(), 0, 0, 0
         self._retry_after, self._status = None, 0
@@ -248,7 +249,7 @@ class _Connection(asyncio.Protocol):
             # the connection's close ends here too).
             self._answer()
         elif not self._fed:  # not a byte of the answer came
-            self._fail(_Unanswered("the receiver closed the connection without answering"))
+            self._fail(NoAnswer("the receiver closed the connection without answering"))
         else:
             self._fail(BadAnswer("the connection closed in the middle of the answer's head"))
 
@@ -357,7 +358,7 @@ class Wire:
         if connection is not None:
             try:
                 return await self._exchange(connection, request, keep)
-            except _Unanswered:
+            except NoAnswer:
                 pass  # closed while idle, just as we sent: once more, on a new connection
         return await self._exchange(await self._open(origin), request, keep)
 
