@@ -34,6 +34,10 @@ from .base import (
 )
 from .html import STYLE, button, e, form, login_form, page, secret_card, sparkline, table
 
+#: Webhooks a page of the console's list shows (about; whole API pages are read), and API
+#: pages read for one when a state filter skips most.
+PAGE_ROWS = 50
+MAX_API_PAGES = 10
 FILTER_EXAMPLE = '{"data.priority": {"$in": ["high", "urgent"]}}'
 
 log = logging.getLogger(__name__)
@@ -113,10 +117,12 @@ class Webhooks(Page):
         workspace = request.query.get("workspace") or None
         state = request.query.get("state") or ""
         rows: list[list[str]] = []
-        cursor = None
-        while True:
+        cursor = request.query.get("cursor") or None  # the API's: it judges it
+        # A page at a time: the admin's list of every workspace's webhooks, with one
+        # summary asked per row, took 4.2 s at 1,013 webhooks and grew without end.
+        for _ in range(MAX_API_PAGES):
             status, body = await self.ctx.call(key, "GET", "/v1/webhooks", params={
-                k: v for k, v in {"limit": 100, "cursor": cursor,
+                k: v for k, v in {"limit": PAGE_ROWS, "cursor": cursor,
                                   "workspace_id": workspace}.items() if v is not None})
             if status != 200:
                 return html_answer(page("Webhooks", f'<p class="flash">{e(error_text(body))}</p>',
@@ -136,8 +142,11 @@ class Webhooks(Page):
                     e(when((stats or {}).get("last_success_at"))),
                     e(when((stats or {}).get("last_failure_at")))])
             cursor = body["next_cursor"]
-            if cursor is None:
+            if cursor is None or len(rows) >= PAGE_ROWS:
                 break
+        following = urlencode({"workspace": workspace or "", "state": state,
+                               "cursor": cursor or ""})
+        more = f'<p><a href="/console?{e(following)}">Next page</a></p>' if cursor else ""
         filters = form("/console", "", (
             f'Workspace <input name=workspace value="{e(workspace or "")}" size=14> State '
             f'<select name=state>' + "".join(
@@ -147,7 +156,7 @@ class Webhooks(Page):
         listing = table(["Webhook", "Workspace", "URL", "Events", "State",
                          "Failures (last 100)", "Last success", "Last failure"], rows,
                         "No webhooks match.")
-        return html_answer(page("Webhooks", filters + listing, who, csrf))
+        return html_answer(page("Webhooks", filters + listing + more, who, csrf))
 
 
 class Create(Page):
