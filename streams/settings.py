@@ -125,8 +125,10 @@ LOG_LEVELS = ("info", *(name.lower() for name in logging.getLevelNamesMapping()
 
 #: Bind addresses that mean every interface: no other worker can reach us there.
 _EVERY_INTERFACE = ("0.0.0.0", "::")
-_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+#: Labels of letters, digits, '-' and '_' (Docker's container names have them); the last
+#: one not all digits, which getaddrinfo would read as a short IPv4 form (`999`, `1.2.3`).
+_HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+                       r"(?![0-9]+\.?$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?")
 
 
 def _host(env: Mapping[str, str], name: str) -> str | None:
@@ -318,6 +320,17 @@ class Settings:
     def secret_box(self) -> SecretBox:
         return SecretBox.from_env(self.master_key, self.home)
 
+    def local_api_url(self) -> str:
+        """Where this machine reaches a worker's API (the console calls its own, the CLI
+        its default): the bind address, or loopback when bound to every interface."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.web_host, self.web_host)
+        return f"http://{url_host(host)}:{self.web_port}"
+
     def topic(self, name: str) -> str:
         """The real name of one of our topics, with the deployment's prefix."""
         return f"{self.topic_prefix}{name}"
+
+
+def url_host(host: str) -> str:
+    """`host` as the host part of a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host

@@ -13,21 +13,23 @@ from __future__ import annotations
 import logging
 import re
 
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError
 
 #: aiohttp's logger for errors of the server's connections.
 SERVER_LOGGER = "aiohttp.server"
 #: Characters of aiohttp's reason kept.
 REASON_CHARS = 200
 #: Where aiohttp's reason starts quoting the request: `...: b'<bytes>'` (or `: '<text>'`).
-_EXCERPT = re.compile(r":?\s*b?['\"]")
+_EXCERPT = re.compile(r":\s*b?['\"]")
 
 
 class ClientErrorsInOneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
-            reason = repr(_EXCERPT.split(str(exc.message).split("\n", 1)[0], 1)[0])
+            # An unreadable URL's reason is the URL itself, which may carry a key.
+            reason = "" if isinstance(exc, InvalidURLError) else repr(
+                _EXCERPT.split(str(exc.message).split("\n", 1)[0], 1)[0])
             if len(reason) > REASON_CHARS:
                 reason = reason[:REASON_CHARS] + "…"
             record.msg = f"{record.getMessage()}: bad request ({type(exc).__name__}): {reason}"

@@ -1,7 +1,8 @@
 """`hookstream webhooks`, `hookstream deliveries` and `hookstream event-types`: the HTTP API,
 from a terminal.
 
-HOOKSTREAM_URL (default http://127.0.0.1:<HOOKSTREAM_WEB_PORT or 6066>) and
+HOOKSTREAM_URL (default: the API of a worker on this machine, as HOOKSTREAM_WEB_HOST and
+HOOKSTREAM_WEB_PORT say) and
 HOOKSTREAM_API_KEY (a workspace key; HOOKSTREAM_ADMIN_KEY is used when it is unset).
 """
 
@@ -41,7 +42,7 @@ def _webhook(webhook_id: str, action: str = "") -> str:
 def _call(method: str, path: str, body: dict[str, Any] | None = None,
           params: dict[str, Any] | None = None) -> Any:
     s = settings()
-    base = os.environ.get("HOOKSTREAM_URL", "").strip() or f"http://127.0.0.1:{s.web_port}"
+    base = os.environ.get("HOOKSTREAM_URL", "").strip() or s.local_api_url()
     try:
         where = httpx.URL(base)
     except httpx.InvalidURL as exc:

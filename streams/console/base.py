@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, cast
+from urllib.parse import urlsplit
 
 import httpx
 from aiohttp import web as aioweb
@@ -104,7 +105,7 @@ class Console:
         """This worker's own API, with the signed-in key: the console follows its rules."""
         if self._client is None:
             self._client = httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{self.settings.web_port}", timeout=60)
+                base_url=self.settings.local_api_url(), timeout=60)
         response = await self._client.request(
             method, path, headers={"Authorization": f"Bearer {key}"}, **kwargs)
         if not response.content:
@@ -122,7 +123,19 @@ def cross_site(request: Request) -> bool:
     origin look foreign. Without the header (an old browser, a client that is no browser)
     the request is not refused."""
     fetch_site = request.headers.get("Sec-Fetch-Site")
-    return fetch_site is not None and fetch_site not in ("same-origin", "none")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    # An older browser (Safari before 16.4): an Origin it names that is not this host. Not
+    # `null`, which our own form sends behind our Referrer-Policy; behind a proxy that
+    # rewrites Host, only such browsers are refused.
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return False
+    host = cast(aioweb.Request, request).host  # faust's Request type omits it
+    try:
+        return urlsplit(origin).netloc.lower() != (host or "").lower()
+    except ValueError:  # no URL at all
+        return True
 
 
 async def form_of(request: Request, who: str | None = None, csrf: str | None = None) -> Any:

@@ -99,5 +99,6 @@ async def attempt(
     elapsed_ms = int((time.perf_counter() - started) * 1000)
     # The receiver wrote part of it (its body's first bytes): inert before it is stored,
     # logged (the dead-letter agent's warning) or shown, so it forges no log line.
+    # Line breaks and tabs (a pretty-printed body) read as spaces.
     return Outcome(job.attempt, started_ms, code, elapsed_ms,
-                   inert(error) if error else error, wait_s)
+                   inert(" ".join(error.split())) if error else error, wait_s)

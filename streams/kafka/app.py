@@ -17,7 +17,7 @@ from faust.types import TableT, TopicT
 from faust.web import drivers as web_drivers
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-from ..settings import Settings
+from ..settings import Settings, url_host
 from .topics import INVALID_MAX_MESSAGE_BYTES
 
 
@@ -64,7 +64,7 @@ def build_app(settings: Settings) -> faust.App:
         # to the other workers; HOOKSTREAM_WEB_HOST was passed as the latter alone, so the
         # API listened on every interface whatever it said.
         web_bind=settings.web_host,
-        web_host=settings.web_advertised_host,
+        web_host=url_host(settings.web_advertised_host),  # faust writes it into a URL
         web_port=settings.web_port,
         web_in_thread=False,
         web="hookstream://",

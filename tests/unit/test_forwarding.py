@@ -93,6 +93,19 @@ def test_the_worker_holding_the_data_answers_itself() -> None:
     assert client.sent == []
 
 
+def test_a_forwarded_request_is_answered_where_it_arrives_never_passed_on() -> None:
+    # During a rolling upgrade a worker of the older version advertised 0.0.0.0: forwarding
+    # there reached the forwarding worker itself, which forwarded again, for ever.
+    for owner, headers in [("http://0.0.0.0:6066", {}), ("http://[::]:6066", {}),
+                           ("http://10.0.0.2:7000", {FORWARDED_PRINCIPAL: "sealed"})]:
+        client = _Client()
+        request = _request()
+        request.headers = {**request.headers, **headers}
+        assert asyncio.run(_api(owner, client).forwarded(  # type: ignore[arg-type]
+            _View(), request, Principal("admin", None), "wh_1")) is None, owner
+        assert client.sent == [], owner
+
+
 def test_a_vouched_principal_must_open_and_be_fresh() -> None:
     auth = _auth()
     caller = Principal("k1", "ws_a")

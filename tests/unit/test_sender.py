@@ -102,5 +102,4 @@ def test_a_forged_log_line_stays_on_its_line() -> None:
     outcome = asyncio.run(attempt(
         _Answering(503, b"busy\r\nFAKE level=error \x1b]0;pwned\x07 \xc2\x85\xe2\x80\xa8"), SUB,
         JOB, timeout=5, allow_insecure=False))  # type: ignore[arg-type]
-    assert outcome.error == ("HTTP 503: busy\\r\\nFAKE level=error \\x1b]0;pwned\\x07 "
-                             "\\x85\\u2028")
+    assert outcome.error == "HTTP 503: busy FAKE level=error \\x1b]0;pwned\\x07"

@@ -6,7 +6,7 @@ import logging
 import sys
 
 import pytest
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, InvalidURLError, LineTooLong
 
 from streams.api.serverlog import REASON_CHARS, ClientErrorsInOneLine
 from streams.telemetry.logs import JsonFormatter
@@ -27,7 +27,8 @@ def _logged(exc: BaseException) -> logging.LogRecord:
     # As aiohttp's parser words it: the header line quoted, a key in it.
     BadHttpMessage("Invalid header value char:\n\n    b'Authorization: Bearer "
                    "hsk_abc123_TOPSECRETVALUE\\x01'\n ^"),
-    LineTooLong(b"GET /?key=hsk_abc123_TOPSECRETVALUE" + b"x" * 9000, "8190")])
+    LineTooLong(b"GET /?key=hsk_abc123_TOPSECRETVALUE" + b"x" * 9000, "8190"),
+    InvalidURLError("/v1/x?api_key=hsk_abc123_TOPSECRETVALUE\x01xxxx")])  # the URL, bare
 def test_a_client_error_is_one_warning_line(exc: Exception) -> None:
     record = _logged(exc)
     assert ClientErrorsInOneLine().filter(record)

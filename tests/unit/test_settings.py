@@ -153,7 +153,9 @@ def test_a_workspace_gets_half_of_the_workers_attempts_unless_set() -> None:
         ("HOOKSTREAM_EVENT_FAMILIES", "task,a.b"),
         ("HOOKSTREAM_WEB_HOST", "garbage host"),  # the API never listened, and nothing said
         ("HOOKSTREAM_WEB_HOST", "http://0.0.0.0"),
-        ("HOOKSTREAM_WEB_ADVERTISED_HOST", "a_b.example"),
+        ("HOOKSTREAM_WEB_ADVERTISED_HOST", "10.0.0.256"),  # getaddrinfo would read these
+        ("HOOKSTREAM_WEB_ADVERTISED_HOST", "999"),  # as short IPv4 forms (0.0.3.231)
+        ("HOOKSTREAM_WEB_HOST", "1.2.3"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, raw: str) -> None:
@@ -171,11 +173,25 @@ def test_bad_values_name_the_variable(name: str, raw: str) -> None:
      "0.0.0.0", "10.0.0.7"),
     ({"HOOKSTREAM_WEB_ADVERTISED_HOST": "worker-1.hookstream.svc"}, "127.0.0.1",
      "worker-1.hookstream.svc"),
+    ({"HOOKSTREAM_WEB_ADVERTISED_HOST": "project_worker_1"}, "127.0.0.1", "project_worker_1"),
+    ({"HOOKSTREAM_WEB_HOST": "localhost"}, "localhost", "localhost"),
+    ({"HOOKSTREAM_WEB_ADVERTISED_HOST": "[fd00:10:244::5]"}, "127.0.0.1", "fd00:10:244::5"),
 ])
 def test_the_api_binds_where_told_and_is_advertised_where_reachable(
         env: dict[str, str], bind: str, advertised: str) -> None:
     s = Settings.from_env(env)
     assert (s.web_host, s.web_advertised_host) == (bind, advertised)
+
+
+@pytest.mark.parametrize(("bind", "url"), [
+    ("127.0.0.1", "http://127.0.0.1:6066"), ("0.0.0.0", "http://127.0.0.1:6066"),
+    ("::", "http://[::1]:6066"), ("10.1.2.3", "http://10.1.2.3:6066"),
+    ("fd00::5", "http://[fd00::5]:6066"), ("localhost", "http://localhost:6066"),
+])
+def test_this_machine_reaches_the_api_where_it_is_bound(bind: str, url: str) -> None:
+    # The console calls its own worker's API, the CLI a local one: 127.0.0.1 always, until
+    # the API bound where HOOKSTREAM_WEB_HOST said.
+    assert Settings.from_env({"HOOKSTREAM_WEB_HOST": bind}).local_api_url() == url
 
 
 def test_a_refused_proxy_url_is_not_quoted_back() -> None:
