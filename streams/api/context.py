@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from faust.types import TopicT
 from faust.web import Request, Response, View
 
@@ -38,6 +39,8 @@ from .auth import FORWARDED_PRINCIPAL, Authenticator
 from .throttle import TESTS_LIMIT, WindowLimiter, webhook_tests_limiter
 from .validation import ApiError
 
+#: Seconds a caller is told to wait when the worker holding a history cannot be reached.
+FORWARD_RETRY_AFTER_S = 5
 #: Hosts a worker may advertise that name no worker in particular.
 _NOWHERE = ("0.0.0.0", "::", "[::]", "")
 #: Seconds a write waits for this worker's table to apply it before answering 504.
@@ -228,8 +231,15 @@ class Api:
             # containers: forwarding there reaches this worker itself.)
             return None
         url = request.url.with_host(owner.host or "").with_port(owner.port)
-        async with app.http_client.request(
-                method=request.method, url=url,
-                headers={FORWARDED_PRINCIPAL: self.auth.vouch(principal)}) as answer:
-            return view.text(await answer.text(), content_type=answer.content_type,
-                             status=answer.status)
+        try:
+            async with app.http_client.request(
+                    method=request.method, url=url,
+                    headers={FORWARDED_PRINCIPAL: self.auth.vouch(principal)}) as answer:
+                return view.text(await answer.text(), content_type=answer.content_type,
+                                 status=answer.status)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            # The holder is restarting, or its advertised host does not resolve here
+            # (HOOKSTREAM_WEB_ADVERTISED_HOST): the caller may retry; not a 500.
+            raise ApiError(503, "unavailable", "the worker holding this webhook's history "
+                           "cannot be reached right now: retry", headers={
+                               "Retry-After": str(FORWARD_RETRY_AFTER_S)}) from None

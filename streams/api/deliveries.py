@@ -57,10 +57,10 @@ class _OnOwner(Endpoint):
         principal = caller(self, request)
         if not isinstance(principal, Principal):
             return principal
-        forwarded = await self.ctx.forwarded(self, request, principal, webhook_id)
-        if forwarded is not None:
-            return forwarded
         try:
+            forwarded = await self.ctx.forwarded(self, request, principal, webhook_id)
+            if forwarded is not None:
+                return forwarded
             return await self.answer(request, principal, webhook_id)
         except ApiError as exc:
             return self.json(exc.body(), status=exc.status, headers=exc.headers)

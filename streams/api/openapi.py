@@ -39,8 +39,9 @@ def _errors(*codes: int) -> dict[str, Any]:
             409: "The workspace has as many webhooks as it may",
             422: "The Idempotency-Key was used for another request (method, path or body)",
             429: "Too many at once or in a minute: retry after Retry-After seconds",
-            503: "Busy for a moment (a webhook's history is loading after a rebalance, or a "
-                 "workspace's creates are queued): retry after Retry-After",
+            503: "Busy for a moment (a webhook's history is loading after a rebalance or its "
+                 "worker cannot be reached, or a workspace's creates are queued): retry after "
+                 "Retry-After",
             504: "Written but not applied in time"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 

@@ -9,10 +9,12 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from yarl import URL
 
 from streams.api.auth import FORWARDED_PRINCIPAL, VOUCHED_FOR_S, Authenticator
 from streams.api.context import Api
+from streams.api.validation import ApiError
 from streams.core.apikeys import Principal
 from streams.core.secretbox import SecretBox, generate_master_key, parse_keys
 from streams.settings import Settings
@@ -104,6 +106,20 @@ def test_a_forwarded_request_is_answered_where_it_arrives_never_passed_on() -> N
         assert asyncio.run(_api(owner, client).forwarded(  # type: ignore[arg-type]
             _View(), request, Principal("admin", None), "wh_1")) is None, owner
         assert client.sent == [], owner
+
+
+class _Unreachable(_Client):
+    def request(self, **kwargs: Any) -> _Answer:
+        raise OSError("Cannot connect to host worker-2:6066 [Name or service not known]")
+
+
+def test_a_holder_that_cannot_be_reached_is_a_503_to_retry_not_a_500() -> None:
+    # Its advertised host may not resolve here (a machine name), or it is restarting.
+    ctx = _api("http://worker-2:6066", _Unreachable())
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(ctx.forwarded(_View(), _request(),  # type: ignore[arg-type]
+                                  Principal("admin", None), "wh_1"))
+    assert refused.value.status == 503 and int(refused.value.headers["Retry-After"]) > 0
 
 
 def test_a_vouched_principal_must_open_and_be_fresh() -> None:
