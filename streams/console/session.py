@@ -98,9 +98,14 @@ def csrf_token(cookie: str) -> str:
 
 
 def csrf_ok(cookie: str, token: str | None) -> bool:
-    # As bytes: compare_digest refuses str with non-ASCII characters (a 500 before).
-    offered = (token or "").encode("utf-8", "backslashreplace")
-    return bool(token) and hmac.compare_digest(csrf_token(cookie).encode(), offered)
+    return _matches(csrf_token(cookie), token)
+
+
+def _matches(expected: str, offered: str | None) -> bool:
+    """A token a browser sent against ours, in constant time; as bytes, because
+    compare_digest refuses str with non-ASCII characters (a 500 before)."""
+    return bool(offered) and hmac.compare_digest(
+        expected.encode(), (offered or "").encode("utf-8", "backslashreplace"))
 
 
 def flash_mac(csrf: str, message: str) -> str:
@@ -112,5 +117,4 @@ def flash_mac(csrf: str, message: str) -> str:
 
 
 def flash_ok(csrf: str, message: str, mac: str | None) -> bool:
-    return bool(mac) and hmac.compare_digest(
-        flash_mac(csrf, message).encode(), (mac or "").encode("utf-8", "backslashreplace"))
+    return _matches(flash_mac(csrf, message), mac)
