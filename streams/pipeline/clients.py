@@ -1,5 +1,5 @@
-"""What a stage uses of its Kafka clients, and the clients it gets by default (aiokafka's
-consumer, a librdkafka producer).
+"""What a stage uses of its Kafka clients, and the clients it gets by default (librdkafka's
+consumer and producer).
 
 A stage is handed its clients by factories (as arroyo's StreamProcessor is handed its
 consumer): `Consumer` and `Producer` are the whole surface it relies on, so
@@ -9,29 +9,41 @@ streams.pipeline.local can stand in for Kafka in tests of the stage loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Protocol, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ..kafka.asyncconsumer import AsyncConsumer, RebalanceListener
 from ..kafka.asyncproducer import AsyncProducer
 from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES
 from ..settings import Settings
 
-Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
+
+class Record(Protocol):
+    """A consumed record, as a stage reads it: aiokafka's ConsumerRecord is one, and so is
+    the librdkafka consumer's (streams.kafka.asyncconsumer.ConsumedRecord)."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]] | None: ...
+
+    @property
+    def timestamp(self) -> int:
+        """Epoch ms: the producer's, or the broker's on LogAppendTime topics."""
+        ...
+
 
 log = logging.getLogger(__name__)
-
-
-class RebalanceListener(Protocol):
-    """Told of a rebalance: `revoked` before the partitions move (the consumer still holds
-    them and may commit), `assigned` after."""
-
-    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None: ...
-
-    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None: ...
 
 
 class Consumer(Protocol):
@@ -50,7 +62,7 @@ class Consumer(Protocol):
     async def stop(self) -> None: ...
 
     async def getmany(self, *, timeout_ms: int,
-                      max_records: int) -> Mapping[TopicPartition, list[Record]]: ...
+                      max_records: int) -> Mapping[TopicPartition, Sequence[Record]]: ...
 
     def pause(self, *partitions: TopicPartition) -> None: ...
 
@@ -93,22 +105,30 @@ ProducerFactory: TypeAlias = Callable[[Settings], Producer]
 
 
 def kafka_consumer(settings: Settings, group_id: str, drain_timeout: float) -> Consumer:
-    """The stages' aiokafka consumer: offsets committed by the stage only."""
-    consumer: Consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=group_id,
-        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=500,
-        # A killed worker's partitions move after 15 s; a rebalance waits for in-flight
-        # work up to the drain timeout.
-        session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
-        rebalance_timeout_ms=int((drain_timeout + 30) * 1000),
+    """The stages' consumer (librdkafka: streams.kafka.asyncconsumer): offsets committed
+    by the stage only."""
+    # Rebalances wait for in-flight work up to the drain timeout, and for the listener.
+    rebalance_s = drain_timeout + 30
+    consumer: Consumer = AsyncConsumer({
+        "bootstrap.servers": settings.bootstrap_servers, "group.id": group_id,
+        "enable.auto.commit": False, "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # A killed worker's partitions move after 15 s.
+        "session.timeout.ms": 15_000, "heartbeat.interval.ms": 3_000,
+        # Also librdkafka's rebalance timeout, and the longest a drain may keep the poller.
+        "max.poll.interval.ms": int(rebalance_s * 1000),
         # Range: partition p of every topic the group reads goes to one member, so one
         # worker at a time sends a webhook's jobs and retries (its rate limit and duplicate
-        # guard hold: streams.delivery.ratelimit). Range alone: aiokafka (0.14, 0.15rc1)
-        # sends a JoinGroup per assignor offered, each with a different protocol list, and
-        # the broker rebalances on each, so two members offering two assignors can trip
-        # each other's joins for minutes (aio-libs/aiokafka#1168).
-        partition_assignment_strategy=(RangePartitionAssignor,),
-    )
+        # guard hold: streams.delivery.ratelimit). The same protocol name and assignment as
+        # Java's and aiokafka's range assignor, so members of either kind share a group
+        # during a rolling upgrade.
+        "partition.assignment.strategy": "range",
+        # Read ahead: a few thousand records, not librdkafka's 64 MB; a stage takes at
+        # most MAX_IN_FLIGHT_PER_PARTITION of a partition at a time anyway. Once that is
+        # queued, the next fetch waits 10 ms, not librdkafka's second.
+        "queued.min.messages": 2_000, "queued.max.messages.kbytes": 8_192,
+        "fetch.queue.backoff.ms": 10,
+    }, callback_timeout_s=rebalance_s)
     return consumer
 
 

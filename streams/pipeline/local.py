@@ -4,7 +4,7 @@ The stages take their clients from factories (streams.pipeline.stage); `LocalBro
 and `LocalBroker.producer` are such factories, so a real Stage runs on this module as it
 does on Kafka, and tests/unit/test_stage_loop.py drives its loop in milliseconds. Like
 arroyo's `backends/local`, it is a module of the package, not a mock: whatever a stage relies
-on behaves as Kafka (as aiokafka presents it) does:
+on behaves as Kafka (as its consumer clients present it) does:
 
 - a partition is a log: appended records get offsets 0, 1, 2 ... and keep their key, value,
   headers and timestamp (the producer's, or the broker's clock on a topic created with
@@ -13,7 +13,7 @@ on behaves as Kafka (as aiokafka presents it) does:
 - a group assigns its members' subscribed partitions by range (the stages' assignor),
   eagerly: every member's listener is told of its revoked partitions and awaited
   while it still holds them (so it can commit), then of its new ones. While its group
-  rebalances, a member's `getmany` waits, as aiokafka's does;
+  rebalances, a member's `getmany` waits, as a client's does;
 - a partition newly assigned starts unpaused, at the group's committed offset, or at the
   beginning (`auto_offset_reset="earliest"`);
 - `getmany` returns records of assigned, unpaused partitions from each one's position (which
@@ -35,7 +35,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from aiokafka.errors import (
     CommitFailedError,
@@ -48,11 +48,15 @@ from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord, RecordMetadata, TopicPartition
 
 from ..core.timeutil import now_ms
+from ..kafka.asyncconsumer import RebalanceListener
 from ..kafka.topics import TopicSpec
 from ..settings import Settings
-from .clients import ConsumerFactory, ProducerFactory, RebalanceListener, Record
+from .clients import ConsumerFactory, ProducerFactory
 
 log = logging.getLogger(__name__)
+
+#: What the in-memory broker keeps of a record (a stage reads it as a clients.Record).
+Stored: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 #: ConsumerRecord.timestamp_type: set by the producer, or by the broker on append.
 CREATE_TIME = 0
@@ -73,8 +77,8 @@ class LocalBroker:
     def __init__(self, clock: Callable[[], int] = now_ms) -> None:
         self._clock = clock
         #: Every record appended, in the order they landed, whichever topic.
-        self.appended: list[Record] = []
-        self._logs: dict[str, list[list[Record]]] = {}
+        self.appended: list[Stored] = []
+        self._logs: dict[str, list[list[Stored]]] = {}
         self._log_append_time: set[str] = set()
         self._groups: dict[str, _Group] = {}
         self._running: set[LocalConsumer] = set()
@@ -101,7 +105,7 @@ class LocalBroker:
 
     def append(self, topic: str, value: bytes | None, *, key: bytes | None = None,
                partition: int | None = None, headers: Iterable[tuple[str, bytes]] = (),
-               timestamp: int | None = None) -> Record:
+               timestamp: int | None = None) -> Stored:
         """Append one record, as a producer's acknowledged send does; returns it."""
         logs = self._logs.get(topic)
         if logs is None or (partition is not None and not 0 <= partition < len(logs)):
@@ -114,7 +118,7 @@ class LocalBroker:
             timestamp = self._clock()
         kind = LOG_APPEND_TIME if topic in self._log_append_time else CREATE_TIME
         records = logs[partition]
-        record: Record = ConsumerRecord(
+        record: Stored = ConsumerRecord(
             topic=topic, partition=partition, offset=len(records), timestamp=timestamp,
             timestamp_type=kind, key=key, value=value, checksum=None,
             serialized_key_size=-1 if key is None else len(key),
@@ -126,13 +130,13 @@ class LocalBroker:
             consumer._wake()
         return record
 
-    def records(self, topic: str, partition: int | None = None) -> list[Record]:
+    def records(self, topic: str, partition: int | None = None) -> list[Stored]:
         """What the topic holds (one partition, or all in partition order)."""
         logs = self._logs[topic]
         chosen = logs if partition is None else [logs[partition]]
         return [record for log_ in chosen for record in log_]
 
-    def _log(self, tp: TopicPartition) -> list[Record]:
+    def _log(self, tp: TopicPartition) -> list[Stored]:
         return self._logs[tp.topic][tp.partition]
 
     # -- groups ------------------------------------------------------------------------
@@ -208,15 +212,15 @@ class LocalConsumer:
         self._listener = listener
 
     async def start(self) -> None:
-        """Joins the group; returns once it has rebalanced (aiokafka's returns sooner: the
-        stage relies on neither)."""
+        """Joins the group; returns once it has rebalanced (librdkafka's is assigned in its
+        first polls: the stage relies on neither)."""
         self._state = "running"
         self._broker._running.add(self)
         await self._broker._rebalance(self._group_id, joining=self)
 
     async def stop(self) -> None:
-        """Leaves the group (its listener is not called, as aiokafka's is not); the others
-        rebalance."""
+        """Leaves the group (its listener is not called; librdkafka's is, after the stage
+        has drained everything anyway); the others rebalance."""
         if self._state != "running":
             return
         self._state = "stopped"
@@ -226,7 +230,7 @@ class LocalConsumer:
 
     # -- fetching ----------------------------------------------------------------------
     async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
-                      max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
+                      max_records: int | None = None) -> dict[TopicPartition, list[Stored]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_ms / 1000
         await asyncio.sleep(0)  # others run meanwhile, as during a fetch's round trip
@@ -243,8 +247,8 @@ class LocalConsumer:
                     await self._woken.wait()
 
     def _fetch(self, only: Collection[TopicPartition],
-               budget: int) -> dict[TopicPartition, list[Record]]:
-        batch: dict[TopicPartition, list[Record]] = {}
+               budget: int) -> dict[TopicPartition, list[Stored]]:
+        batch: dict[TopicPartition, list[Stored]] = {}
         for tp in sorted(self._assignment):
             if budget <= 0:
                 break
@@ -389,6 +393,6 @@ class LocalTail:
     async def stop(self) -> None:
         await asyncio.sleep(0)
 
-    async def newest(self, topic: str, partition: int, count: int) -> list[Record]:
+    async def newest(self, topic: str, partition: int, count: int) -> list[Stored]:
         await asyncio.sleep(0)  # a round trip
         return self._broker.records(topic, partition)[-count:] if count > 0 else []

@@ -24,8 +24,8 @@ their own:
 
 The stage is handed its Kafka clients by factories (`consumer_factory`, `producer_factory`),
 as arroyo's StreamProcessor is handed its consumer: `Consumer` and `Producer` below are all
-it uses of them (streams.pipeline.clients). By default they are aiokafka's consumer
-(`kafka_consumer`) and a librdkafka producer (`kafka_producer`); streams.pipeline.local
+it uses of them (streams.pipeline.clients). By default both are librdkafka's
+(`kafka_consumer`: streams.kafka.asyncconsumer; `kafka_producer`); streams.pipeline.local
 is an in-memory broker with the same surface, on which tests/unit/test_stage_loop.py
 drives this loop without Kafka.
 """
@@ -39,7 +39,6 @@ from collections import defaultdict
 from collections.abc import Collection
 
 from aiokafka import TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from ..kafka.topics import INVALID_MAX_MESSAGE_BYTES
@@ -323,8 +322,8 @@ class Stage:
                 timer.cancel()
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """A RebalanceListener; aiokafka's subscribe insists on its base class too."""
+class _Rebalance:
+    """The stage's RebalanceListener (streams.kafka.asyncconsumer)."""
 
     def __init__(self, stage: Stage) -> None:
         self.stage = stage

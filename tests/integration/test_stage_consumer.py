@@ -1,111 +1,336 @@
-"""The stages' consumer (streams.pipeline.clients.kafka_consumer) on the real broker: a
-member joins its group with one JoinGroup, so members starting together settle at once.
+"""The stages' consumer (streams.pipeline.clients.kafka_consumer, on librdkafka:
+streams.kafka.asyncconsumer) on the real broker.
 
-aiokafka sends a JoinGroup per assignor offered, each with a longer protocol list; the
-broker takes each changed list as a reason to rebalance again. With two assignors offered
-a lone member took two generations to settle, and two workers started together could keep
-their group rebalancing every 100 ms for minutes (the fan-out and delivery groups did so
-in CI: generation 8 to 633 while a test waited for readiness)."""
+What a stage relies on, each checked here: a member settles in one generation, two
+started together within two; a member whose partitions are revoked commits inside the
+rebalance, and the next owner starts there; a paused partition yields nothing until
+resumed, then from where it was sought; what the loop asks while a `getmany` waits
+(a resume, a commit) is made then, not after the poll's timeout (confluent-kafka lets one
+call at a time into a client); and a `getmany` returns what is there without waiting for
+a full batch.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import inspect
+import sys
+import threading
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 
-import pytest
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.pipeline.clients import Consumer, kafka_consumer
+from streams.kafka.asyncconsumer import AsyncConsumer
+from streams.pipeline.clients import Consumer, Record, kafka_consumer
 from streams.settings import Settings
+from tests.support.kafka import read_to_end
 
 PARTITIONS = 6
+#: A bound on waits that end in milliseconds when things work: it only turns a hang
+#: into a failure.
+HANG_S = 30.0
 
 
-def _topic(bootstrap: str) -> str:
+def _topic(bootstrap: str, config: dict[str, str] | None = None) -> str:
     name = f"test-stageconsumer-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, PARTITIONS, 1)])[name].result(timeout=30)
+    admin.create_topics([NewTopic(name, PARTITIONS, 1, config=config or {})])[name].result(
+        timeout=30)
     return name
 
 
-class _Assignments(ConsumerRebalanceListener):
+def _produce(bootstrap: str, topic: str, per_partition: int, tag: str = "r",
+             headers: list[tuple[str, bytes]] | None = None) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for partition in range(PARTITIONS):
+        for n in range(per_partition):
+            producer.produce(topic, value=f"{tag}{partition}-{n}".encode(),
+                             key=f"k{n}".encode(), partition=partition, headers=headers)
+    assert producer.flush(30) == 0
+
+
+class _Listener:
+    """Records each callback; on a revoke, commits what `read` says was read (the stage's
+    drain does the same through the consumer it is handed)."""
+
     def __init__(self) -> None:
+        self.consumer: Consumer | None = None
         self.latest: set[TopicPartition] = set()
+        self.assignments = 0
+        self.revokes = 0
+        self.read: dict[TopicPartition, int] = {}
+        #: What each revoke committed, in order.
+        self.committed_on_revoke: list[dict[TopicPartition, int]] = []
 
     async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        self.revokes += 1
+        offsets = {tp: self.read[tp] for tp in revoked if tp in self.read}
+        if offsets and self.consumer is not None:
+            await self.consumer.commit(offsets)
+            self.committed_on_revoke.append(offsets)
         self.latest = set()
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self.assignments += 1
         self.latest = set(assigned)
 
-
-def _generations(caplog: pytest.LogCaptureFixture, group: str) -> list[int]:
-    """The generations aiokafka reported joining, in order (its INFO line per join:
-    "Joined group '%s' (generation %s) with member_id %s")."""
-    found = []
-    for record in caplog.records:
-        args = record.args
-        if (record.name == "aiokafka.consumer.group_coordinator"
-                and str(record.msg).startswith("Joined group")
-                and isinstance(args, tuple) and args[0] == group):
-            found.append(int(str(args[1])))
-    return found
+    def took(self, batches: Mapping[TopicPartition, Sequence[Record]]) -> None:
+        for tp, records in batches.items():
+            self.read[tp] = records[-1].offset + 1
 
 
 async def _members(bootstrap: str, topic: str, group: str,
-                   count: int) -> tuple[list[Consumer], list[_Assignments]]:
+                   count: int) -> tuple[list[Consumer], list[_Listener]]:
     settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap})
     consumers = [kafka_consumer(settings, group, 5.0) for _ in range(count)]
-    listeners = [_Assignments() for _ in consumers]
+    listeners = [_Listener() for _ in consumers]
     for consumer, listener in zip(consumers, listeners, strict=True):
+        listener.consumer = consumer
         consumer.subscribe([topic], listener=listener)
     await asyncio.gather(*(consumer.start() for consumer in consumers))
     return consumers, listeners
 
 
-def test_a_lone_member_settles_in_the_first_generation(
-        kafka_bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="aiokafka.consumer.group_coordinator")
-    topic, group = _topic(kafka_bootstrap), f"test-stageconsumer-{uuid.uuid4().hex[:8]}"
+async def _poll_until(consumers: list[Consumer], listeners: list[_Listener],
+                      done: object, what: str) -> list[list[Record]]:
+    """Poll every member until `done()`; each member's records, in order read."""
+    got: list[list[Record]] = [[] for _ in consumers]
+    deadline = asyncio.get_running_loop().time() + 60
+    while not done():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, f"no {what} in 60 s"
+        batches = await asyncio.gather(*(c.getmany(timeout_ms=200, max_records=100)
+                                         for c in consumers))
+        for n, batch in enumerate(batches):
+            listeners[n].took(batch)
+            got[n].extend(r for records in batch.values() for r in records)
+    return got
 
-    async def main() -> set[TopicPartition]:
-        consumers, listeners = await _members(kafka_bootstrap, topic, group, 1)
+
+async def _in_poll(consumer: Consumer) -> None:
+    """Returns once the consumer's poller is in (or at) librdkafka's `poll`, past what
+    was asked before: what is asked now waits for a slice of that poll."""
+    assert isinstance(consumer, AsyncConsumer)
+    source, first = inspect.getsourcelines(AsyncConsumer._poll)
+    line = first + next(n for n, text in enumerate(source) if "consumer.poll(" in text)
+    deadline = asyncio.get_running_loop().time() + HANG_S
+    while True:
+        frames = sys._current_frames()
+        for thread in threading.enumerate():
+            frame = frames.get(thread.ident or -1)
+            if (thread.name.startswith("poll-") and frame is not None
+                    and frame.f_code is AsyncConsumer._poll.__code__
+                    and frame.f_lineno == line):
+                return
+        assert asyncio.get_running_loop().time() < deadline, "the poller never polled"
+        await asyncio.sleep(0.001)
+
+
+def _group() -> str:
+    return f"test-stageconsumer-{uuid.uuid4().hex[:8]}"
+
+
+def test_the_stages_consumer_is_librdkafkas(kafka_bootstrap: str) -> None:
+    settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap})
+    assert isinstance(kafka_consumer(settings, _group(), 5.0), AsyncConsumer)
+
+
+def test_a_lone_member_is_assigned_every_partition_in_one_generation(
+        kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap)
+
+    async def main() -> _Listener:
+        consumers, listeners = await _members(kafka_bootstrap, topic, _group(), 1)
         try:
-            return listeners[0].latest
+            await _poll_until(consumers, listeners, lambda: listeners[0].latest,
+                              "assignment")
+            assert consumers[0].assignment() == listeners[0].latest
+            return listeners[0]
         finally:
             await consumers[0].stop()
 
-    assigned = asyncio.run(main())
-    assert assigned == {TopicPartition(topic, p) for p in range(PARTITIONS)}
-    assert _generations(caplog, group) == [1]
+    listener = asyncio.run(main())
+    assert listener.latest == set()  # leaving the group revoked them
+    assert (listener.assignments, listener.revokes) == (1, 1)
 
 
 def test_two_members_started_together_split_the_partitions_within_two_generations(
-        kafka_bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="aiokafka.consumer.group_coordinator")
-    topic, group = _topic(kafka_bootstrap), f"test-stageconsumer-{uuid.uuid4().hex[:8]}"
+        kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap)
 
-    async def main() -> list[set[TopicPartition]]:
-        consumers, listeners = await _members(kafka_bootstrap, topic, group, 2)
+    async def main() -> tuple[list[set[TopicPartition]], list[_Listener]]:
+        consumers, listeners = await _members(kafka_bootstrap, topic, _group(), 2)
         try:
-            # Both polled until each holds a share: the second member's join can come
-            # after the first member's lone generation. A group that keeps rebalancing
-            # never gets there; the deadline says so rather than the suite's timeout.
-            deadline = asyncio.get_running_loop().time() + 60
-            while not all(listener.latest for listener in listeners):
-                assert asyncio.get_running_loop().time() < deadline, \
-                    f"no stable split in 60 s: generations {_generations(caplog, group)}"
-                await asyncio.gather(*(consumer.getmany(timeout_ms=200, max_records=1)
-                                       for consumer in consumers))
-            return [listener.latest for listener in listeners]
+            await _poll_until(consumers, listeners,
+                              lambda: all(len(ls.latest) == PARTITIONS // 2
+                                          for ls in listeners), "stable split")
+            return [set(ls.latest) for ls in listeners], listeners
         finally:
             await asyncio.gather(*(consumer.stop() for consumer in consumers))
 
-    shares = asyncio.run(main())
-    assert sorted(len(share) for share in shares) == [PARTITIONS // 2] * 2
+    shares, listeners = asyncio.run(main())
     assert shares[0] | shares[1] == {TopicPartition(topic, p) for p in range(PARTITIONS)}
     # One generation with the first member alone at most, then one with both.
-    assert max(_generations(caplog, group)) <= 2
+    assert all(listener.assignments <= 2 for listener in listeners)
+
+
+def test_a_member_commits_inside_the_rebalance_and_the_next_owner_starts_there(
+        kafka_bootstrap: str) -> None:
+    topic, group = _topic(kafka_bootstrap), _group()
+    _produce(kafka_bootstrap, topic, 10, "old")
+    settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap})
+
+    async def main() -> tuple[_Listener, list[bytes]]:
+        first, listeners = await _members(kafka_bootstrap, topic, group, 1)
+        await _poll_until(first, listeners,
+                          lambda: sum(listeners[0].read.values()) == 10 * PARTITIONS,
+                          "first read")
+        # A second member joins: the first's revoke commits what it read, as a drain does.
+        second = kafka_consumer(settings, group, 5.0)
+        listeners.append(_Listener())
+        listeners[1].consumer = second
+        second.subscribe([topic], listener=listeners[1])
+        await second.start()
+        both = [first[0], second]
+        try:
+            await _poll_until(both, listeners,
+                              lambda: all(len(ls.latest) == PARTITIONS // 2
+                                          for ls in listeners), "stable split")
+            _produce(kafka_bootstrap, topic, 2, "new")
+            got = await _poll_until(both, listeners,
+                                    lambda: sum(ls.read.get(tp, 0) for ls in listeners
+                                                for tp in ls.latest) == 12 * PARTITIONS,
+                                    "the new records")
+            return listeners[0], [r.value or b"" for member in got for r in member]
+        finally:
+            await asyncio.gather(*(consumer.stop() for consumer in both))
+
+    first_listener, read_after = asyncio.run(main())
+    assert first_listener.committed_on_revoke[0] == {
+        TopicPartition(topic, p): 10 for p in range(PARTITIONS)}
+    # Nothing read twice: the next owner of each partition started at the commit.
+    assert sorted(read_after) == sorted(f"new{p}-{n}".encode()
+                                        for p in range(PARTITIONS) for n in range(2))
+
+
+def test_a_paused_partition_yields_nothing_until_resumed_then_from_where_it_was_sought(
+        kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap)
+    _produce(kafka_bootstrap, topic, 10)
+    p0 = TopicPartition(topic, 0)
+
+    async def main() -> tuple[list[int], list[int]]:  # read of p0 when paused; resumed
+        consumers, listeners = await _members(kafka_bootstrap, topic, _group(), 1)
+        consumer = consumers[0]
+        try:
+            await _poll_until(consumers, listeners,
+                              lambda: sum(listeners[0].read.values()) == 10 * PARTITIONS,
+                              "every record")
+            consumer.pause(p0)
+            consumer.seek(p0, 3)
+            _produce(kafka_bootstrap, topic, 1, "later")
+            others = {TopicPartition(topic, p) for p in range(1, PARTITIONS)}
+            # Until every other partition's later record came: p0's would have too.
+            await _poll_until(consumers, listeners,
+                              lambda: all(listeners[0].read.get(tp) == 11 for tp in others),
+                              "the other partitions")
+            while_paused = [listeners[0].read[p0]]
+            # Resumed while a getmany waits: made then, not after its 60 s.
+            waiting = asyncio.create_task(consumer.getmany(timeout_ms=60_000,
+                                                           max_records=100))
+            await _in_poll(consumer)
+            consumer.resume(p0)
+            batch = await asyncio.wait_for(waiting, HANG_S)
+            return while_paused, [r.offset for r in batch.get(p0, [])]
+        finally:
+            await consumer.stop()
+
+    while_paused, resumed = asyncio.run(main())
+    assert while_paused == [10]  # nothing of p0 after the pause
+    assert resumed == list(range(3, 11))
+
+
+def test_a_commit_asked_while_a_getmany_waits_is_answered_then(kafka_bootstrap: str) -> None:
+    topic, group = _topic(kafka_bootstrap), _group()
+    _produce(kafka_bootstrap, topic, 1)
+
+    async def main() -> dict[TopicPartition, int]:
+        consumers, listeners = await _members(kafka_bootstrap, topic, group, 1)
+        consumer = consumers[0]
+        try:
+            await _poll_until(consumers, listeners,
+                              lambda: len(listeners[0].read) == PARTITIONS, "every record")
+            waiting = asyncio.create_task(consumer.getmany(timeout_ms=60_000,
+                                                           max_records=100))
+            await _in_poll(consumer)
+            await asyncio.wait_for(consumer.commit(listeners[0].read), HANG_S)
+            assert not waiting.done()
+            waiting.cancel()
+            return dict(listeners[0].read)
+        finally:
+            await consumer.stop()
+
+    committed = asyncio.run(main())
+    assert committed == {TopicPartition(topic, p): 1 for p in range(PARTITIONS)}
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # alive until answered
+    stored = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group)])[group].result(timeout=30)
+    assert {(tp.partition, tp.offset) for tp in stored.topic_partitions} == {
+        (p, 1) for p in range(PARTITIONS)}
+
+
+def test_a_getmany_returns_what_is_there_without_waiting_for_a_full_batch(
+        kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap)
+
+    async def main() -> list[Record]:
+        consumers, listeners = await _members(kafka_bootstrap, topic, _group(), 1)
+        try:
+            await _poll_until(consumers, listeners, lambda: listeners[0].latest,
+                              "assignment")
+            _produce(kafka_bootstrap, topic, 1)
+            found: list[Record] = []
+            while len(found) < PARTITIONS:
+                batch = await asyncio.wait_for(
+                    consumers[0].getmany(timeout_ms=60_000, max_records=500), HANG_S)
+                found.extend(r for records in batch.values() for r in records)
+            return found
+        finally:
+            await consumers[0].stop()
+
+    assert len(asyncio.run(main())) == PARTITIONS
+
+
+def test_records_carry_what_was_produced_and_the_brokers_timestamp(
+        kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap, {"message.timestamp.type": "LogAppendTime"})
+    _produce(kafka_bootstrap, topic, 2, headers=[("a", b"1"), ("a", b"\xff"), ("b", b"")])
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, value=None, key=None, partition=0)  # a tombstone, no headers
+    assert producer.flush(30) == 0
+    expected = {(m.partition(), m.offset()): m for m in read_to_end(kafka_bootstrap, topic)}
+
+    async def main() -> dict[tuple[int, int], Record]:
+        consumers, listeners = await _members(kafka_bootstrap, topic, _group(), 1)
+        try:
+            got = await _poll_until(consumers, listeners,
+                                    lambda: sum(listeners[0].read.values()) == len(expected),
+                                    "every record")
+            seen: dict[tuple[int, int], Record] = {}
+            for record in got[0]:
+                value = record.value or b"?"
+                partition = int(value[1:2]) if value[:1] == b"r" else 0
+                seen[(partition, record.offset)] = record
+            return seen
+        finally:
+            await consumers[0].stop()
+
+    seen = asyncio.run(main())
+    assert seen.keys() == expected.keys()
+    for where, record in seen.items():
+        message = expected[where]
+        assert (record.key, record.value) == (message.key(), message.value())
+        assert list(record.headers or ()) == list(message.headers() or ())
+        assert record.timestamp == message.timestamp()[1] > 0

@@ -1,0 +1,285 @@
+"""The stages' consumer: librdkafka (confluent-kafka) behind streams.pipeline.clients.Consumer.
+
+Why not aiokafka's consumer, which the stages used before: it fetches, decodes record
+batches and builds each record's object in Python, on the event loop, which is the worker's
+bottleneck (about a tenth of its samples under `make bench` (a)). librdkafka fetches and
+decodes in C, in its own threads, and keeps a partition's next records queued ahead.
+
+How it meets the event loop: every call on the librdkafka consumer is made from one
+thread of ours, the poller. confluent-kafka lets one call at a time into a client (a
+second thread's call sleeps until the first returns), so a `resume` from the loop waited
+for the poller's `poll` to time out (85 ms on average under `make bench` (a)) and, against
+a poller that polls again at once, for ever.
+- `getmany` runs in the poller: `poll` waits for the first record in slices of
+  POLL_SLICE_S, and what is queued then comes at once (`consume` without waiting; with a
+  timeout it waits for a full batch).
+- `pause`, `resume`, `seek` and `commit` are queued and the poller makes them, in order,
+  before its next slice, or at once when it is idle. A commit is synchronous there: its
+  answer takes 8-40 ms (the group coordinator lingers to batch its writes), during which
+  librdkafka keeps fetching ahead and the stage keeps handling what it has.
+- Rebalance callbacks run inside `poll`, so in the poller. Each hands the stage's listener
+  to the loop and makes what it asks meanwhile (the drain's commit) until it is done:
+  librdkafka rejoins the group only after the revoke callback returns, so a revoked
+  partition's records in flight finish and are committed while this member still owns
+  it, and an assigned partition's first record is read only after the listener has seen
+  the assignment (the delivery stage's duplicate guard reads the log first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Set as AbstractSet
+from typing import Any, Protocol, TypeVar
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from confluent_kafka import Consumer as RdConsumer
+from confluent_kafka import KafkaException, Message
+from confluent_kafka import TopicPartition as RdPartition
+
+log = logging.getLogger(__name__)
+
+#: The longest the poller waits in librdkafka before it makes what the loop has asked.
+POLL_SLICE_S = 0.02
+
+T = TypeVar("T")
+
+
+class RebalanceListener(Protocol):
+    """Told of a rebalance: `revoked` before the partitions move (the consumer still holds
+    them and may commit), `assigned` after, before any of their records is read."""
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None: ...
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None: ...
+
+
+class CommitFailed(KafkaError):  # type: ignore[misc]
+    """An offset commit librdkafka refused (its reason in the message). A KafkaError, as
+    aiokafka's consumer raised, so a stage treats it the same way (not fatal)."""
+
+
+class ConsumedRecord:
+    """One record as a stage reads it (the fields of aiokafka's ConsumerRecord it uses)."""
+
+    __slots__ = ("headers", "key", "offset", "timestamp", "value")
+
+    def __init__(self, message: Message) -> None:
+        self.offset: int = message.offset()  # type: ignore[assignment]
+        self.key: bytes | None = message.key()
+        self.value: bytes | None = message.value()
+        self.headers: list[tuple[str, bytes]] | None = message.headers()  # type: ignore[assignment]
+        self.timestamp: int = message.timestamp()[1]
+
+
+class AsyncConsumer:
+    """A consumer-group member on a confluent_kafka.Consumer (`config`: librdkafka's)."""
+
+    def __init__(self, config: dict[str, Any], callback_timeout_s: float) -> None:
+        self._config = config
+        #: The longest a rebalance callback waits for the listener (then it is logged and
+        #: librdkafka goes on: the drain has its own, shorter bound).
+        self._callback_timeout_s = callback_timeout_s
+        self._topics: list[str] = []
+        self._listener: RebalanceListener | None = None
+        self._consumer: RdConsumer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: concurrent.futures.ThreadPoolExecutor | None = None
+        #: What the loop asked of the consumer, for the poller to make in order.
+        self._asked: collections.deque[Callable[[RdConsumer], None]] = collections.deque()
+        #: Set when something is asked, or a listener finished: wakes a callback's wait.
+        self._wake = threading.Event()
+        self._stopping = False
+        self._assigned: frozenset[TopicPartition] = frozenset()
+        self._partitions: dict[tuple[str | None, int | None], TopicPartition] = {}
+
+    def subscribe(self, topics: list[str], *, listener: RebalanceListener) -> None:
+        self._topics, self._listener = list(topics), listener
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._poller = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=f"poll-{self._config.get('group.id', '')}")
+        consumer = RdConsumer(self._config, logger=logging.getLogger("hookstream.kafka"))
+        await self._loop.run_in_executor(self._poller, lambda: consumer.subscribe(
+            self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke))
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        consumer = self._consumer
+        if consumer is None or self._poller is None or self._loop is None or self._stopping:
+            return
+        self._stopping = True  # a poll under way returns at its next slice
+        try:
+            # Leaving the group runs the revoke callback, which hands its listener to this
+            # loop (a drain may still commit): the loop must be free meanwhile.
+            await self._loop.run_in_executor(self._poller, self._close, consumer)
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("closing the consumer: %s", exc)
+        finally:
+            self._consumer = None
+            self._poller.shutdown(wait=False)
+            self._assigned = frozenset()
+
+    def _close(self, consumer: RdConsumer) -> None:
+        self._make_asked(consumer)
+        consumer.close()
+
+    # -- reading ---------------------------------------------------------------------
+    async def getmany(self, *, timeout_ms: int,
+                      max_records: int) -> Mapping[TopicPartition, list[ConsumedRecord]]:
+        assert self._loop is not None and self._poller is not None
+        consumer = self._consumer
+        if consumer is None or self._stopping:
+            return {}
+        messages = await self._loop.run_in_executor(
+            self._poller, self._poll, consumer, max_records, timeout_ms / 1000)
+        batches: dict[TopicPartition, list[ConsumedRecord]] = {}
+        last: tuple[str | None, int | None] = ("", -1)
+        bucket: list[ConsumedRecord] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                # Not a record: the broker away, a topic not there yet. librdkafka retries
+                # on its own; the stage polls on.
+                log.warning("consumer: %s", error)
+                continue
+            where = (message.topic(), message.partition())
+            if where != last:  # a partition's records come together: one lookup a run
+                last = where
+                bucket = batches.setdefault(self._partition(where), [])
+            bucket.append(ConsumedRecord(message))
+        return batches
+
+    def _poll(self, consumer: RdConsumer, max_records: int, timeout_s: float) -> list[Message]:
+        """In the poller: the first record within `timeout_s`, with what is queued then;
+        between slices, what the loop asked."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._make_asked(consumer)
+            first = consumer.poll(min(POLL_SLICE_S, max(0.0, deadline - time.monotonic())))
+            if first is not None:
+                break
+            if time.monotonic() >= deadline or self._stopping:
+                return []
+        return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
+
+    def _partition(self, where: tuple[str | None, int | None]) -> TopicPartition:
+        tp = self._partitions.get(where)
+        if tp is None:
+            tp = self._partitions[where] = TopicPartition(*where)
+        return tp
+
+    # -- asked of the consumer, made by the poller --------------------------------------
+    def pause(self, *partitions: TopicPartition) -> None:
+        parts = [RdPartition(tp.topic, tp.partition) for tp in partitions]
+        self._ask(lambda consumer: consumer.pause(parts))
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        parts = [RdPartition(tp.topic, tp.partition) for tp in partitions]
+        self._ask(lambda consumer: consumer.resume(parts))
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        where = RdPartition(partition.topic, partition.partition, offset)
+        self._ask(lambda consumer: consumer.seek(where))
+
+    def assignment(self) -> AbstractSet[TopicPartition]:
+        return self._assigned
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        assert self._loop is not None
+        if self._consumer is None:
+            raise CommitFailed("the consumer is closed")
+        wanted = [RdPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
+        answer: asyncio.Future[list[RdPartition] | None] = self._loop.create_future()
+        self._ask(lambda consumer: consumer.commit(offsets=wanted, asynchronous=False),
+                  answer)
+        try:
+            stored = await answer
+        except (KafkaException, RuntimeError) as exc:
+            raise CommitFailed(str(exc)) from exc
+        refused = [f"{p.topic}[{p.partition}]: {p.error}" for p in stored or () if p.error]
+        if refused:
+            raise CommitFailed("; ".join(refused))
+
+    def _ask(self, call: Callable[[RdConsumer], T],
+             answer: asyncio.Future[T] | None = None) -> None:
+        """Queue `call` for the poller; its result or error goes to `answer`, if any
+        (else an error is logged: a pause, resume or seek of a partition no longer
+        assigned, whose next owner reads from the committed offset)."""
+        assert self._loop is not None and self._poller is not None
+        loop = self._loop
+
+        def make(consumer: RdConsumer) -> None:
+            try:
+                result = call(consumer)
+            except Exception as exc:
+                if answer is None:
+                    log.warning("consumer: %s", exc)
+                else:
+                    loop.call_soon_threadsafe(_settle, answer, None, exc)
+            else:
+                if answer is not None:
+                    loop.call_soon_threadsafe(_settle, answer, result, None)
+
+        self._asked.append(make)
+        self._wake.set()
+        consumer = self._consumer
+        if consumer is not None:
+            # Made at once if the poller is idle; after the running poll's slice if not.
+            self._poller.submit(self._make_asked, consumer)
+
+    def _make_asked(self, consumer: RdConsumer) -> None:
+        while self._asked:
+            self._asked.popleft()(consumer)
+
+    # -- rebalance callbacks, in the poller -------------------------------------------
+    def _on_assign(self, consumer: RdConsumer, partitions: list[RdPartition]) -> None:
+        assigned = [self._partition((p.topic, p.partition)) for p in partitions]
+        self._assigned = frozenset(assigned)  # eager rebalancing: the whole assignment
+        if self._listener is not None:
+            self._on_loop(consumer, self._listener.on_partitions_assigned(assigned), "assigned")
+
+    def _on_revoke(self, consumer: RdConsumer, partitions: list[RdPartition]) -> None:
+        revoked = [self._partition((p.topic, p.partition)) for p in partitions]
+        try:
+            if self._listener is not None:
+                self._on_loop(consumer, self._listener.on_partitions_revoked(revoked),
+                              "revoked")
+        finally:
+            self._assigned = self._assigned - set(revoked)
+
+    def _on_loop(self, consumer: RdConsumer, step: Coroutine[Any, Any, None],
+                 what: str) -> None:
+        """Run `step` on the loop; meanwhile make what it asks of the consumer."""
+        assert self._loop is not None
+        done = asyncio.run_coroutine_threadsafe(step, self._loop)
+        done.add_done_callback(lambda _: self._wake.set())
+        deadline = time.monotonic() + self._callback_timeout_s
+        while not done.done() and time.monotonic() < deadline:
+            self._wake.wait(max(0.0, deadline - time.monotonic()))
+            self._wake.clear()
+            self._make_asked(consumer)
+        try:
+            done.result(0)
+        except Exception:
+            # librdkafka must go on with the rebalance either way; what the listener did
+            # not finish is repeated by the partitions' next owner (uncommitted).
+            done.cancel()
+            log.exception("consumer: the listener for partitions %s failed", what)
+
+
+def _settle(answer: asyncio.Future[T], result: T | None,
+            error: BaseException | None) -> None:
+    if answer.done():
+        return  # its waiter was cancelled
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(result)  # type: ignore[arg-type]
