@@ -19,7 +19,8 @@ import threading
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from confluent_kafka import ConsumerGroupTopicPartitions, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -334,3 +335,31 @@ def test_records_carry_what_was_produced_and_the_brokers_timestamp(
         assert (record.key, record.value) == (message.key(), message.value())
         assert list(record.headers or ()) == list(message.headers() or ())
         assert record.timestamp == message.timestamp()[1] > 0
+
+
+def test_a_rolling_upgrade_shares_the_group_with_the_aiokafka_members_before_it(
+        kafka_bootstrap: str) -> None:
+    """Releases before this one read with aiokafka's range assignor; a worker of each
+    release in one group must split the partitions, not refuse each other."""
+    topic, group = _topic(kafka_bootstrap), _group()
+
+    async def main() -> tuple[set[TopicPartition], set[TopicPartition]]:
+        old = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=group,
+                               enable_auto_commit=False,
+                               partition_assignment_strategy=(RangePartitionAssignor,))
+        await old.start()
+        consumers, listeners = await _members(kafka_bootstrap, topic, group, 1)
+        try:
+            deadline = asyncio.get_running_loop().time() + 60
+            while not (len(listeners[0].latest) == PARTITIONS // 2
+                       and len(old.assignment()) == PARTITIONS // 2):
+                assert asyncio.get_running_loop().time() < deadline, "no split in 60 s"
+                await asyncio.gather(consumers[0].getmany(timeout_ms=200, max_records=10),
+                                     old.getmany(timeout_ms=200, max_records=10))
+            return set(listeners[0].latest), set(old.assignment())
+        finally:
+            await consumers[0].stop()
+            await old.stop()
+
+    new_share, old_share = asyncio.run(main())
+    assert new_share | old_share == {TopicPartition(topic, p) for p in range(PARTITIONS)}
