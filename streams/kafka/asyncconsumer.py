@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -137,12 +138,13 @@ class AsyncConsumer:
         assert self._loop is not None and self._poller is not None
         consumer = self._consumer
         if consumer is None or self._stopping:
+            await asyncio.sleep(timeout_ms / 1000)  # as a poll that found nothing
             return {}
         messages = await self._loop.run_in_executor(
             self._poller, self._poll, consumer, max_records, timeout_ms / 1000)
         batches: dict[TopicPartition, list[ConsumedRecord]] = {}
         last: tuple[str | None, int | None] = ("", -1)
-        bucket: list[ConsumedRecord] = []
+        bucket: list[ConsumedRecord] | None = None
         for message in messages:
             error = message.error()
             if error is not None:
@@ -153,8 +155,12 @@ class AsyncConsumer:
             where = (message.topic(), message.partition())
             if where != last:  # a partition's records come together: one lookup a run
                 last = where
-                bucket = batches.setdefault(self._partition(where), [])
-            bucket.append(ConsumedRecord(message))
+                tp = self._partition(where)
+                # A record polled just before its partition was revoked (in the same
+                # call): drained already, and read again by its next owner.
+                bucket = (batches.setdefault(tp, []) if tp in self._assigned else None)
+            if bucket is not None:
+                bucket.append(ConsumedRecord(message))
         return batches
 
     def _poll(self, consumer: RdConsumer, max_records: int, timeout_s: float) -> list[Message]:
@@ -217,16 +223,17 @@ class AsyncConsumer:
         loop = self._loop
 
         def make(consumer: RdConsumer) -> None:
+            result: T | None = None
+            error: Exception | None = None
             try:
                 result = call(consumer)
             except Exception as exc:
+                error = exc
                 if answer is None:
                     log.warning("consumer: %s", exc)
-                else:
-                    loop.call_soon_threadsafe(_settle, answer, None, exc)
-            else:
-                if answer is not None:
-                    loop.call_soon_threadsafe(_settle, answer, result, None)
+            if answer is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, answer, result, error)
 
         self._asked.append(make)
         self._wake.set()
@@ -243,6 +250,13 @@ class AsyncConsumer:
     def _on_assign(self, consumer: RdConsumer, partitions: list[RdPartition]) -> None:
         assigned = [self._partition((p.topic, p.partition)) for p in partitions]
         self._assigned = frozenset(assigned)  # eager rebalancing: the whole assignment
+        # A partition comes unpaused, as the stage expects (it forgot its pauses in the
+        # drain): librdkafka keeps an application's pause through a revoke and a
+        # reassignment (librdkafka#1849), so a partition paused then would never flow.
+        try:
+            consumer.resume(partitions)
+        except KafkaException as exc:
+            log.warning("consumer: resuming the partitions assigned: %s", exc)
         if self._listener is not None:
             self._on_loop(consumer, self._listener.on_partitions_assigned(assigned), "assigned")
 
@@ -268,10 +282,13 @@ class AsyncConsumer:
             self._make_asked(consumer)
         try:
             done.result(0)
-        except Exception:
+        except concurrent.futures.TimeoutError:
             # librdkafka must go on with the rebalance either way; what the listener did
             # not finish is repeated by the partitions' next owner (uncommitted).
             done.cancel()
+            log.error("consumer: the listener for partitions %s did not finish in %.0fs",
+                      what, self._callback_timeout_s)
+        except Exception:
             log.exception("consumer: the listener for partitions %s failed", what)
 
 
