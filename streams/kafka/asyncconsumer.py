@@ -135,6 +135,10 @@ class AsyncConsumer:
     # -- reading ---------------------------------------------------------------------
     async def getmany(self, *, timeout_ms: int,
                       max_records: int) -> Mapping[TopicPartition, list[ConsumedRecord]]:
+        """Records of assigned, unpaused partitions, up to `max_records`, waiting up to
+        `timeout_ms` for the first. Cancelled while its poll runs, it drops what that poll
+        returns, though librdkafka's position has moved past it: cancel only to stop
+        (Stage.stop), never to go on reading."""
         assert self._loop is not None and self._poller is not None
         consumer = self._consumer
         if consumer is None or self._stopping:
