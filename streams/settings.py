@@ -123,8 +123,9 @@ LOG_LEVELS = ("info", *(name.lower() for name in logging.getLevelNamesMapping()
                         if name != "INFO"))
 
 
-#: Bind addresses that mean every interface: no other worker can reach us there.
-_EVERY_INTERFACE = ("0.0.0.0", "::")
+#: Bind addresses that mean every interface (no other worker can reach us there), and the
+#: loopback address of each, where this machine reaches a worker bound to it.
+LOOPBACK_OF_EVERY_INTERFACE = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 #: Labels of letters, digits, '-' and '_' (Docker's container names have them); the last
 #: one not all digits, which getaddrinfo would read as a short IPv4 form (`999`, `1.2.3`).
 _HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
@@ -283,7 +284,7 @@ class Settings:
             home=Path(env.get("HOOKSTREAM_HOME", "").strip() or ".hookstream"),
             web_host=bind,
             web_advertised_host=(_host(env, "HOOKSTREAM_WEB_ADVERTISED_HOST")
-                                 or (socket.gethostname() if bind in _EVERY_INTERFACE
+                                 or (socket.gethostname() if bind in LOOPBACK_OF_EVERY_INTERFACE
                                      else bind)),
             web_port=_int(env, "HOOKSTREAM_WEB_PORT", 6066, maximum=65535),
             delivery_timeout=_float(env, "HOOKSTREAM_DELIVERY_TIMEOUT", 10.0),
@@ -323,7 +324,7 @@ class Settings:
     def local_api_url(self) -> str:
         """Where this machine reaches a worker's API (the console calls its own, the CLI
         its default): the bind address, or loopback when bound to every interface."""
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.web_host, self.web_host)
+        host = LOOPBACK_OF_EVERY_INTERFACE.get(self.web_host, self.web_host)
         return f"http://{url_host(host)}:{self.web_port}"
 
     def topic(self, name: str) -> str:

@@ -32,6 +32,7 @@ from ..dlq.view import DeadLetterView
 from ..history.table import History
 from ..kafka.compacted import ExpiringView
 from ..runtime.context import Runtime
+from ..settings import LOOPBACK_OF_EVERY_INTERFACE
 from ..subscriptions.commands import Command, over_limit
 from ..subscriptions.model import Subscription
 from . import validation as v
@@ -42,7 +43,7 @@ from .validation import ApiError
 #: Seconds a caller is told to wait when the worker holding a history cannot be reached.
 FORWARD_RETRY_AFTER_S = 5
 #: Hosts a worker may advertise that name no worker in particular.
-_NOWHERE = ("0.0.0.0", "::", "[::]", "")
+_NOWHERE = (*LOOPBACK_OF_EVERY_INTERFACE, "[::]", "")
 #: Seconds a write waits for this worker's table to apply it before answering 504.
 APPLY_TIMEOUT_S = 10.0
 

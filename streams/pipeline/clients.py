@@ -8,7 +8,6 @@ streams.pipeline.local can stand in for Kafka in tests of the stage loop.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Protocol, TypeAlias
@@ -42,8 +41,6 @@ class Record(Protocol):
         """Epoch ms: the producer's, or the broker's on LogAppendTime topics."""
         ...
 
-
-log = logging.getLogger(__name__)
 
 
 class Consumer(Protocol):

@@ -17,7 +17,7 @@ import inspect
 import sys
 import threading
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -96,11 +96,11 @@ async def _members(bootstrap: str, topic: str, group: str,
 
 
 async def _poll_until(consumers: list[Consumer], listeners: list[_Listener],
-                      done: object, what: str) -> list[list[Record]]:
+                      done: Callable[[], object], what: str) -> list[list[Record]]:
     """Poll every member until `done()`; each member's records, in order read."""
     got: list[list[Record]] = [[] for _ in consumers]
     deadline = asyncio.get_running_loop().time() + 60
-    while not done():  # type: ignore[operator]
+    while not done():
         assert asyncio.get_running_loop().time() < deadline, f"no {what} in 60 s"
         batches = await asyncio.gather(*(c.getmany(timeout_ms=200, max_records=100)
                                          for c in consumers))
@@ -181,7 +181,6 @@ def test_a_member_commits_inside_the_rebalance_and_the_next_owner_starts_there(
         kafka_bootstrap: str) -> None:
     topic, group = _topic(kafka_bootstrap), _group()
     _produce(kafka_bootstrap, topic, 10, "old")
-    settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap})
 
     async def main() -> tuple[_Listener, list[bytes]]:
         first, listeners = await _members(kafka_bootstrap, topic, group, 1)
@@ -189,11 +188,8 @@ def test_a_member_commits_inside_the_rebalance_and_the_next_owner_starts_there(
                           lambda: sum(listeners[0].read.values()) == 10 * PARTITIONS,
                           "first read")
         # A second member joins: the first's revoke commits what it read, as a drain does.
-        second = kafka_consumer(settings, group, 5.0)
-        listeners.append(_Listener())
-        listeners[1].consumer = second
-        second.subscribe([topic], listener=listeners[1])
-        await second.start()
+        [second], [joined] = await _members(kafka_bootstrap, topic, group, 1)
+        listeners.append(joined)
         both = [first[0], second]
         try:
             split = await _poll_until(both, listeners,
@@ -259,7 +255,6 @@ def test_a_partition_paused_before_a_rebalance_flows_when_assigned_again(
     keeps an application's pause through a reassignment, so the consumer must not."""
     topic, group = _topic(kafka_bootstrap), _group()
     _produce(kafka_bootstrap, topic, 10)
-    settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap})
     p0 = TopicPartition(topic, 0)
 
     async def main() -> dict[TopicPartition, int]:
@@ -269,11 +264,8 @@ def test_a_partition_paused_before_a_rebalance_flows_when_assigned_again(
                           "every record")
         first[0].pause(p0)
         # A second member comes and goes: two rebalances, then the first holds all again.
-        second = kafka_consumer(settings, group, 5.0)
-        listeners.append(_Listener())
-        listeners[1].consumer = second
-        second.subscribe([topic], listener=listeners[1])
-        await second.start()
+        [second], [joined] = await _members(kafka_bootstrap, topic, group, 1)
+        listeners.append(joined)
         try:
             await _poll_until([first[0], second], listeners,
                               lambda: all(len(ls.latest) == PARTITIONS // 2
