@@ -14,9 +14,14 @@ a poller that polls again at once, for ever.
   POLL_SLICE_S, and what is queued then comes at once (`consume` without waiting; with a
   timeout it waits for a full batch).
 - `pause`, `resume`, `seek` and `commit` are queued and the poller makes them, in order,
-  before its next slice, or at once when it is idle. A commit is synchronous there: its
-  answer takes 8-40 ms (the group coordinator lingers to batch its writes), during which
-  librdkafka keeps fetching ahead and the stage keeps handling what it has.
+  before its next slice, or at once when it is idle.
+- A commit's answer takes 8-40 ms (the group coordinator lingers to batch its writes). A
+  synchronous commit holds the poller that long, and with it every record librdkafka has
+  fetched: made once a second by the stage loop, that was (b)'s p95 and p99 (a record
+  reaching a stage during a commit waited for it, at each of the two stages). So the
+  loop's periodic commit is sent in the `background`: librdkafka answers it through a
+  later poll (`on_commit`), which the loop, polling on, makes anyway. A drain's commit,
+  in a rebalance or at a stop, when no poll may follow, stays synchronous.
 - Rebalance callbacks run inside `poll`, so in the poller. Each hands the stage's listener
   to the loop and makes what it asks meanwhile (the drain's commit) until it is done:
   librdkafka rejoins the group only after the revoke callback returns, so a revoked
@@ -36,11 +41,12 @@ import threading
 import time
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from confluent_kafka import Consumer as RdConsumer
+from confluent_kafka import KafkaError as RdError
 from confluent_kafka import KafkaException, Message
 from confluent_kafka import TopicPartition as RdPartition
 
@@ -48,6 +54,9 @@ log = logging.getLogger(__name__)
 
 #: The longest the poller waits in librdkafka before it makes what the loop has asked.
 POLL_SLICE_S = 0.02
+#: The longest a background commit waits for its answer (served by a poll) before its
+#: caller is told it failed; the next one sends newer offsets anyway.
+BACKGROUND_ANSWER_S = 30.0
 
 T = TypeVar("T")
 
@@ -99,6 +108,9 @@ class AsyncConsumer:
         self._stopping = False
         self._assigned: frozenset[TopicPartition] = frozenset()
         self._partitions: dict[tuple[str | None, int | None], TopicPartition] = {}
+        #: Background commits sent and not yet answered, in the order sent (poller only).
+        self._unanswered: collections.deque[tuple[_Offsets, asyncio.Future[None]]] = (
+            collections.deque())
 
     def subscribe(self, topics: list[str], *, listener: RebalanceListener) -> None:
         self._topics, self._listener = list(topics), listener
@@ -107,7 +119,8 @@ class AsyncConsumer:
         self._loop = asyncio.get_running_loop()
         self._poller = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=f"poll-{self._config.get('group.id', '')}")
-        consumer = RdConsumer(self._config, logger=logging.getLogger("hookstream.kafka"))
+        consumer = RdConsumer({**self._config, "on_commit": self._on_commit},
+                              logger=logging.getLogger("hookstream.kafka"))
         await self._loop.run_in_executor(self._poller, lambda: consumer.subscribe(
             self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke))
         self._consumer = consumer
@@ -130,7 +143,12 @@ class AsyncConsumer:
 
     def _close(self, consumer: RdConsumer) -> None:
         self._make_asked(consumer)
-        consumer.close()
+        try:
+            consumer.close()
+        finally:
+            while self._unanswered:
+                self._answer(self._unanswered.popleft()[1],
+                             CommitFailed("the consumer closed before its answer came"))
 
     # -- reading ---------------------------------------------------------------------
     async def getmany(self, *, timeout_ms: int,
@@ -202,11 +220,22 @@ class AsyncConsumer:
     def assignment(self) -> AbstractSet[TopicPartition]:
         return self._assigned
 
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+    async def commit(self, offsets: Mapping[TopicPartition, int], *,
+                     background: bool = False) -> None:
+        """Store `offsets`. `background`: sent without holding the poller, answered by a
+        later poll, so only for a caller that goes on polling (else cancel the wait)."""
         assert self._loop is not None
         if self._consumer is None:
             raise CommitFailed("the consumer is closed")
         wanted = [RdPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
+        if background:
+            answered: asyncio.Future[None] = self._loop.create_future()
+            self._ask(lambda consumer: self._send(consumer, wanted, answered))
+            try:
+                await asyncio.wait_for(answered, BACKGROUND_ANSWER_S)
+            except TimeoutError:
+                raise CommitFailed(f"no answer in {BACKGROUND_ANSWER_S:g} s") from None
+            return
         answer: asyncio.Future[list[RdPartition] | None] = self._loop.create_future()
         self._ask(lambda consumer: consumer.commit(offsets=wanted, asynchronous=False),
                   answer)
@@ -214,9 +243,40 @@ class AsyncConsumer:
             stored = await answer
         except (KafkaException, RuntimeError) as exc:
             raise CommitFailed(str(exc)) from exc
-        refused = [f"{p.topic}[{p.partition}]: {p.error}" for p in stored or () if p.error]
-        if refused:
-            raise CommitFailed("; ".join(refused))
+        _raise_refused(stored)
+
+    def _send(self, consumer: RdConsumer, wanted: list[RdPartition],
+              answered: asyncio.Future[None]) -> None:
+        """In the poller: a background commit sent; `_on_commit` answers it."""
+        try:
+            consumer.commit(offsets=wanted, asynchronous=True)
+        except (KafkaException, RuntimeError) as exc:
+            self._answer(answered, CommitFailed(str(exc)))
+            return
+        self._unanswered.append((_offsets(wanted), answered))
+
+    def _on_commit(self, error: RdError | None, stored: list[RdPartition]) -> None:
+        """librdkafka's answer to a background commit, served by a poll (in the poller).
+        Answers come in the order sent; one is matched by its offsets all the same."""
+        if not self._unanswered:
+            return
+        key = _offsets(stored)
+        match = next((entry for entry in self._unanswered if entry[0] == key),
+                     self._unanswered[0])
+        self._unanswered.remove(match)
+        try:
+            if error is not None:
+                raise CommitFailed(str(error))
+            _raise_refused(stored)
+        except CommitFailed as refused:
+            self._answer(match[1], refused)
+        else:
+            self._answer(match[1], None)
+
+    def _answer(self, answered: asyncio.Future[None], error: Exception | None) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+            self._loop.call_soon_threadsafe(_settle, answered, None, error)
 
     def _ask(self, call: Callable[[RdConsumer], T],
              answer: asyncio.Future[T] | None = None) -> None:
@@ -294,6 +354,19 @@ class AsyncConsumer:
                       what, self._callback_timeout_s)
         except Exception:
             log.exception("consumer: the listener for partitions %s failed", what)
+
+
+_Offsets: TypeAlias = frozenset[tuple[str, int, int]]
+
+
+def _offsets(partitions: list[RdPartition]) -> _Offsets:
+    return frozenset((p.topic, p.partition, p.offset) for p in partitions)
+
+
+def _raise_refused(stored: list[RdPartition] | None) -> None:
+    refused = [f"{p.topic}[{p.partition}]: {p.error}" for p in stored or () if p.error]
+    if refused:
+        raise CommitFailed("; ".join(refused))
 
 
 def _settle(answer: asyncio.Future[T], result: T | None,

@@ -69,7 +69,11 @@ class Consumer(Protocol):
 
     def assignment(self) -> AbstractSet[TopicPartition]: ...
 
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None: ...
+    async def commit(self, offsets: Mapping[TopicPartition, int], *,
+                     background: bool = False) -> None:
+        """`background`: the caller goes on polling meanwhile, and the commit may be
+        answered through a later poll (cancel the wait where no poll follows)."""
+        ...
 
 
 class Producer(Protocol):

@@ -288,7 +288,8 @@ class LocalConsumer:
     def assignment(self) -> frozenset[TopicPartition]:
         return self._assignment
 
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+    async def commit(self, offsets: Mapping[TopicPartition, int], *,
+                     background: bool = False) -> None:
         await asyncio.sleep(0)  # the round trip: others run meanwhile
         lost = [tp for tp in offsets if tp not in self._assignment]
         if self._state != "running" or lost:

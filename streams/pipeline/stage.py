@@ -138,7 +138,11 @@ class Stage:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         if self._committing is not None:
-            await self._committing  # never raises (_commit_in_background)
+            # A background commit is answered through a poll, and none follows now; the
+            # drain below commits its offsets, or newer ones, and waits for that answer.
+            self._committing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committing
         if self._consumer is not None:
             await self._drain(list(self._trackers))
             await self._consumer.stop()
@@ -271,12 +275,13 @@ class Stage:
         """The loop's periodic commit, one at a time. A drain commits on its own meanwhile:
         the client sends commits in turn, so the drain's newer offsets land last."""
         try:
-            await self._commit()
+            await self._commit(background=True)
         except Exception:
             # Not fatal either: the next interval commits again.
             log.exception("%s stage: committing offsets failed", self.name)
 
-    async def _commit(self, only: list[TopicPartition] | None = None) -> None:
+    async def _commit(self, only: list[TopicPartition] | None = None, *,
+                      background: bool = False) -> None:
         assert self._consumer is not None
         offsets: dict[TopicPartition, int] = {}
         assigned = self._consumer.assignment()
@@ -288,7 +293,7 @@ class Stage:
         if not offsets:
             return
         try:
-            await self._consumer.commit(offsets)
+            await self._consumer.commit(offsets, background=background)
         except KafkaError as exc:
             # Not fatal: the work stays done; at worst it is repeated after a crash.
             log.warning("offset commit failed: %s", exc)

@@ -6,8 +6,8 @@ started together within two; a member whose partitions are revoked commits insid
 rebalance, and the next owner starts there; a paused partition yields nothing until
 resumed, then from where it was sought; what the loop asks while a `getmany` waits
 (a resume, a commit) is made then, not after the poll's timeout (confluent-kafka lets one
-call at a time into a client); and a `getmany` returns what is there without waiting for
-a full batch.
+call at a time into a client); a background commit holds no poll; and a `getmany`
+returns what is there without waiting for a full batch.
 """
 
 from __future__ import annotations
@@ -308,11 +308,47 @@ def test_a_commit_asked_while_a_getmany_waits_is_answered_then(kafka_bootstrap: 
 
     committed = asyncio.run(main())
     assert committed == {TopicPartition(topic, p): 1 for p in range(PARTITIONS)}
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # alive until answered
+    assert _stored(kafka_bootstrap, group) == {(p, 1) for p in range(PARTITIONS)}
+
+
+def _stored(bootstrap: str, group: str) -> set[tuple[int, int]]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until answered
     stored = admin.list_consumer_group_offsets(
         [ConsumerGroupTopicPartitions(group)])[group].result(timeout=30)
-    assert {(tp.partition, tp.offset) for tp in stored.topic_partitions} == {
-        (p, 1) for p in range(PARTITIONS)}
+    return {(tp.partition, tp.offset) for tp in stored.topic_partitions if tp.offset >= 0}
+
+
+def test_a_background_commit_holds_no_poll_and_is_answered_by_the_next(
+        kafka_bootstrap: str) -> None:
+    """The stage loop's periodic commit: sent at once, its answer left to a later poll, so
+    it never holds the poller (a synchronous commit held every fetched record 8-40 ms)."""
+    topic, group = _topic(kafka_bootstrap), _group()
+    _produce(kafka_bootstrap, topic, 1)
+    everything = {(p, 1) for p in range(PARTITIONS)}
+
+    async def main() -> None:
+        consumers, listeners = await _members(kafka_bootstrap, topic, group, 1)
+        consumer = consumers[0]
+        try:
+            await _poll_until(consumers, listeners,
+                              lambda: len(listeners[0].read) == PARTITIONS, "every record")
+            # Asked with no poll running: the broker stores it, unanswered meanwhile.
+            committing = asyncio.create_task(consumer.commit(listeners[0].read,
+                                                             background=True))
+            deadline = asyncio.get_running_loop().time() + HANG_S
+            while await asyncio.to_thread(_stored, kafka_bootstrap, group) != everything:
+                assert asyncio.get_running_loop().time() < deadline, "never stored"
+            assert not committing.done()
+            # The next getmany's poll brings the answer, while it waits for records.
+            waiting = asyncio.create_task(consumer.getmany(timeout_ms=60_000,
+                                                           max_records=100))
+            await asyncio.wait_for(committing, HANG_S)
+            assert not waiting.done()
+            waiting.cancel()
+        finally:
+            await consumer.stop()
+
+    asyncio.run(main())
 
 
 def test_a_getmany_returns_what_is_there_without_waiting_for_a_full_batch(

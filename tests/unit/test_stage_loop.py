@@ -359,10 +359,14 @@ class _SlowAnswer(LocalConsumer):
         self.slow_next = False
         self.waiting = asyncio.Event()
         self.answer = asyncio.Event()
+        #: Each commit's `background`, in order.
+        self.backgrounds: list[bool] = []
 
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+    async def commit(self, offsets: Mapping[TopicPartition, int], *,
+                     background: bool = False) -> None:
+        self.backgrounds.append(background)
         slow, self.slow_next = self.slow_next, False
-        await super().commit(offsets)
+        await super().commit(offsets, background=background)
         if slow:
             self.waiting.set()
             await self.answer.wait()
@@ -431,6 +435,25 @@ def test_records_are_read_and_handled_while_a_commit_is_answered() -> None:
         await asyncio.sleep(COMMIT_WITHIN_S)
         assert (broker.committed(GROUP, P0), broker.committed(GROUP, P1)) == (2, 1)
         await probe.stop()
+
+    run(main)
+
+
+def test_a_stop_does_not_wait_for_the_loops_background_commit_and_its_drain_commits() -> None:
+    """The loop's periodic commit goes in the background: the stages' consumer answers it
+    through a later poll (streams.kafka.asyncconsumer), and none follows a stop. So a stop
+    gives up that wait (awaiting it, the stop hung for ever), and its drain commits what
+    was handled since, in the foreground."""
+    async def main() -> None:
+        broker = _broker()
+        broker.append(TOPIC, b"ok", partition=0)
+        probe, consumer = await _commit_left_unanswered(broker, partition=0)
+        broker.append(TOPIC, b"ok", partition=0)
+        await probe.until(lambda: (0, 1) in probe.calls)
+        await probe.stop()
+        assert broker.committed(GROUP, P0) == 2
+        *loops, drain = consumer.backgrounds
+        assert loops and all(loops) and not drain
 
     run(main)
 
