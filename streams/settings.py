@@ -243,6 +243,10 @@ class Settings:
     #: 100 bytes each): a crash's re-read jobs whose outcome is among them are not sent
     #: again (streams.delivery.guard). 0 turns the guard off.
     duplicate_guard_size: int = 50_000
+    #: Milliseconds the broker may hold a stage's fetch that finds nothing (librdkafka's
+    #: fetch.wait.max.ms): the longest a record can wait for the next fetch, and on an
+    #: idle worker, 1000/this fetches a second per stage and broker.
+    fetch_wait_ms: int = 50
     #: Partitions for topics we create. Workers beyond this count sit idle.
     partitions: int = 6
     #: Copies of each partition of the topics we create, and how many must hold a record
@@ -304,6 +308,7 @@ class Settings:
                                maximum=1_000_000),
             duplicate_guard_size=_int(env, "HOOKSTREAM_DUPLICATE_GUARD_SIZE", 50_000,
                                       minimum=0),
+            fetch_wait_ms=_int(env, "HOOKSTREAM_FETCH_WAIT_MS", 50, maximum=300_000),
             partitions=_int(env, "HOOKSTREAM_PARTITIONS", 6),
             replication_factor=replicas,
             min_insync_replicas=min_insync,

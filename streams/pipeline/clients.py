@@ -129,11 +129,11 @@ def kafka_consumer(settings: Settings, group_id: str, drain_timeout: float) -> C
         # queued, the next fetch waits 10 ms, not librdkafka's second.
         "queued.min.messages": 2_000, "queued.max.messages.kbytes": 8_192,
         "fetch.queue.backoff.ms": 10,
-        # The broker holds a fetch that finds nothing this long. At librdkafka's 500 ms,
-        # (b)'s p99 was 270-480 ms: some records waited for a fetch to time out (the
-        # commits, timed, were not it: 11-26 ms). At 50: 36-64 ms. An idle stage then
-        # fetches 20 times a second.
-        "fetch.wait.max.ms": 50,
+        # The broker holds a fetch that finds nothing this long (HOOKSTREAM_FETCH_WAIT_MS,
+        # 50). At librdkafka's 500 ms, (b)'s p99 was 270-480 ms: some records waited for
+        # a fetch to time out. At 50: 36-64 ms. An idle stage then fetches 20 times a
+        # second.
+        "fetch.wait.max.ms": settings.fetch_wait_ms,
     }, callback_timeout_s=rebalance_s)
     return consumer
 

@@ -40,7 +40,7 @@ def test_blank_values_mean_default() -> None:
         "HOOKSTREAM_ALLOW_INSECURE_TARGETS", "HOOKSTREAM_EVENT_FAMILIES",
         "HOOKSTREAM_DELIVERY_CONCURRENCY", "HOOKSTREAM_PER_WEBHOOK_CONCURRENCY",
         "HOOKSTREAM_RETRY_DELAYS", "HOOKSTREAM_PARTITIONS", "HOOKSTREAM_REPLICATION_FACTOR",
-        "HOOKSTREAM_LOG_LEVEL", "HOOKSTREAM_FAILURE_LIMIT")}
+        "HOOKSTREAM_LOG_LEVEL", "HOOKSTREAM_FAILURE_LIMIT", "HOOKSTREAM_FETCH_WAIT_MS")}
     assert Settings.from_env(env) == Settings()
 
 
@@ -71,6 +71,8 @@ def test_blank_values_mean_default() -> None:
         ("HOOKSTREAM_RETRY_DELAYS", "1,2,3", "retry_delays", (1.0, 2.0, 3.0)),
         ("HOOKSTREAM_RETRY_DELAYS", " 0.5, 0 ,10 ", "retry_delays", (0.5, 0.0, 10.0)),
         ("HOOKSTREAM_PARTITIONS", "12", "partitions", 12),
+        ("HOOKSTREAM_FETCH_WAIT_MS", "500", "fetch_wait_ms", 500),
+        ("HOOKSTREAM_FETCH_WAIT_MS", " 1 ", "fetch_wait_ms", 1),
         ("HOOKSTREAM_REPLICATION_FACTOR", "3", "replication_factor", 3),
         ("HOOKSTREAM_MIN_INSYNC_REPLICAS", " 2 ", "min_insync_replicas", 2),
         ("HOOKSTREAM_LOG_LEVEL", " DEBUG ", "log_level", "debug"),
@@ -133,6 +135,10 @@ def test_a_workspace_gets_half_of_the_workers_attempts_unless_set() -> None:
         ("HOOKSTREAM_DEFER_AFTER", "0"),
         ("HOOKSTREAM_DEFER_AFTER", "soon"),
         ("HOOKSTREAM_PARTITIONS", "six"),
+        # 0 would have the broker answer every empty fetch at once: a stage spinning.
+        ("HOOKSTREAM_FETCH_WAIT_MS", "0"),
+        ("HOOKSTREAM_FETCH_WAIT_MS", "300001"),  # over librdkafka's bound: refused there
+        ("HOOKSTREAM_FETCH_WAIT_MS", "50ms"),
         ("HOOKSTREAM_REPLICATION_FACTOR", "0"),
         ("HOOKSTREAM_REPLICATION_FACTOR", "three"),
         ("HOOKSTREAM_MIN_INSYNC_REPLICAS", "0"),
@@ -275,3 +281,14 @@ def test_every_setting_is_in_the_deploy_readmes_table() -> None:
                            re.MULTILINE))
     assert "HOOKSTREAM_FAILURE_LIMIT" in read
     assert read - table == set()
+
+
+def test_the_fetch_wait_reaches_the_stages_consumers() -> None:
+    from streams.kafka.asyncconsumer import AsyncConsumer
+    from streams.pipeline.clients import kafka_consumer
+
+    for raw, expected in (("", 50), ("750", 750)):
+        consumer = kafka_consumer(Settings.from_env({"HOOKSTREAM_FETCH_WAIT_MS": raw}),
+                                  "group", 5.0)
+        assert isinstance(consumer, AsyncConsumer)
+        assert consumer._config["fetch.wait.max.ms"] == expected
