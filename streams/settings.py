@@ -28,6 +28,9 @@ class SettingsError(ValueError):
 #: The highest rate limit a webhook (or the deployment's default) may have, in deliveries
 #: per second: beyond it a limit limits nothing one worker could do anyway.
 MAX_RATE_LIMIT = 10_000
+#: A stage's fetch wait stays well under librdkafka's socket timeout (60 s), which it must
+#: undercut by a second or more, and 10 s is already a long wait for a delivery.
+MAX_FETCH_WAIT_MS = 10_000
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1,
@@ -244,8 +247,9 @@ class Settings:
     #: again (streams.delivery.guard). 0 turns the guard off.
     duplicate_guard_size: int = 50_000
     #: Milliseconds the broker may hold a stage's fetch that finds nothing (librdkafka's
-    #: fetch.wait.max.ms): the longest a record can wait for the next fetch, and on an
-    #: idle worker, 1000/this fetches a second per stage and broker.
+    #: fetch.wait.max.ms; at most MAX_FETCH_WAIT_MS): the longest a record can wait for
+    #: the next fetch, and on an idle worker, 1000/this fetches a second per stage and
+    #: broker.
     fetch_wait_ms: int = 50
     #: Partitions for topics we create. Workers beyond this count sit idle.
     partitions: int = 6
@@ -308,7 +312,7 @@ class Settings:
                                maximum=1_000_000),
             duplicate_guard_size=_int(env, "HOOKSTREAM_DUPLICATE_GUARD_SIZE", 50_000,
                                       minimum=0),
-            fetch_wait_ms=_int(env, "HOOKSTREAM_FETCH_WAIT_MS", 50, maximum=300_000),
+            fetch_wait_ms=_int(env, "HOOKSTREAM_FETCH_WAIT_MS", 50, maximum=MAX_FETCH_WAIT_MS),
             partitions=_int(env, "HOOKSTREAM_PARTITIONS", 6),
             replication_factor=replicas,
             min_insync_replicas=min_insync,

@@ -272,8 +272,13 @@ class Stage:
 
     # -- offsets ---------------------------------------------------------------------
     async def _commit_in_background(self) -> None:
-        """The loop's periodic commit, one at a time. A drain commits on its own meanwhile:
-        the client sends commits in turn, so the drain's newer offsets land last."""
+        """The loop's periodic commit, one at a time, in the background (answered through a
+        later poll). A drain commits on its own meanwhile, waiting for the answer: the
+        client sends commits in turn, so the drain's newer offsets land last, unless the
+        client must send this one again (a retriable error, such as the group coordinator
+        moving) and the drain's lands first. Then the committed offset is up to one
+        interval older than what was done: the next owner reads that again, and the
+        delivery stage's duplicate guard skips what already has an outcome."""
         try:
             await self._commit(background=True)
         except Exception:

@@ -442,7 +442,8 @@ def test_records_are_read_and_handled_while_a_commit_is_answered() -> None:
 def test_a_stop_does_not_wait_for_the_loops_background_commit_and_its_drain_commits() -> None:
     """The loop's periodic commit goes in the background: the stages' consumer answers it
     through a later poll (streams.kafka.asyncconsumer), and none follows a stop. So a stop
-    gives up that wait (awaiting it, the stop hung for ever), and its drain commits what
+    gives up that wait (awaiting it, a stop waited for the answer's 30 s bound; here, for
+    ever), and its drain commits what
     was handled since, in the foreground."""
     async def main() -> None:
         broker = _broker()
