@@ -16,12 +16,13 @@ a poller that polls again at once, for ever.
 - `pause`, `resume`, `seek` and `commit` are queued and the poller makes them, in order,
   before its next slice, or at once when it is idle.
 - A commit's answer takes 8-40 ms (the group coordinator lingers to batch its writes). A
-  synchronous commit holds the poller that long, and with it every record librdkafka has
-  fetched: made once a second by the stage loop, that was (b)'s p95 and p99 (a record
-  reaching a stage during a commit waited for it, at each of the two stages). So the
-  loop's periodic commit is sent in the `background`: librdkafka answers it through a
-  later poll (`on_commit`), which the loop, polling on, makes anyway. A drain's commit,
-  in a rebalance or at a stop, when no poll may follow, stays synchronous.
+  synchronous commit holds the poller that long, and with it every record librdkafka
+  has fetched: made once a second by the stage loop, that was part of (b)'s p95 and p99
+  (a record reaching a stage during a commit waited for it, at each of the two stages).
+  So the loop's periodic commit is sent in the `background`: librdkafka answers it
+  through a later poll (`on_commit`), which the loop, polling on, makes anyway. A
+  drain's commit, in a rebalance or at a stop, when no poll may follow, stays
+  synchronous.
 - Rebalance callbacks run inside `poll`, so in the poller. Each hands the stage's listener
   to the loop and makes what it asks meanwhile (the drain's commit) until it is done:
   librdkafka rejoins the group only after the revoke callback returns, so a revoked
