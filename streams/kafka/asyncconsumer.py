@@ -266,9 +266,9 @@ class AsyncConsumer:
                      self._unanswered[0])
         self._unanswered.remove(match)
         try:
+            _raise_refused(stored)  # naming each partition refused, when librdkafka does
             if error is not None:
                 raise CommitFailed(str(error))
-            _raise_refused(stored)
         except CommitFailed as refused:
             self._answer(match[1], refused)
         else:

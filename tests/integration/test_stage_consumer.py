@@ -19,12 +19,13 @@ import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from confluent_kafka import ConsumerGroupTopicPartitions, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.kafka.asyncconsumer import AsyncConsumer
+from streams.kafka.asyncconsumer import AsyncConsumer, CommitFailed
 from streams.pipeline.clients import Consumer, Record, kafka_consumer
 from streams.settings import Settings
 from tests.support.kafka import read_to_end
@@ -349,6 +350,40 @@ def test_a_background_commit_holds_no_poll_and_is_answered_by_the_next(
             await consumer.stop()
 
     asyncio.run(main())
+
+
+def test_background_commits_are_each_answered_and_a_refused_one_raises(
+        kafka_bootstrap: str) -> None:
+    """Three background commits sent before any poll, each answered as itself when the
+    polls come: two stored (the newer last), and one of a partition the topic does not
+    have, refused with the broker's reason (not taken for another's answer, not lost)."""
+    topic, group = _topic(kafka_bootstrap), _group()
+    _produce(kafka_bootstrap, topic, 2)
+
+    async def main() -> None:
+        consumers, listeners = await _members(kafka_bootstrap, topic, group, 1)
+        consumer = consumers[0]
+        try:
+            await _poll_until(consumers, listeners,
+                              lambda: sum(listeners[0].read.values()) == 2 * PARTITIONS,
+                              "every record")
+            older = asyncio.create_task(consumer.commit(
+                {TopicPartition(topic, p): 1 for p in range(PARTITIONS)}, background=True))
+            refused = asyncio.create_task(consumer.commit(
+                {TopicPartition(topic, PARTITIONS + 3): 1}, background=True))
+            newer = asyncio.create_task(consumer.commit(listeners[0].read, background=True))
+            while not (older.done() and refused.done() and newer.done()):
+                await asyncio.wait_for(consumer.getmany(timeout_ms=50, max_records=100),
+                                       HANG_S)
+            await older
+            await newer
+            with pytest.raises(CommitFailed, match=rf"\[{PARTITIONS + 3}\]"):
+                await refused
+        finally:
+            await consumer.stop()
+
+    asyncio.run(main())
+    assert _stored(kafka_bootstrap, group) == {(p, 2) for p in range(PARTITIONS)}
 
 
 def test_a_getmany_returns_what_is_there_without_waiting_for_a_full_batch(
