@@ -148,7 +148,7 @@ class AsyncConsumer:
             consumer.close()
         finally:
             while self._unanswered:
-                self._answer(self._unanswered.popleft()[1],
+                self._answer(self._unanswered.popleft()[1], None,
                              CommitFailed("the consumer closed before its answer came"))
 
     # -- reading ---------------------------------------------------------------------
@@ -244,7 +244,9 @@ class AsyncConsumer:
             stored = await answer
         except (KafkaException, RuntimeError) as exc:
             raise CommitFailed(str(exc)) from exc
-        _raise_refused(stored)
+        refused = _refusal(stored)
+        if refused is not None:
+            raise refused
 
     def _send(self, consumer: RdConsumer, wanted: list[RdPartition],
               answered: asyncio.Future[None]) -> None:
@@ -252,7 +254,7 @@ class AsyncConsumer:
         try:
             consumer.commit(offsets=wanted, asynchronous=True)
         except (KafkaException, RuntimeError) as exc:
-            self._answer(answered, CommitFailed(str(exc)))
+            self._answer(answered, None, CommitFailed(str(exc)))
             return
         self._unanswered.append((_offsets(wanted), answered))
 
@@ -265,19 +267,16 @@ class AsyncConsumer:
         match = next((entry for entry in self._unanswered if entry[0] == key),
                      self._unanswered[0])
         self._unanswered.remove(match)
-        try:
-            _raise_refused(stored)  # naming each partition refused, when librdkafka does
-            if error is not None:
-                raise CommitFailed(str(error))
-        except CommitFailed as refused:
-            self._answer(match[1], refused)
-        else:
-            self._answer(match[1], None)
+        # Each partition refused named, when librdkafka says which; else its error.
+        refused = _refusal(stored) or (CommitFailed(str(error)) if error is not None else None)
+        self._answer(match[1], None, refused)
 
-    def _answer(self, answered: asyncio.Future[None], error: Exception | None) -> None:
+    def _answer(self, answer: asyncio.Future[T], result: T | None,
+                error: Exception | None) -> None:
+        """From the poller: `answer` settled on the loop."""
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-            self._loop.call_soon_threadsafe(_settle, answered, None, error)
+            self._loop.call_soon_threadsafe(_settle, answer, result, error)
 
     def _ask(self, call: Callable[[RdConsumer], T],
              answer: asyncio.Future[T] | None = None) -> None:
@@ -285,7 +284,6 @@ class AsyncConsumer:
         (else an error is logged: a pause, resume or seek of a partition no longer
         assigned, whose next owner reads from the committed offset)."""
         assert self._loop is not None and self._poller is not None
-        loop = self._loop
 
         def make(consumer: RdConsumer) -> None:
             result: T | None = None
@@ -297,8 +295,7 @@ class AsyncConsumer:
                 if answer is None:
                     log.warning("consumer: %s", exc)
             if answer is not None:
-                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-                    loop.call_soon_threadsafe(_settle, answer, result, error)
+                self._answer(answer, result, error)
 
         self._asked.append(make)
         self._wake.set()
@@ -364,10 +361,10 @@ def _offsets(partitions: list[RdPartition]) -> _Offsets:
     return frozenset((p.topic, p.partition, p.offset) for p in partitions)
 
 
-def _raise_refused(stored: list[RdPartition] | None) -> None:
+def _refusal(stored: list[RdPartition] | None) -> CommitFailed | None:
+    """The partitions a commit's answer says were not stored, each with its reason."""
     refused = [f"{p.topic}[{p.partition}]: {p.error}" for p in stored or () if p.error]
-    if refused:
-        raise CommitFailed("; ".join(refused))
+    return CommitFailed("; ".join(refused)) if refused else None
 
 
 def _settle(answer: asyncio.Future[T], result: T | None,

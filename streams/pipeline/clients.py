@@ -42,7 +42,6 @@ class Record(Protocol):
         ...
 
 
-
 class Consumer(Protocol):
     """A consumer-group member, as AIOKafkaConsumer is one.
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from streams.kafka.asyncconsumer import AsyncConsumer
+from streams.pipeline.clients import kafka_consumer
 from streams.settings import DEFAULT_FAMILIES, Settings, SettingsError
 
 
@@ -287,9 +289,6 @@ def test_every_setting_is_in_the_deploy_readmes_table() -> None:
 
 
 def test_the_fetch_wait_reaches_the_stages_consumers() -> None:
-    from streams.kafka.asyncconsumer import AsyncConsumer
-    from streams.pipeline.clients import kafka_consumer
-
     for raw, expected in (("", 50), ("750", 750)):
         consumer = kafka_consumer(Settings.from_env({"HOOKSTREAM_FETCH_WAIT_MS": raw}),
                                   "group", 5.0)

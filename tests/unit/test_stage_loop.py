@@ -443,8 +443,7 @@ def test_a_stop_does_not_wait_for_the_loops_background_commit_and_its_drain_comm
     """The loop's periodic commit goes in the background: the stages' consumer answers it
     through a later poll (streams.kafka.asyncconsumer), and none follows a stop. So a stop
     gives up that wait (awaiting it, a stop waited for the answer's 30 s bound; here, for
-    ever), and its drain commits what
-    was handled since, in the foreground."""
+    ever), and its drain commits what was handled since, in the foreground."""
     async def main() -> None:
         broker = _broker()
         broker.append(TOPIC, b"ok", partition=0)
