@@ -345,7 +345,11 @@ class HistoryFeeder:
         try:
             await consumer.commit(offsets)
         except KafkaError as exc:
-            # Not fatal: the slots are written; at worst a crash before the next commit
-            # records these attempts twice (as the agent's interval commits did).
+            # Not fatal: the slots are written, and the next interval commits these
+            # offsets again (or newer ones): dropped, a partition that then went quiet
+            # kept its older offset, behind for good. At worst a crash before then records
+            # these attempts twice (as the agent's interval commits did).
             log.warning("history: offset commit failed: %s", exc)
+            for tp, offset in offsets.items():
+                self._done[tp] = max(offset, self._done.get(tp, offset))
 

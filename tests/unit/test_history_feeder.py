@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,6 +85,8 @@ class _Reader:
         self.log = log
         self.positions: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
+        #: Offsets whose commit the broker refuses once (the coordinator moving, say).
+        self.refuse_once: set[int] = set()
 
     async def start(self) -> None:
         pass
@@ -114,6 +117,10 @@ class _Reader:
         return found
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        refused = self.refuse_once & set(offsets.values())
+        if refused:
+            self.refuse_once -= refused
+            raise KafkaError(f"refused: {sorted(refused)}")
         self.committed.update(offsets)
 
     async def beginning_offsets(
@@ -266,6 +273,22 @@ def test_a_revocation_waits_for_the_batch_under_way_which_is_committed_first() -
 
     asyncio.run(main())
     assert history.kept == ["wh_0", "wh_1", "wh_2", "wh_3"]
+
+
+def test_a_refused_commit_is_made_again_though_no_record_follows() -> None:
+    """The last batch's commit refused (the coordinator moving, say): the partition then
+    quiet, its offset is committed at a later interval all the same, not left behind."""
+    rig = _Rig({LOG: _records(*(_attempt(f"wh_{n}") for n in range(5)))})
+    rig.reader.refuse_once = {5}
+
+    async def main() -> None:
+        await rig.feeder.start()
+        await rig.faust.rebalance({LOG.partition})
+        await rig.until(lambda: not rig.reader.refuse_once, "the commit refused")
+        await rig.until(lambda: rig.reader.committed.get(LOG) == 5, "offset 5 committed")
+        await rig.feeder.stop()
+
+    asyncio.run(main())
 
 
 def test_where_to_start_is_asked_again_until_it_is_known() -> None:
