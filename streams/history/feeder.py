@@ -62,6 +62,9 @@ from .upgrade import LEGACY_GROUP, OffsetsUnknown, start_offsets
 
 log = logging.getLogger(__name__)
 
+#: The longest a lookup of where partitions start may take before it is asked again: an
+#: answer that never comes would leave the partitions unread for good.
+START_LOOKUP_S = 30.0
 #: Records read (and their slots written) at a time. A batch is decoded and handed to the
 #: producer in one turn of the event loop, about 40 us a record: catching up 625 at a time
 #: held the deliveries' loop 39 ms, then 20 ms (a loop watchdog during `make bench` (b)).
@@ -187,6 +190,8 @@ class HistoryFeeder:
             await self._commit()
             if self._consumer is not None and self._history.serving:
                 self._consumer.unsubscribe()
+                log.info("history: partitions %s given up",
+                         sorted(self._history.serving))
             self._history.serving = frozenset()
 
     async def _on_rebalanced(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
@@ -225,11 +230,12 @@ class HistoryFeeder:
         delay = POLL_PAUSE_S
         while tps and generation == self._generation:
             try:
-                starts = await self._start_offsets(tps)
+                async with asyncio.timeout(START_LOOKUP_S):
+                    starts = await self._start_offsets(tps)
                 break
-            except (KafkaError, OffsetsUnknown, OSError) as exc:
+            except (KafkaError, OffsetsUnknown, OSError, TimeoutError) as exc:
                 log.warning("history: where to start reading is unknown yet (%s); asking "
-                            "again in %.1fs", exc, delay)
+                            "again in %.1fs", exc or type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         async with self._lock:
@@ -245,6 +251,8 @@ class HistoryFeeder:
                     consumer.seek(tp, offset)
                 self._done = dict(starts)
                 await self._commit()
+                log.info("history: reading %s", ", ".join(
+                    f"{tp.topic}[{tp.partition}] from {offset}" for tp, offset in starts.items()))
 
     # -- the loop --------------------------------------------------------------------
     async def _run(self) -> None:

@@ -2,7 +2,8 @@
 being logged. The history's partitions move with faust's group (streams.history.feeder):
 the stopping worker's last batch lands and is committed before it leaves, and the survivor
 recovers the table and reads on from that offset. Until it does, it answers 503 (the history
-is loading), never a page that lacks what was recorded. So every logged attempt is in its
+is loading, or, before faust's group has seen the other worker go, its holder cannot be
+reached), never a page that lacks what was recorded. So every logged attempt is in its
 webhook's history exactly once: none skipped, none recorded twice."""
 
 from __future__ import annotations
@@ -72,12 +73,14 @@ def test_a_graceful_stop_mid_run_leaves_every_attempt_in_the_history_once(
 def _history(dep: Deployment, port: int,
              webhook_id: str) -> tuple[list[dict[str, object]]] | None:
     """(the attempts the worker keeps,), the first 200's, even if empty; None while it
-    answers that the history is loading."""
+    answers that the history is loading, or that its holder cannot be reached (until
+    faust's group sees the stopped worker gone, the survivor forwards its webhooks'
+    reads there)."""
     answer = call(port, "GET", f"/internal/webhooks/{webhook_id}/attempts?limit=1000",
                   dep.env["HOOKSTREAM_ADMIN_KEY"])
     if answer.status == 503:
-        assert answer.body["error"]["code"] == "history_loading", answer.body
-        assert answer.headers["Retry-After"] == "1"
+        assert answer.body["error"]["code"] in ("history_loading", "unavailable"), answer.body
+        assert int(answer.headers["Retry-After"]) >= 1
         return None
     assert answer.status == 200, answer.body
     return (list(answer.body["data"]),)

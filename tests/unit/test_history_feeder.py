@@ -291,6 +291,31 @@ def test_a_refused_commit_is_made_again_though_no_record_follows() -> None:
     asyncio.run(main())
 
 
+def test_a_lookup_of_where_to_start_that_never_answers_is_asked_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request lost on its way (no answer, no error): the partitions are not left unread
+    for good."""
+    monkeypatch.setattr(feeder_module, "START_LOOKUP_S", 0.01)
+    asked: list[list[TopicPartition]] = []
+
+    async def starts(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        asked.append(tps)
+        if len(asked) == 1:
+            await asyncio.Event().wait()  # never answered
+        return {tp: 0 for tp in tps}
+
+    rig = _Rig({LOG: _records(_attempt("wh_0"), _attempt("wh_1"))}, starts=starts)
+
+    async def main() -> None:
+        await rig.feeder.start()
+        await rig.faust.rebalance({LOG.partition})
+        await rig.until(lambda: rig.reader.committed.get(LOG) == 2, "offset 2 committed")
+        await rig.feeder.stop()
+
+    asyncio.run(main())
+    assert asked == [[LOG], [LOG]]
+
+
 def test_where_to_start_is_asked_again_until_it_is_known() -> None:
     asked: list[list[TopicPartition]] = []
 
