@@ -235,7 +235,7 @@ class HistoryFeeder:
                 break
             except (KafkaError, OffsetsUnknown, OSError, TimeoutError) as exc:
                 log.warning("history: where to start reading is unknown yet (%s); asking "
-                            "again in %.1fs", exc or type(exc).__name__, delay)
+                            "again in %.1fs", str(exc) or type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         async with self._lock:

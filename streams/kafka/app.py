@@ -50,10 +50,13 @@ def _broker_urls(bootstrap: str) -> str:
 
 #: The faust app's id, after the topic prefix: also its consumer group's name.
 APP_ID = "hookstream"
-#: How long faust's fetcher waits in one fetch (faust.transport.consumer: getmany(timeout=1.0)).
+#: How long faust's fetcher waits in one fetch: a copy of faust's literal
+#: (faust.transport.consumer: getmany(timeout=1.0)), to check again on a faust upgrade.
 FAUST_FETCH_S = 1.0
-#: How long faust waits after a rebalance before it recovers the tables: longer than a fetch,
-#: so that none begun in the generation before is still under way. One that ended between
+#: How long faust waits after a rebalance before it recovers the tables: twice a fetch, so
+#: that one begun in the generation before has ended (a loaded loop can stretch a fetch:
+#: this narrows the race below, it cannot close it). Every rebalance of faust's group
+#: resumes the tables and faust's agents that much later. A fetch that ended between
 #: recovery's seek of a changelog to its start and the flow's resumption took every
 #: buffered partition (faust empties its set of active ones in place; aiokafka reads an
 #: empty set as "all"), moved the changelog to its end, and was dropped as read while the
