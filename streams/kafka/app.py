@@ -50,19 +50,6 @@ def _broker_urls(bootstrap: str) -> str:
 
 #: The faust app's id, after the topic prefix: also its consumer group's name.
 APP_ID = "hookstream"
-#: How long faust's fetcher waits in one fetch: a copy of faust's literal
-#: (faust.transport.consumer: getmany(timeout=1.0)), to check again on a faust upgrade.
-FAUST_FETCH_S = 1.0
-#: How long faust waits after a rebalance before it recovers the tables: twice a fetch, so
-#: that one begun in the generation before has ended (a loaded loop can stretch a fetch:
-#: this narrows the race below, it cannot close it). Every rebalance of faust's group
-#: resumes the tables and faust's agents that much later. A fetch that ended between
-#: recovery's seek of a changelog to its start and the flow's resumption took every
-#: buffered partition (faust empties its set of active ones in place; aiokafka reads an
-#: empty set as "all"), moved the changelog to its end, and was dropped as read while the
-#: flow was stopped: recovery then waited for ever for records that had been read
-#: (test_history_rebalance, about one run in thirty under load). faust's default is 0.
-RECOVERY_DELAY_S = 2 * FAUST_FETCH_S
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -108,7 +95,6 @@ def build_app(settings: Settings) -> faust.App:
         # hands them over sooner while tolerating a loaded machine's pauses.
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,
-        stream_recovery_delay=RECOVERY_DELAY_S,
         autodiscover=False,
     )
 
