@@ -347,17 +347,15 @@ class HistoryFeeder:
             return
         offsets = {tp: offset for tp, offset in self._done.items()
                    if tp.partition in self._history.serving}
+        if offsets:
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as exc:
+                # Not fatal: the slots are written, and `_done` is kept for the next
+                # interval (nothing else writes it meanwhile: we hold the lock). Dropped,
+                # a partition that then went quiet kept its older offset, behind for good.
+                # At worst a crash before then records these attempts twice.
+                log.warning("history: offset commit failed: %s", exc)
+                return
         self._done = {}
-        if not offsets:
-            return
-        try:
-            await consumer.commit(offsets)
-        except KafkaError as exc:
-            # Not fatal: the slots are written, and the next interval commits these
-            # offsets again (or newer ones): dropped, a partition that then went quiet
-            # kept its older offset, behind for good. At worst a crash before then records
-            # these attempts twice (as the agent's interval commits did).
-            log.warning("history: offset commit failed: %s", exc)
-            for tp, offset in offsets.items():
-                self._done[tp] = max(offset, self._done.get(tp, offset))
 

@@ -291,6 +291,19 @@ def test_a_refused_commit_is_made_again_though_no_record_follows() -> None:
     asyncio.run(main())
 
 
+def _follow_until_committed(rig: _Rig, offset: int) -> None:
+    """Give the feeder partition 3 and stop once `offset` is committed there."""
+
+    async def main() -> None:
+        await rig.feeder.start()
+        await rig.faust.rebalance({LOG.partition})
+        await rig.until(lambda: rig.reader.committed.get(LOG) == offset,
+                        f"offset {offset} committed")
+        await rig.feeder.stop()
+
+    asyncio.run(main())
+
+
 def test_a_lookup_of_where_to_start_that_never_answers_is_asked_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A request lost on its way (no answer, no error): the partitions are not left unread
@@ -306,13 +319,7 @@ def test_a_lookup_of_where_to_start_that_never_answers_is_asked_again(
 
     rig = _Rig({LOG: _records(_attempt("wh_0"), _attempt("wh_1"))}, starts=starts)
 
-    async def main() -> None:
-        await rig.feeder.start()
-        await rig.faust.rebalance({LOG.partition})
-        await rig.until(lambda: rig.reader.committed.get(LOG) == 2, "offset 2 committed")
-        await rig.feeder.stop()
-
-    asyncio.run(main())
+    _follow_until_committed(rig, 2)
     assert asked == [[LOG], [LOG]]
 
 
@@ -327,13 +334,7 @@ def test_where_to_start_is_asked_again_until_it_is_known() -> None:
 
     rig = _Rig({LOG: _records(_attempt("wh_a"), _attempt("wh_b"))}, starts=starts)
 
-    async def main() -> None:
-        await rig.feeder.start()
-        await rig.faust.rebalance({LOG.partition})
-        await rig.until(lambda: rig.reader.committed.get(LOG) == 2, "offset 2 committed")
-        await rig.feeder.stop()
-
-    asyncio.run(main())
+    _follow_until_committed(rig, 2)
     assert asked == [[LOG]] * 3
     assert rig.history.kept == ["wh_b"]
 
