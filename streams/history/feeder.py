@@ -35,14 +35,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from ..delivery.models import AttemptRecord
+from ..kafka.asyncconsumer import AsyncConsumer
 from ..kafka.topics import DELIVERY_HISTORY, DELIVERY_LOG, INVALID_MAX_MESSAGE_BYTES
 from ..pipeline.clients import Producer, ProducerFactory, Record, kafka_producer
 from ..pipeline.landing import land
@@ -72,21 +73,22 @@ BATCH = 200
 
 
 class LogReader(Protocol):
-    """What the feeder uses of its consumer (AIOKafkaConsumer is one): assigned by hand,
-    in no group's membership, committing to its group."""
+    """What the feeder uses of its consumer (streams.kafka.asyncconsumer's, unsubscribed):
+    assigned by hand, in no group's membership, committing to its group."""
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
 
-    def assign(self, partitions: list[TopicPartition]) -> None: ...
+    def assign(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Read exactly these partitions from these offsets; a record of a partition no
+        longer assigned is not returned after this call."""
+        ...
 
-    def unsubscribe(self) -> None: ...
-
-    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+    def unassign(self) -> None: ...
 
     async def getmany(self, *, timeout_ms: int,
-                      max_records: int) -> Mapping[TopicPartition, list[Record]]: ...
+                      max_records: int) -> Mapping[TopicPartition, Sequence[Record]]: ...
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None: ...
 
@@ -102,9 +104,14 @@ StartOffsets: TypeAlias = Callable[[list[TopicPartition]], Awaitable[dict[TopicP
 
 
 def kafka_reader(settings: Settings, group_id: str) -> LogReader:
-    reader: LogReader = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=group_id,
-        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=BATCH)
+    reader: LogReader = AsyncConsumer({
+        "bootstrap.servers": settings.bootstrap_servers, "group.id": group_id,
+        "enable.auto.commit": False, "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # Read ahead a few batches, not librdkafka's 64 MB (as the stages).
+        "queued.min.messages": 4 * BATCH, "queued.max.messages.kbytes": 8_192,
+        "fetch.queue.backoff.ms": 10,
+    }, callback_timeout_s=0)  # never subscribed: no rebalance callbacks
     return reader
 
 
@@ -189,7 +196,7 @@ class HistoryFeeder:
             self._want(frozenset())
             await self._commit()
             if self._consumer is not None and self._history.serving:
-                self._consumer.unsubscribe()
+                self._consumer.unassign()
                 log.info("history: partitions %s given up",
                          sorted(self._history.serving))
             self._history.serving = frozenset()
@@ -241,18 +248,16 @@ class HistoryFeeder:
         async with self._lock:
             if generation != self._generation:
                 return  # faust changed its mind meanwhile: the loop follows again
-            if self._history.serving:
-                consumer.unsubscribe()
             # The partitions read are the ones the history serves: one set, kept there.
             self._history.serving = frozenset(tp.partition for tp in tps)
-            if tps:
-                consumer.assign(tps)
-                for tp, offset in starts.items():
-                    consumer.seek(tp, offset)
-                self._done = dict(starts)
-                await self._commit()
-                log.info("history: reading %s", ", ".join(
-                    f"{tp.topic}[{tp.partition}] from {offset}" for tp, offset in starts.items()))
+            if not tps:
+                consumer.unassign()
+                return
+            consumer.assign(starts)
+            self._done = dict(starts)
+            await self._commit()
+            log.info("history: reading %s", ", ".join(
+                f"{tp.topic}[{tp.partition}] from {offset}" for tp, offset in starts.items()))
 
     # -- the loop --------------------------------------------------------------------
     async def _run(self) -> None:
@@ -284,7 +289,7 @@ class HistoryFeeder:
                               POLL_PAUSE_S)
                 await asyncio.sleep(POLL_PAUSE_S)
 
-    async def _feed(self, tp: TopicPartition, records: list[Record]) -> None:
+    async def _feed(self, tp: TopicPartition, records: Sequence[Record]) -> None:
         """Every record's slot written, or the record quarantined; never raises."""
         decoded: list[tuple[Record, Attempt]] = []
         for record in records:

@@ -1,4 +1,5 @@
-"""The stages' consumer: librdkafka (confluent-kafka) behind streams.pipeline.clients.Consumer.
+"""The stages' consumer: librdkafka (confluent-kafka) behind streams.pipeline.clients.Consumer;
+assigned by hand instead (`assign`), the history feeder's reader (streams.history.feeder).
 
 Why not aiokafka's consumer, which the stages used before: it fetches, decodes record
 batches and builds each record's object in Python, on the event loop, which is the worker's
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: The longest the poller waits in librdkafka before it makes what the loop has asked.
 POLL_SLICE_S = 0.02
+#: The longest librdkafka waits for the broker's answer to a question (it holds the poller).
+LOOKUP_TIMEOUT_S = 10.0
 #: The longest a background commit waits for its answer (served by a poll) before its
 #: caller is told it failed; the next one sends newer offsets anyway.
 BACKGROUND_ANSWER_S = 30.0
@@ -74,6 +77,11 @@ class RebalanceListener(Protocol):
 class CommitFailed(KafkaError):  # type: ignore[misc]
     """An offset commit librdkafka refused (its reason in the message). A KafkaError, as
     aiokafka's consumer raised, so a stage treats it the same way (not fatal)."""
+
+
+class LookupFailed(KafkaError):  # type: ignore[misc]
+    """A question to the broker librdkafka could not have answered (its reason in the
+    message); a KafkaError, so that callers ask again as they did of aiokafka."""
 
 
 class ConsumedRecord:
@@ -117,13 +125,15 @@ class AsyncConsumer:
         self._topics, self._listener = list(topics), listener
 
     async def start(self) -> None:
+        """Joins the group if `subscribe` was called; else reads only what `assign` gives."""
         self._loop = asyncio.get_running_loop()
         self._poller = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=f"poll-{self._config.get('group.id', '')}")
         consumer = RdConsumer({**self._config, "on_commit": self._on_commit},
                               logger=logging.getLogger("hookstream.kafka"))
-        await self._loop.run_in_executor(self._poller, lambda: consumer.subscribe(
-            self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke))
+        if self._topics:
+            await self._loop.run_in_executor(self._poller, lambda: consumer.subscribe(
+                self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke))
         self._consumer = consumer
 
     async def stop(self) -> None:
@@ -220,6 +230,35 @@ class AsyncConsumer:
 
     def assignment(self) -> AbstractSet[TopicPartition]:
         return self._assigned
+
+    # -- assigned by hand (never subscribed): no group membership, commits still stored --
+    def assign(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Read exactly these partitions, each from its offset, in place of any before.
+        Records of partitions no longer assigned are not returned from now on, even by a
+        poll under way."""
+        self._assigned = frozenset(positions)
+        parts = [RdPartition(tp.topic, tp.partition, offset) for tp, offset in positions.items()]
+        self._ask(lambda consumer: consumer.assign(parts))
+
+    def unassign(self) -> None:
+        self.assign({})
+
+    async def beginning_offsets(
+            self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Each partition's first offset still in the log."""
+        assert self._loop is not None
+
+        def ask(consumer: RdConsumer) -> dict[TopicPartition, int]:
+            return {tp: consumer.get_watermark_offsets(
+                RdPartition(tp.topic, tp.partition), timeout=LOOKUP_TIMEOUT_S)[0]
+                for tp in partitions}
+
+        answer: asyncio.Future[dict[TopicPartition, int]] = self._loop.create_future()
+        self._ask(ask, answer)
+        try:
+            return await answer
+        except (KafkaException, RuntimeError) as exc:
+            raise LookupFailed(str(exc)) from exc
 
     async def commit(self, offsets: Mapping[TopicPartition, int], *,
                      background: bool = False) -> None:

@@ -7,7 +7,8 @@ rebalance, and the next owner starts there; a paused partition yields nothing un
 resumed, then from where it was sought; what the loop asks while a `getmany` waits
 (a resume, a commit) is made then, not after the poll's timeout (confluent-kafka lets one
 call at a time into a client); a background commit holds no poll; and a `getmany`
-returns what is there without waiting for a full batch.
+returns what is there without waiting for a full batch. The same adapter assigned by hand
+(the history feeder's reader) reads from the offsets given, in no group's membership.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from confluent_kafka import ConsumerGroupTopicPartitions, Producer
+from confluent_kafka import TopicPartition as RdPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.history.feeder import kafka_reader
 from streams.kafka.asyncconsumer import AsyncConsumer, CommitFailed
 from streams.pipeline.clients import Consumer, Record, kafka_consumer
 from streams.settings import Settings
@@ -467,3 +470,57 @@ def test_a_rolling_upgrade_shares_the_group_with_the_aiokafka_members_before_it(
 
     new_share, old_share = asyncio.run(main())
     assert new_share | old_share == {TopicPartition(topic, p) for p in range(PARTITIONS)}
+
+
+# -- assigned by hand: the history feeder's reader (streams.history.feeder.kafka_reader) --
+
+def test_a_reader_assigned_by_hand_reads_from_the_offsets_given_and_commits_outside_the_group(
+        kafka_bootstrap: str) -> None:
+    """It joins no group (so faust's assignment alone says what it reads), reads each
+    partition from the offset given, stores its commits in its group, and once given other
+    partitions returns nothing more of the ones it gave up, even what was fetched before."""
+    topic = _topic(kafka_bootstrap)
+    _produce(kafka_bootstrap, topic, 3)
+    group = _group()
+    first, second, other = (TopicPartition(topic, p) for p in (0, 1, 2))
+    # The nastiest beginning: records deleted under the reader's feet.
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.delete_records([RdPartition(topic, 2, 2)]).values():
+        future.result(timeout=30)
+
+    async def main() -> tuple[dict[TopicPartition, int], list[str], list[str], str]:
+        settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap})
+        reader = kafka_reader(settings, group)
+        await reader.start()
+        try:
+            beginnings = dict(await reader.beginning_offsets([first, second, other]))
+            reader.assign({first: 1, second: 0})
+            got: list[str] = []
+            deadline = asyncio.get_running_loop().time() + HANG_S
+            while len(got) < 5:
+                assert asyncio.get_running_loop().time() < deadline, f"only {got}"
+                batches = await reader.getmany(timeout_ms=200, max_records=100)
+                got += [(r.value or b"").decode() for rs in batches.values() for r in rs]
+            await reader.commit({first: 3, second: 2})
+            # Given up while records of `first` are queued and more keep coming.
+            _produce(kafka_bootstrap, topic, 2, tag="s")
+            reader.assign({second: 3})
+            after: list[str] = []
+            while len(after) < 2:
+                assert asyncio.get_running_loop().time() < deadline, f"only {after}"
+                batches = await reader.getmany(timeout_ms=200, max_records=100)
+                after += [(r.value or b"").decode() for rs in batches.values() for r in rs]
+            members = admin.describe_consumer_groups([group])[group].result(timeout=30).members
+            return beginnings, sorted(got), sorted(after), f"{len(members)} members"
+        finally:
+            await reader.stop()
+
+    beginnings, got, after, members = asyncio.run(main())
+    assert beginnings == {first: 0, second: 0, other: 2}
+    assert got == ["r0-1", "r0-2", "r1-0", "r1-1", "r1-2"]
+    assert after == ["s1-0", "s1-1"]
+    assert members == "0 members"
+    stored = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+    offsets = {(p.topic, p.partition): p.offset for p in stored[group].result(timeout=30)
+               .topic_partitions}
+    assert offsets == {(topic, 0): 3, (topic, 1): 2}

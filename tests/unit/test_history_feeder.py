@@ -94,15 +94,11 @@ class _Reader:
     async def stop(self) -> None:
         pass
 
-    def assign(self, partitions: list[TopicPartition]) -> None:
-        self.positions = {tp: 0 for tp in partitions}
+    def assign(self, positions: Mapping[TopicPartition, int]) -> None:
+        self.positions = dict(positions)
 
-    def unsubscribe(self) -> None:
+    def unassign(self) -> None:
         self.positions = {}
-
-    def seek(self, partition: TopicPartition, offset: int) -> None:
-        assert partition in self.positions, "sought a partition not assigned"
-        self.positions[partition] = offset
 
     async def getmany(self, *, timeout_ms: int,
                       max_records: int) -> Mapping[TopicPartition, list[Record]]:
