@@ -166,7 +166,7 @@ class Test(Endpoint):
                                     allow_insecure=settings.allow_insecure_targets,
                                     box=ctx.rt.secrets)
         status = SUCCESS if outcome.ok else FAILED
-        metrics.DELIVERIES.labels(outcome=status, stage="test").inc()
+        metrics.delivered(status, "test").inc()
         record = AttemptRecord.of(job, outcome, status)
         await (await ctx.log_topic.send(key=sub.id.encode(), value=record.encode(), force=True))
         return 200, {"status": status, "response_code": outcome.response_code,

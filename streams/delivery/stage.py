@@ -193,7 +193,7 @@ class DeliveryWorker(Stage):
             reason = WEBHOOK_DELETED if sub is None else WEBHOOK_DISABLED
             log.info("delivery %s to webhook %s dead-lettered: %s", job.delivery_id,
                      job.webhook_id, reason, extra=_ids(job))
-            metrics.DELIVERIES.labels(outcome=DISABLED if sub else DEAD, stage=stage).inc()
+            metrics.delivered(DISABLED if sub else DEAD, stage).inc()
             metrics.DEAD_LETTERS.labels(reason=reason).inc()
             return undeliverable(job, reason, origin, now_ms())
         parked = repark(job, due, self.settings.retry_delays, now_ms())
@@ -301,7 +301,7 @@ class DeliveryWorker(Stage):
                 metrics.END_TO_END.observe(max(0.0, time.time() - happened))
         elif status == DEAD:
             metrics.DEAD_LETTERS.labels(reason=dead_reason(outcome)).inc()
-        metrics.DELIVERIES.labels(outcome=status, stage=stage).inc()
+        metrics.delivered(status, stage).inc()
 
     @contextlib.asynccontextmanager
     async def _attempt_slots(self, webhook_id: str, workspace: str) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ so a scrape never waits on the broker.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -100,6 +101,14 @@ THROUGHPUT = Throughput()
 
 def render() -> bytes:
     return generate_latest(REGISTRY)
+
+
+@functools.cache
+def delivered(outcome: str, stage: str) -> Counter:
+    """DELIVERIES for one outcome and stage: `labels()` checks its arguments and takes a
+    lock on every call, about 2% of a loaded worker's loop (py-spy, `make bench` (a)) for
+    the one counted on every attempt. The pairs are few (outcomes by stage topics)."""
+    return DELIVERIES.labels(outcome=outcome, stage=stage)
 
 
 def stage_of(topic: str) -> str:
