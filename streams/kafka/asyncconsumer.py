@@ -80,8 +80,10 @@ class CommitFailed(KafkaError):  # type: ignore[misc]
 
 
 class LookupFailed(KafkaError):  # type: ignore[misc]
-    """A question to the broker librdkafka could not have answered (its reason in the
-    message); a KafkaError, so that callers ask again as they did of aiokafka."""
+    """A question to the broker that librdkafka got no answer to (its reason in the
+    message); a KafkaError, so that callers ask again as they did of aiokafka. Each
+    partition's question holds the poller up to LOOKUP_TIMEOUT_S: ask only where nothing
+    is read meanwhile (the history feeder, while it looks up where to start)."""
 
 
 class ConsumedRecord:
