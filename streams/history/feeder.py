@@ -45,7 +45,13 @@ from aiokafka.errors import KafkaError
 from ..delivery.models import AttemptRecord
 from ..kafka.asyncconsumer import AsyncConsumer
 from ..kafka.topics import DELIVERY_HISTORY, DELIVERY_LOG, INVALID_MAX_MESSAGE_BYTES
-from ..pipeline.clients import Producer, ProducerFactory, Record, kafka_producer
+from ..pipeline.clients import (
+    Producer,
+    ProducerFactory,
+    Record,
+    kafka_producer,
+    librdkafka_reading,
+)
 from ..pipeline.landing import land
 from ..pipeline.records import Origin, quarantine_copy
 from ..pipeline.stage import (
@@ -104,14 +110,9 @@ StartOffsets: TypeAlias = Callable[[list[TopicPartition]], Awaitable[dict[TopicP
 
 
 def kafka_reader(settings: Settings, group_id: str) -> LogReader:
-    reader: LogReader = AsyncConsumer({
-        "bootstrap.servers": settings.bootstrap_servers, "group.id": group_id,
-        "enable.auto.commit": False, "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        # Read ahead a few batches, not librdkafka's 64 MB (as the stages).
-        "queued.min.messages": 4 * BATCH, "queued.max.messages.kbytes": 8_192,
-        "fetch.queue.backoff.ms": 10,
-    }, callback_timeout_s=0)  # never subscribed: no rebalance callbacks
+    reader: LogReader = AsyncConsumer(
+        librdkafka_reading(settings, group_id, read_ahead=4 * BATCH),
+        callback_timeout_s=0)  # never subscribed: no rebalance callbacks
     return reader
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -104,15 +104,29 @@ ConsumerFactory: TypeAlias = Callable[[Settings, str, float], Consumer]
 ProducerFactory: TypeAlias = Callable[[Settings], Producer]
 
 
+def librdkafka_reading(settings: Settings, group_id: str, read_ahead: int) -> dict[str, Any]:
+    """What every librdkafka consumer of ours sets (streams.kafka.asyncconsumer): offsets
+    stored in `group_id` only when its owner commits them, from the log's beginning where
+    it has none, and about `read_ahead` records queued ahead, not librdkafka's 64 MB; once
+    that is queued, the next fetch waits 10 ms, not librdkafka's second."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers, "group.id": group_id,
+        "enable.auto.commit": False, "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "queued.min.messages": read_ahead, "queued.max.messages.kbytes": 8_192,
+        "fetch.queue.backoff.ms": 10,
+    }
+
+
 def kafka_consumer(settings: Settings, group_id: str, drain_timeout: float) -> Consumer:
     """The stages' consumer (librdkafka: streams.kafka.asyncconsumer): offsets committed
     by the stage only."""
     # Rebalances wait for in-flight work up to the drain timeout, and for the listener.
     rebalance_s = drain_timeout + 30
     consumer: Consumer = AsyncConsumer({
-        "bootstrap.servers": settings.bootstrap_servers, "group.id": group_id,
-        "enable.auto.commit": False, "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
+        # A few thousand records: a stage takes at most MAX_IN_FLIGHT_PER_PARTITION of a
+        # partition at a time anyway.
+        **librdkafka_reading(settings, group_id, read_ahead=2_000),
         # A killed worker's partitions move after 15 s.
         "session.timeout.ms": 15_000, "heartbeat.interval.ms": 3_000,
         # Also librdkafka's rebalance timeout, and the longest a drain may keep the poller.
@@ -123,11 +137,6 @@ def kafka_consumer(settings: Settings, group_id: str, drain_timeout: float) -> C
         # Java's and aiokafka's range assignor, so members of either kind share a group
         # during a rolling upgrade.
         "partition.assignment.strategy": "range",
-        # Read ahead: a few thousand records, not librdkafka's 64 MB; a stage takes at
-        # most MAX_IN_FLIGHT_PER_PARTITION of a partition at a time anyway. Once that is
-        # queued, the next fetch waits 10 ms, not librdkafka's second.
-        "queued.min.messages": 2_000, "queued.max.messages.kbytes": 8_192,
-        "fetch.queue.backoff.ms": 10,
         # The broker holds a fetch that finds nothing this long (HOOKSTREAM_FETCH_WAIT_MS,
         # 50). At librdkafka's 500 ms, (b)'s p99 was 270-480 ms: some records waited for
         # a fetch to time out. At 50: 36-64 ms. An idle stage then fetches 20 times a
