@@ -218,7 +218,8 @@ class Settings:
     families: tuple[str, ...] = DEFAULT_FAMILIES
     #: Attempts in flight per worker; each holds one HTTP connection.
     delivery_concurrency: int = 200
-    #: Attempts in flight per webhook, so one slow endpoint cannot take every slot.
+    #: Requests awaiting their answer per webhook (the answer frees the slot, before the
+    #: outcome is logged), so one slow endpoint cannot take every slot.
     per_webhook_concurrency: int = 16
     #: Attempts in flight per workspace (default: half of delivery_concurrency), so one
     #: tenant's flood or hanging endpoints always leave slots for the others.

@@ -31,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -224,7 +224,7 @@ class DeliveryWorker(Stage):
             return self._defer(job)
         self._waiting[tp].add(task)  # until it holds its slots: see hand_back
         try:
-            async with self._attempt_slots(job.webhook_id, sub.workspace_id):
+            async with self._attempt_slots(job.webhook_id, sub.workspace_id) as answered:
                 self._waiting.get(tp, set()).discard(task)
                 if limit:
                     # Turns that passed while their jobs waited for slots would start
@@ -241,10 +241,12 @@ class DeliveryWorker(Stage):
                          "success" if outcome.ok else "failed",
                          outcome.response_code or outcome.error, outcome.response_time_ms,
                          extra=_ids(job))
-                self._observe(job, outcome, stage)
-                # The slots are held until the outcome is durable: the attempts a kill -9
-                # can make a receiver see twice are those holding a slot, so at most
+                # The endpoint is done with: its slot goes to the webhook's next job. The
+                # worker's slot is held until the outcome is durable: the attempts a kill -9
+                # can make a receiver see twice are those holding one, so at most
                 # `delivery_concurrency` per worker (README, Delivery guarantees).
+                answered()
+                self._observe(job, outcome, stage)
                 await self.produce_all(
                     after_attempt(job, outcome, self.settings.retry_delays, origin)
                     + self._count(job, sub, outcome, origin.partition))
@@ -304,45 +306,58 @@ class DeliveryWorker(Stage):
         metrics.delivered(status, stage).inc()
 
     @contextlib.asynccontextmanager
-    async def _attempt_slots(self, webhook_id: str, workspace: str) -> AsyncIterator[None]:
-        """One of the webhook's slots, then one of the worker's within its workspace's share.
+    async def _attempt_slots(self, webhook_id: str,
+                             workspace: str) -> AsyncIterator[Callable[[], None]]:
+        """One of the webhook's slots, then one of the worker's within its workspace's share;
+        what it yields gives the webhook's slot back once its endpoint has answered.
 
-        Always in that order, so no two waits form a cycle. A webhook belongs to one
+        Always taken in that order, so no two waits form a cycle. A webhook belongs to one
         workspace, so a job holding its webhook's slot while it waits for its workspace's
         turn keeps back only that workspace's jobs; the other way round, it would hold one
         of the worker's shared slots while queued behind a hanging endpoint.
+        The webhook's slot bounds the requests its endpoint has to answer at once, so it is
+        given back with the answer; the worker's is held to the end of the block (until the
+        outcome is durable), and bounds what a crash can send twice.
         A burst can be admitted before its endpoint shows that it hangs, or before its
         workspace reaches its cap, so each wait is bounded too: past `defer_after` the job
         is parked (_NoSlot) if its own webhook lags or its own workspace holds all it may;
         anyone else's keeps waiting (a busy worker, where all wait alike, defers nothing).
-        An attempt is timed (`started`) from when it holds both, so `lagging` measures the
-        endpoint, not the workspace's turn.
+        An attempt is timed (`started`) from when it holds both to its answer, so `lagging`
+        measures the endpoint, neither the workspace's turn nor the broker.
         """
         slots = self._per_webhook.get(webhook_id)
         if slots is None:
             slots = self._per_webhook[webhook_id] = Slots(
                 self.settings.per_webhook_concurrency)
         token: int | None = None
+        holds_webhook_slot = False
+
+        def answered() -> None:
+            nonlocal holds_webhook_slot
+            if holds_webhook_slot:
+                holds_webhook_slot = False
+                if token is not None:
+                    self._load.finished(webhook_id, token, _clock())
+                slots.release()
+
         try:
             while not await slots.acquire(self.settings.defer_after):
                 if self._load.lagging(webhook_id, _clock()):
                     raise _NoSlot("its endpoint is saturated")
                 if self._slots.capped(workspace):
                     raise _NoSlot("its workspace is at its concurrency limit")
+            holds_webhook_slot = True
+            while not await self._slots.acquire(workspace, self.settings.defer_after):
+                if self._slots.capped(workspace):
+                    raise _NoSlot("its workspace is at its concurrency limit")
             try:
-                while not await self._slots.acquire(workspace, self.settings.defer_after):
-                    if self._slots.capped(workspace):
-                        raise _NoSlot("its workspace is at its concurrency limit")
-                try:
-                    token = self._load.started(webhook_id, _clock())
-                    yield
-                finally:
-                    if token is not None:
-                        self._load.finished(webhook_id, token, _clock())
-                    self._slots.release(workspace)
+                token = self._load.started(webhook_id, _clock())
+                yield answered
             finally:
-                slots.release()
+                answered()  # if the attempt ended before its answer
+                self._slots.release(workspace)
         finally:
+            answered()  # if it ended before the worker's slot
             if token is None:
                 self._load.abandoned(webhook_id)
             if webhook_id not in self._load:  # nothing queued or running: forget its slots

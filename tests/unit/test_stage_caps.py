@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiokafka import TopicPartition
@@ -25,9 +26,9 @@ from aiokafka import TopicPartition
 from streams.core.secretbox import SecretBox, generate_master_key
 from streams.delivery.models import DeliveryJob, delivery_id_for
 from streams.delivery.stage import DeliveryWorker
-from streams.kafka.topics import DELIVERIES, SUBSCRIPTIONS, all_topics
+from streams.kafka.topics import DELIVERIES, DELIVERY_LOG, SUBSCRIPTIONS, all_topics
 from streams.pipeline.clients import Record
-from streams.pipeline.local import LocalBroker
+from streams.pipeline.local import LocalBroker, LocalProducer
 from streams.pipeline.records import Origin, Produce
 from streams.pipeline.stage import COMMIT_INTERVAL_S
 from streams.settings import Settings
@@ -82,13 +83,15 @@ class _Endpoints:
 class _CountingWorker(DeliveryWorker):
     """The real delivery stage; counts the records its loop hands to `handle`."""
 
-    def __init__(self, broker: LocalBroker, endpoints: _Endpoints) -> None:
-        view = SubscriptionsView(SETTINGS.bootstrap_servers, SETTINGS.topic(SUBSCRIPTIONS))
+    def __init__(self, broker: LocalBroker, endpoints: _Endpoints,
+                 settings: Settings = SETTINGS, producer_factory: object = None) -> None:
+        view = SubscriptionsView(settings.bootstrap_servers, settings.topic(SUBSCRIPTIONS))
         for sub in (HELD, FREE):
             view.index.put(sub)
         view.ready.set()
-        super().__init__(SETTINGS, view, box=BOX, transport=httpx.MockTransport(endpoints),
-                         consumer_factory=broker.consumer, producer_factory=broker.producer,
+        super().__init__(settings, view, box=BOX, transport=httpx.MockTransport(endpoints),
+                         consumer_factory=broker.consumer,
+                         producer_factory=producer_factory or broker.producer,  # type: ignore[arg-type]
                          tail_factory=broker.tail)
         self.handled: Counter[TopicPartition] = Counter()
         self.finished: Counter[TopicPartition] = Counter()
@@ -162,6 +165,64 @@ def test_the_delivery_stage_pauses_a_partition_at_1000_jobs_in_flight_alone() ->
         group = f"t.{DeliveryWorker.group}"
         while broker.committed(group, p0) != limit + 200:
             await asyncio.sleep(COMMIT_INTERVAL_S)  # virtual: the next commit
+        await worker.stop()
+
+    run(main)
+
+
+class _HeldOutcomes(LocalProducer):
+    """Acknowledges an attempt record (hookstream.delivery-log) only once `gate` is set;
+    counts those it holds."""
+
+    def __init__(self, broker: LocalBroker, settings: Settings) -> None:
+        super().__init__(broker)
+        self.log_topic = settings.topic(DELIVERY_LOG)
+        self.gate = asyncio.Event()
+        self.held = 0
+
+    async def send_and_wait(self, topic: str, *args: Any, **kwargs: Any) -> Any:
+        if topic == self.log_topic and not self.gate.is_set():
+            self.held += 1
+            await self.gate.wait()
+        return await super().send_and_wait(topic, *args, **kwargs)
+
+
+def test_an_answered_attempt_frees_its_webhooks_slot_and_holds_the_workers_until_durable(
+) -> None:
+    """README, Concurrency and Delivery guarantees: the webhook's slots bound the requests
+    its endpoint answers at once; the worker's bound the attempts a kill -9 can repeat, so
+    they are held until the outcome is acknowledged. One webhook slot, two worker slots,
+    outcomes not acknowledged: the endpoint gets a second request once it has answered the
+    first, and no third while two outcomes are not durable."""
+    settings = Settings(topic_prefix="t.", master_key=SETTINGS.master_key,
+                        per_webhook_concurrency=1, delivery_concurrency=2,
+                        per_workspace_concurrency=2)
+
+    async def main() -> None:
+        broker = LocalBroker()
+        broker.create_topics(all_topics(settings))
+        producer = _HeldOutcomes(broker, settings)
+        endpoints = _Endpoints()
+        worker = _CountingWorker(broker, endpoints, settings, lambda _s: producer)
+        await worker.start()
+        deliveries = settings.topic(DELIVERIES)
+        for n in range(3):
+            broker.append(deliveries, _job(FREE, n), key=FREE.id.encode(), partition=0)
+        tp = TopicPartition(deliveries, 0)
+        await worker.until(lambda: worker.handled[tp] == 3)
+        while not producer.held:
+            await asyncio.sleep(0.01)  # virtual time: the loop's turns until one is held
+        # Virtual: time for the next requests to be made, short of deferring the third.
+        await asyncio.sleep(5)
+        assert settings.defer_after > 5
+        assert endpoints.requests[FREE_HOST] == 2
+        assert producer.held == 2
+        assert worker.finished[tp] == 0
+
+        producer.gate.set()
+        await worker.until(lambda: worker.finished[tp] == 3)
+        assert endpoints.requests[FREE_HOST] == 3
+        assert len(broker.records(producer.log_topic)) == 3
         await worker.stop()
 
     run(main)
