@@ -77,15 +77,15 @@ def main() -> None:
     for scenario in args.scenarios.split(","):
         if scenario not in SCENARIOS:
             parser.error(f"unknown scenario {scenario!r}")
-    warmup = ["warm-up"] if bootstrap and args.warmup_events > 0 else []
-    for scenario in warmup + wanted:
+    if bootstrap and args.warmup_events > 0:
+        warmup = run.throughput(bootstrap, home, args.warmup_events, args.fanout,
+                                broker_pid=broker_pid)
+        results.append({**warmup, "scenario": "warm-up (a), not a measurement"})
+        console.print(f"warm-up, not a measurement: {warmup['deliveries']} deliveries at "
+                      f"{warmup['deliveries_per_s']}/s, the broker "
+                      f"{warmup['broker_cpu_s_per_1000']} CPU-s per 1,000")
+    for scenario in wanted:
         for result in _run(scenario, args, bootstrap, home, broker_pid):
-            if scenario == "warm-up":
-                results.append(result)
-                console.print(f"warm-up, not a measurement: {result['deliveries']} deliveries "
-                              f"at {result['deliveries_per_s']}/s, the broker "
-                              f"{result['broker_cpu_s_per_1000']} CPU-s per 1,000")
-                continue
             if result.get("workers") == 1 and args.rate is None:
                 # (b)'s target is at half of (a)'s measured rate.
                 args.rate = result["deliveries_per_s"] / 2 / args.fanout
@@ -114,10 +114,6 @@ DEFAULT = "t,a,b,c,d,e,f1,f3,h"
 
 def _run(scenario: str, args: argparse.Namespace, bootstrap: str,
          home: Path, broker_pid: int | None) -> list[dict[str, Any]]:
-    if scenario == "warm-up":
-        result = run.throughput(bootstrap, home, args.warmup_events, args.fanout,
-                                broker_pid=broker_pid)
-        return [{**result, "scenario": "warm-up (a), not a measurement"}]
     if scenario == "t":
         return [clients.compare(5000, clients.CONCURRENCY)]
     if scenario == "a":

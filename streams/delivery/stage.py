@@ -354,10 +354,9 @@ class DeliveryWorker(Stage):
                 token = self._load.started(webhook_id, _clock())
                 yield answered
             finally:
-                answered()  # if the attempt ended before its answer
                 self._slots.release(workspace)
         finally:
-            answered()  # if it ended before the worker's slot
+            answered()  # if it ended before its answer
             if token is None:
                 self._load.abandoned(webhook_id)
             if webhook_id not in self._load:  # nothing queued or running: forget its slots

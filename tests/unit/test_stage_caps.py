@@ -27,7 +27,7 @@ from streams.core.secretbox import SecretBox, generate_master_key
 from streams.delivery.models import DeliveryJob, delivery_id_for
 from streams.delivery.stage import DeliveryWorker
 from streams.kafka.topics import DELIVERIES, DELIVERY_LOG, SUBSCRIPTIONS, all_topics
-from streams.pipeline.clients import Record
+from streams.pipeline.clients import ProducerFactory, Record
 from streams.pipeline.local import LocalBroker, LocalProducer
 from streams.pipeline.records import Origin, Produce
 from streams.pipeline.stage import COMMIT_INTERVAL_S
@@ -84,14 +84,15 @@ class _CountingWorker(DeliveryWorker):
     """The real delivery stage; counts the records its loop hands to `handle`."""
 
     def __init__(self, broker: LocalBroker, endpoints: _Endpoints,
-                 settings: Settings = SETTINGS, producer_factory: object = None) -> None:
+                 settings: Settings = SETTINGS,
+                 producer_factory: ProducerFactory | None = None) -> None:
         view = SubscriptionsView(settings.bootstrap_servers, settings.topic(SUBSCRIPTIONS))
         for sub in (HELD, FREE):
             view.index.put(sub)
         view.ready.set()
         super().__init__(settings, view, box=BOX, transport=httpx.MockTransport(endpoints),
                          consumer_factory=broker.consumer,
-                         producer_factory=producer_factory or broker.producer,  # type: ignore[arg-type]
+                         producer_factory=producer_factory or broker.producer,
                          tail_factory=broker.tail)
         self.handled: Counter[TopicPartition] = Counter()
         self.finished: Counter[TopicPartition] = Counter()
@@ -213,8 +214,8 @@ def test_an_answered_attempt_frees_its_webhooks_slot_and_holds_the_workers_until
         while not producer.held:
             await asyncio.sleep(0.01)  # virtual time: the loop's turns until one is held
         # Virtual: time for the next requests to be made, short of deferring the third.
-        await asyncio.sleep(5)
         assert settings.defer_after > 5
+        await asyncio.sleep(5)
         assert endpoints.requests[FREE_HOST] == 2
         assert producer.held == 2
         assert worker.finished[tp] == 0
